@@ -1,0 +1,36 @@
+"""One settings object for the whole service (environment prefix ``NERO_STUDY_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_database_url() -> str:
+    """SQLite file under ``~/.nero-study`` (created on first use)."""
+    home = Path.home() / ".nero-study"
+    return f"sqlite:///{home / 'nero-study.db'}"
+
+
+class Settings(BaseSettings):
+    """Service settings; every field can be set as ``NERO_STUDY_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="NERO_STUDY_", extra="ignore")
+
+    database_url: str = Field(default_factory=default_database_url)
+    data_dir: Path | None = None
+    api_tokens: str = ""  # comma-separated bearer tokens accepted for writes
+    require_token_for_reads: bool = False
+    max_trials_per_sweep: int = 5000
+    max_spec_bytes: int = 256_000
+    host: str = "127.0.0.1"
+    port: int = 8000
+    lease_seconds: float = 30.0
+    heartbeat_seconds: float = 5.0
+    poll_seconds: float = 1.0
+    seed_demo: bool = True
+
+    def token_list(self) -> list[str]:
+        return [token.strip() for token in self.api_tokens.split(",") if token.strip()]
