@@ -1,0 +1,570 @@
+"""The sweep engine: a stored sweep's pending trials, run on Ray Tune, written back to the store.
+
+Path of one trial: the plan (``plan.py``) becomes rows in ``trials``; unfinished rows are packed into
+bundles per task; each bundle is one Ray Tune trial whose function runs the members back to back
+(``execute.run_bundle``) and reports their events in batches; a driver-side Tune callback
+(:class:`StoreWriter`) writes the events into the store. Ray workers never touch the database.
+A re-run of the same sweep id skips finished trials, so a crash loses nothing and counts nothing twice.
+
+Runs in the caller's main thread (Tune needs it): the CLI's ``sweep`` command and the queue worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from nero_study.study.plan import plan_seed_repeats, plan_trials, tpe_space
+from sqlalchemy.orm import Session, sessionmaker
+
+from nero_study.store import repo
+from nero_study.study.execute import EventBuffer, run_bundle
+from nero_study.study.spec import SweepSpec
+from nero_study.tasks.base import TrialSpec
+
+logger = logging.getLogger(__name__)
+
+FINISHED = frozenset({"succeeded", "diverged", "failed"})
+ProgressHook = Callable[["SweepProgress"], None]
+
+
+@dataclass
+class SweepProgress:
+    """Counts the CLI and the worker show while a sweep runs."""
+
+    total: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+    started_at: float = field(default_factory=time.monotonic)
+    execution: str = ""
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts[status] for status in FINISHED)
+
+    def eta_seconds(self) -> float | None:
+        elapsed = time.monotonic() - self.started_at
+        finished_now = self.done - self.counts["already_done"]
+        remaining = self.total - self.done
+        if finished_now <= 0 or remaining <= 0:
+            return None if remaining > 0 else 0.0
+        return elapsed / finished_now * remaining
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
+    """Connect to Ray once per process: the cluster at ``RAY_ADDRESS`` if set, else a local instance."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, **kwargs)
+
+
+def _cluster_slots(cpu_per_trial: float, gpu_per_trial: float, max_concurrency: int | None) -> int:
+    import ray
+
+    resources = ray.cluster_resources()
+    slots = max(1, int(resources.get("CPU", 1) // max(cpu_per_trial, 1e-9)))
+    if gpu_per_trial > 0:
+        slots = min(slots, max(1, int(resources.get("GPU", 0) // gpu_per_trial)))
+    if max_concurrency:
+        slots = min(slots, max_concurrency)
+    return slots
+
+
+def choose_bundle_size(spec: SweepSpec, pending_in_task: int, slots: int) -> int:
+    """How many trials one Tune trial runs back to back.
+
+    ``separate`` runs one trial per Tune trial. Otherwise the spec's ``bundle_size`` if given; for the
+    paper budget 1 (trials are hours long, the fixed price is negligible); else enough to give every slot
+    about two bundles of this task, so that work stays balanced while Tune's price is paid rarely.
+    """
+    if spec.execution == "separate":
+        return 1
+    if spec.bundle_size:
+        return spec.bundle_size
+    if spec.budget == "paper" and spec.execution != "batched":
+        return 1
+    return max(1, math.ceil(pending_in_task / (2 * slots)))
+
+
+def _bundle_trainable(config: dict[str, Any]) -> None:
+    """One Tune trial: run a bundle of trials, reporting their events in batches."""
+    import torch
+    from ray import tune
+
+    threads = int(config.get("threads", 1))
+    torch.set_num_threads(max(1, threads))
+    specs = [TrialSpec.from_dict(item) for item in config["work"]["bundle"]]
+    buffer = EventBuffer(lambda events: tune.report({"nero_events": events}), config.get("flush_seconds", 0.5))
+    used = run_bundle(specs, buffer.emit, execution=config.get("execution", "packed"))
+    buffer.emit({"event": "execution", "member": -1, "mode": used})
+    buffer.flush()
+
+
+def _tpe_trainable(config: dict[str, Any]) -> None:
+    """One Tune trial proposed by Optuna's TPE: one trial at ``config['lr']``; reports its objective."""
+    import torch
+    from ray import tune
+
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    spec = TrialSpec.from_dict({**config["base"], "lr": float(config["lr"])})
+    events: list[dict[str, Any]] = []
+    buffer = EventBuffer(lambda batch: events.extend(batch) or tune.report({"nero_events": batch}), 0.5)
+    from nero_study.study.execute import run_member
+
+    result = run_member(0, spec, buffer.emit)
+    buffer.flush()
+    if result is None or result.status != "succeeded" or not math.isfinite(result.metric):
+        initial = result.initial_metric if result is not None else math.nan
+        value = initial if math.isfinite(initial) else 1e12
+        oriented = value if (result is None or result.lower_is_better) else -value
+    else:
+        oriented = result.metric if result.lower_is_better else -result.metric
+    tune.report({"nero_events": [], "objective": float(oriented)})
+
+
+class StoreWriter:
+    """Driver-side Tune callback: writes members' events into the store, tracks progress and cancels."""
+
+    def __init__(
+        self,
+        *,
+        session_factory: sessionmaker[Session],
+        sweep_id: str,
+        progress: SweepProgress,
+        on_progress: ProgressHook | None,
+        new_trial: Callable[[dict[str, Any]], int] | None = None,
+    ) -> None:
+        self.session_factory = session_factory
+        self.sweep_id = sweep_id
+        self.progress = progress
+        self.on_progress = on_progress
+        self.new_trial = new_trial
+        self.members: dict[str, list[int]] = {}  # Tune trial id -> store trial ids
+        self.finished: set[int] = set()
+        self.running: set[int] = set()
+        self.execution_used: set[str] = set()
+
+    # Tune's Callback interface (duck-typed so this class stays importable without Ray).
+    def setup(self, **info: Any) -> None:
+        pass
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        if trial.trial_id in self.members:
+            return
+        if "work" in trial.config:
+            self.members[trial.trial_id] = list(trial.config["work"]["trial_ids"])
+        elif self.new_trial is not None:
+            self.members[trial.trial_id] = [self.new_trial(trial.config)]
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
+        events = result.get("nero_events") or []
+        if events:
+            self._write(trial.trial_id, events)
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        message = f"Ray Tune trial failed after retries: {getattr(trial, 'error_file', '') or 'see Ray logs'}"
+        error_text = _read_error(trial)
+        self._fail_unfinished(trial.trial_id, error_text or message)
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._fail_unfinished(trial.trial_id, "the bundle ended without a result for this trial")
+
+    def __getattr__(self, name: str) -> Any:
+        # Every other Callback hook is a no-op.
+        if name.startswith("on_") or name in {"get_state", "set_state"}:
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+    def _write(self, tune_trial_id: str, events: Sequence[dict[str, Any]]) -> None:
+        ids = self.members.get(tune_trial_id, [])
+        points: dict[int, list[dict[str, float]]] = {}
+        with self.session_factory() as session:
+            for event in events:
+                kind = event["event"]
+                if kind == "execution":
+                    self.execution_used.add(event["mode"])
+                    continue
+                trial_id = ids[event["member"]]
+                if trial_id in self.finished:
+                    continue  # a retried bundle re-running a finished member: keep the first result
+                if kind == "start":
+                    repo.mark_trial_running(session, trial_id=trial_id)
+                    self.running.add(trial_id)
+                elif kind == "eval":
+                    points.setdefault(trial_id, []).append(
+                        {k: event[k] for k in ("step", "epoch", "train_loss", "metric")}
+                    )
+                elif kind == "done":
+                    if trial_id in points:
+                        repo.add_metric_points(session, trial_id=trial_id, points=points.pop(trial_id))
+                    fields = {k: v for k, v in event.items() if k not in {"event", "member"}}
+                    repo.finish_trial(session, trial_id=trial_id, **fields)
+                    self.finished.add(trial_id)
+                    self.running.discard(trial_id)
+                    self.progress.counts[event["status"]] += 1
+            for trial_id, trial_points in points.items():
+                repo.add_metric_points(session, trial_id=trial_id, points=trial_points)
+            session.commit()
+        self.progress.counts["running"] = len(self.running)
+        if self.on_progress is not None:
+            self.on_progress(self.progress)
+
+    def _fail_unfinished(self, tune_trial_id: str, message: str) -> None:
+        unfinished = [t for t in self.members.get(tune_trial_id, []) if t not in self.finished]
+        if not unfinished:
+            return
+        with self.session_factory() as session:
+            for trial_id in unfinished:
+                repo.finish_trial(
+                    session,
+                    trial_id=trial_id,
+                    status="failed",
+                    metric=math.nan,
+                    best_metric=math.nan,
+                    initial_metric=math.nan,
+                    error=message,
+                )
+                self.finished.add(trial_id)
+                self.running.discard(trial_id)
+                self.progress.counts["failed"] += 1
+            session.commit()
+        self.progress.counts["running"] = len(self.running)
+        if self.on_progress is not None:
+            self.on_progress(self.progress)
+
+
+def _read_error(trial: Any) -> str | None:
+    path = getattr(trial, "error_file", None)
+    if path and os.path.exists(path):
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().strip().splitlines()
+        return lines[-1] if lines else None
+    return None
+
+
+class _CancelStopper:
+    """Tune stopper that polls ``should_cancel`` at most once per ``interval`` seconds."""
+
+    def __init__(self, should_cancel: Callable[[], bool] | None, interval: float = 1.0) -> None:
+        self.should_cancel = should_cancel
+        self.interval = interval
+        self._last = 0.0
+        self.cancelled = False
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return self.stop_all()
+
+    def stop_all(self) -> bool:
+        if self.cancelled:
+            return True
+        if self.should_cancel is None:
+            return False
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            self.cancelled = bool(self.should_cancel())
+        return self.cancelled
+
+
+@dataclass
+class SweepOutcome:
+    sweep_id: str
+    status: str  # succeeded | cancelled
+    counts: dict[str, int]
+    execution: str
+    wall_s: float
+
+
+class SweepEngine:
+    """Runs one stored sweep to completion (or cancellation) on Ray Tune."""
+
+    def __init__(
+        self,
+        *,
+        session_factory: sessionmaker[Session],
+        sweep_id: str,
+        spec: SweepSpec,
+        on_progress: ProgressHook | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        max_failures: int = 2,
+    ) -> None:
+        self.session_factory = session_factory
+        self.sweep_id = sweep_id
+        self.spec = spec
+        self.on_progress = on_progress
+        self.stopper = _CancelStopper(should_cancel)
+        self.max_failures = max_failures
+        self.progress = SweepProgress()
+        self.execution_used: set[str] = set()
+
+    # -- planning -------------------------------------------------------------------------------
+    def _store_plan(self, planned: Sequence[Any]) -> None:
+        with self.session_factory() as session:
+            repo.add_trials(
+                session,
+                sweep_id=self.sweep_id,
+                trials=[{**item.spec.to_dict(), "phase": item.phase} for item in planned],
+            )
+            session.commit()
+
+    def _unfinished(self) -> list[tuple[int, TrialSpec]]:
+        with self.session_factory() as session:
+            rows = repo.pending_trials(session, sweep_id=self.sweep_id)
+            return [(row.id, _row_spec(row)) for row in rows]
+
+    def _refresh_counts(self) -> None:
+        with self.session_factory() as session:
+            counts = repo.sweep_counts(session, sweep_id=self.sweep_id)
+        self.progress.counts = Counter({k: v for k, v in counts.items() if k in FINISHED})
+        self.progress.counts["already_done"] = self.progress.done
+
+    # -- running --------------------------------------------------------------------------------
+    def run(self) -> SweepOutcome:
+        start = time.perf_counter()
+        ensure_ray()
+        if self.spec.protocol == "tpe":
+            self._run_tpe()
+        else:
+            self._store_plan(plan_trials(self.spec))
+            self._run_pending()
+            if self.spec.protocol == "paper" and not self.stopper.cancelled:
+                with self.session_factory() as session:
+                    records = repo.trials_frame(session, sweep_id=self.sweep_id).to_dict("records")
+                self._store_plan(plan_seed_repeats(self.spec, records))
+                self._run_pending()
+        status = "cancelled" if self.stopper.cancelled else "succeeded"
+        if self.stopper.cancelled:
+            with self.session_factory() as session:
+                repo.cancel_pending_trials(session, sweep_id=self.sweep_id)
+                session.commit()
+        with self.session_factory() as session:
+            counts = repo.sweep_counts(session, sweep_id=self.sweep_id)
+        execution = "+".join(sorted(self.execution_used)) or "none"
+        return SweepOutcome(self.sweep_id, status, dict(counts), execution, time.perf_counter() - start)
+
+    def _tuner_settings(self) -> tuple[dict[str, float], int]:
+        cpu = float(self.spec.resources.cpu)
+        gpu = float(self.spec.resources.gpu)
+        slots = _cluster_slots(cpu, gpu, self.spec.max_concurrency)
+        return {"cpu": cpu, "gpu": gpu}, slots
+
+    def _run_pending(self) -> None:
+        pending = self._unfinished()
+        self._refresh_counts()
+        self.progress.total = self.progress.done + len(pending)
+        if not pending:
+            return
+        resources, slots = self._tuner_settings()
+        by_task: dict[str, list[tuple[int, TrialSpec]]] = {}
+        for trial_id, trial_spec in pending:
+            by_task.setdefault(trial_spec.task, []).append((trial_id, trial_spec))
+        bundles: list[dict[str, Any]] = []
+        for members in by_task.values():
+            size = choose_bundle_size(self.spec, len(members), slots)
+            for start in range(0, len(members), size):
+                chunk = members[start : start + size]
+                bundles.append(
+                    {
+                        "trial_ids": [trial_id for trial_id, _ in chunk],
+                        "bundle": [trial_spec.to_dict() for _, trial_spec in chunk],
+                    }
+                )
+        execution = "packed" if self.spec.execution == "auto" else self.spec.execution
+        self.progress.execution = execution
+        writer = StoreWriter(
+            session_factory=self.session_factory,
+            sweep_id=self.sweep_id,
+            progress=self.progress,
+            on_progress=self.on_progress,
+        )
+        from ray import tune
+
+        threads = max(1, int(resources["cpu"]))
+        self._fit(
+            tune.with_resources(_bundle_trainable, resources),
+            param_space={"work": tune.grid_search(bundles), "execution": execution, "threads": threads},
+            writer=writer,
+            slots=slots,
+        )
+        self.execution_used |= writer.execution_used
+
+    def _fit(
+        self,
+        trainable: Any,
+        *,
+        param_space: dict[str, Any],
+        writer: StoreWriter,
+        slots: int,
+        search_alg: Any = None,
+        num_samples: int = 1,
+    ) -> None:
+        from ray import tune
+
+        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        storage = tempfile.mkdtemp(prefix="nero-study-tune-")
+        try:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=param_space,
+                tune_config=tune.TuneConfig(
+                    num_samples=num_samples,
+                    max_concurrent_trials=slots,
+                    reuse_actors=True,
+                    search_alg=search_alg,
+                    metric="objective" if search_alg is not None else None,
+                    mode="min" if search_alg is not None else None,
+                    trial_name_creator=_short_trial_name,
+                    trial_dirname_creator=_short_trial_name,
+                ),
+                run_config=tune.RunConfig(
+                    name=f"sweep-{self.sweep_id}",
+                    storage_path=storage,
+                    callbacks=[_as_tune_callback(writer)],
+                    stop=self.stopper,
+                    failure_config=tune.FailureConfig(max_failures=self.max_failures),
+                    verbose=0,
+                    log_to_file=False,
+                ),
+            )
+            quiet = [logging.getLogger(name) for name in ("ray.tune", "ray.train", "ray.air")]
+            levels = [log.level for log in quiet]
+            for log in quiet:
+                log.setLevel(logging.ERROR)
+            try:
+                tuner.fit()
+            finally:
+                for log, level in zip(quiet, levels, strict=True):
+                    log.setLevel(level)
+        finally:
+            shutil.rmtree(storage, ignore_errors=True)
+
+    def _run_tpe(self) -> None:
+        import optuna
+        from ray import tune
+        from ray.tune.search.optuna import OptunaSearch
+
+        resources, slots = self._tuner_settings()
+        for task in self.spec.tasks:
+            for variant in self.spec.optimizer_variants():
+                if self.stopper.cancelled:
+                    return
+                low, high = tpe_space(self.spec, variant.label)
+                base = TrialSpec(
+                    task=task,
+                    optimizer=variant.name,
+                    lr=1.0,
+                    seed=self.spec.seeds[0],
+                    budget=self.spec.budget,
+                    preset=self.spec.preset,
+                    hyperparameters=dict(variant.settings),
+                    task_options=dict(self.spec.task_options.get(task, {})),
+                    label=variant.label,
+                ).to_dict()
+                base.pop("lr")
+                with self.session_factory() as session:
+                    done = [
+                        row
+                        for row in repo.list_trials(
+                            session, sweep_id=self.sweep_id, task=task, label=variant.label, limit=100_000
+                        )[0]
+                        if row.status in FINISHED
+                    ]
+                remaining = self.spec.tpe_trials - len(done)
+                self._refresh_counts()
+                self.progress.total = max(self.progress.total, self.progress.done + remaining)
+                if remaining <= 0:
+                    continue
+                known = [(row.lr, _objective(row)) for row in done]
+                searcher = OptunaSearch(
+                    space={"lr": optuna.distributions.FloatDistribution(low, high, log=True)},
+                    metric="objective",
+                    mode="min",
+                    sampler=optuna.samplers.TPESampler(seed=self.spec.seeds[0]),
+                    points_to_evaluate=[{"lr": lr} for lr, _ in known] or None,
+                    evaluated_rewards=[value for _, value in known] or None,
+                )
+                writer = StoreWriter(
+                    session_factory=self.session_factory,
+                    sweep_id=self.sweep_id,
+                    progress=self.progress,
+                    on_progress=self.on_progress,
+                    new_trial=lambda config, base=base: self._add_tpe_trial(base, float(config["lr"])),
+                )
+                self._fit(
+                    tune.with_resources(_tpe_trainable, resources),
+                    param_space={"base": base, "threads": max(1, int(resources["cpu"]))},
+                    writer=writer,
+                    slots=min(slots, remaining),
+                    search_alg=searcher,
+                    num_samples=remaining,
+                )
+                self.execution_used.add("separate")
+
+    def _add_tpe_trial(self, base: dict[str, Any], lr: float) -> int:
+        with self.session_factory() as session:
+            rows = repo.add_trials(session, sweep_id=self.sweep_id, trials=[{**base, "lr": lr, "phase": "tpe"}])
+            session.commit()
+            return rows[0].id
+
+
+def _as_tune_callback(writer: StoreWriter) -> Any:
+    from ray.tune import Callback
+
+    class _Adapter(Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001
+            writer.on_trial_start(iteration, trials, trial, **info)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
+            if trial.trial_id not in writer.members:
+                writer.on_trial_start(iteration, trials, trial, **info)
+            writer.on_trial_result(iteration, trials, trial, result, **info)
+
+        def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+            writer.on_trial_error(iteration, trials, trial, **info)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+            writer.on_trial_complete(iteration, trials, trial, **info)
+
+    return _Adapter()
+
+
+def _short_trial_name(trial: Any) -> str:
+    return str(trial.trial_id)
+
+
+def _objective(row: Any) -> float:
+    value = row.metric if row.status == "succeeded" and row.metric is not None else row.initial_metric
+    if value is None or not math.isfinite(value):
+        value = 1e12
+    return value if row.lower_is_better in (None, True) else -value
+
+
+def _row_spec(row: Any) -> TrialSpec:
+    return TrialSpec(
+        task=row.task,
+        optimizer=row.optimizer,
+        lr=row.lr,
+        seed=row.seed,
+        budget=row.budget,
+        preset=row.preset,
+        hyperparameters=dict(row.hyperparameters or {}),
+        task_options=dict(row.task_options or {}),
+        label=row.label,
+    )
