@@ -192,5 +192,344 @@ def _parse_pairs(pairs: list[str] | None, flag: str) -> dict[str, Any]:
     return parsed
 
 
+def _settings(db_url: str | None = None) -> Any:
+    from nero_study.settings import Settings
+
+    settings = Settings()
+    if db_url:
+        settings = settings.model_copy(update={"database_url": db_url})
+    return settings
+
+
+def _load_spec(path: str) -> Any:
+    from pydantic import ValidationError
+
+    from nero_study.study.spec import SweepSpec
+
+    try:
+        return SweepSpec.from_file(path)
+    except FileNotFoundError:
+        _fail(f"spec file not found: {path}")
+    except (ValidationError, ValueError) as exc:
+        _fail(f"invalid sweep spec {path}:\n{exc}")
+
+
+db_app = typer.Typer(help="Database schema (Alembic migrations shipped in the package).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: Annotated[str | None, typer.Option(help="Database URL (default: settings)")] = None) -> None:
+    """Create or migrate the database schema to the newest revision."""
+    from nero_study.store import db as store_db
+
+    settings = _settings(db)
+    store_db.upgrade(settings.database_url)
+    console.print(f"database at revision {store_db.head_revision()}: {_redact(settings.database_url)}")
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@app.command()
+def sweep(
+    spec_path: Annotated[str, typer.Argument(metavar="SPEC", help="Sweep spec (YAML or JSON)")],
+    db: Annotated[
+        str | None, typer.Option(help="Database URL (default: NERO_STUDY_DATABASE_URL or ~/.nero-study)")
+    ] = None,
+    new: Annotated[bool, typer.Option("--new", help="Start a new sweep even if this spec ran before")] = False,
+) -> None:
+    """Run a sweep to completion on Ray Tune with a live progress view; prints the sweep id.
+
+    Running the same spec again resumes its sweep: finished trials are kept, the rest run.
+    """
+    import hashlib
+    import uuid
+
+    from rich.live import Live
+
+    from nero_study.store import db as store_db
+    from nero_study.store import repo
+    from workers.worker import SweepWorker
+
+    spec = _load_spec(spec_path)
+    settings = _settings(db)
+    store_db.upgrade(settings.database_url)
+    canonical = spec.model_dump_json()
+    key = "cli:" + hashlib.sha256(canonical.encode()).hexdigest()
+    if new:
+        key = f"{key}:{uuid.uuid4().hex}"
+    worker = SweepWorker(settings, owner=f"cli:{_host_pid()}")
+    with worker.session_factory() as session:
+        record = repo.create_sweep(
+            session, spec=spec.model_dump(mode="json"), name=spec.name or spec_path, idempotency_key=key
+        )
+        session.commit()
+        sweep_id, status = record.id, record.status
+    if status == "succeeded":
+        console.print(f"sweep {sweep_id} already finished; see `nero-study report {sweep_id}`")
+        typer.echo(sweep_id)
+        return
+    with worker.session_factory() as session:
+        claimed = repo.claim_sweep(
+            session, sweep_id=sweep_id, owner=worker.owner, lease_seconds=settings.lease_seconds, take_over_dead=True
+        )
+        session.commit()
+    if not claimed:
+        _fail(f"sweep {sweep_id} is being run by another live process; wait for it or use --new", code=1)
+    console.print(f"sweep [bold]{sweep_id}[/]: {spec.name or spec_path}")
+    view = _ProgressView()
+    with Live(view.render(), console=err_console, refresh_per_second=4, transient=False) as live:
+        worker.install_signal_handlers()
+        final = worker.process(
+            sweep_id, spec.model_dump(mode="json"), on_progress=lambda p: live.update(view.render(p))
+        )
+    console.print(f"sweep {sweep_id}: {final}")
+    typer.echo(sweep_id)
+    if final not in {"succeeded"}:
+        raise typer.Exit(1)
+
+
+def _host_pid() -> str:
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class _ProgressView:
+    """A one-table live view of a sweep's trials: done/running/diverged/failed and an ETA."""
+
+    def render(self, progress: Any = None) -> Table:
+        table = Table(show_header=True, header_style="bold")
+        for column in ("done", "total", "succeeded", "running", "diverged", "failed", "execution", "ETA"):
+            table.add_column(column, justify="right")
+        if progress is None:
+            table.add_row("0", "?", "0", "0", "0", "0", "", "")
+            return table
+        eta = progress.eta_seconds()
+        table.add_row(
+            str(progress.done),
+            str(progress.total),
+            str(progress.counts["succeeded"]),
+            str(progress.counts["running"]),
+            str(progress.counts["diverged"]),
+            str(progress.counts["failed"]),
+            progress.execution,
+            "" if eta is None else f"{eta:.0f} s",
+        )
+        return table
+
+
+@app.command()
+def report(
+    sweep_id: Annotated[str, typer.Argument(help="Sweep id (printed by `nero-study sweep`)")],
+    db: Annotated[str | None, typer.Option(help="Database URL (default: settings)")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="table | json | csv")] = "table",
+    html: Annotated[str | None, typer.Option(help="Write a single-file HTML report to this path")] = None,
+) -> None:
+    """Print the paper-style table per task and the robustness metrics of a sweep."""
+    from nero_study.store import db as store_db
+    from nero_study.store import repo
+    from nero_study.study.analysis import analyse, paper_table
+
+    if output_format not in {"table", "json", "csv"}:
+        _fail(f"Invalid --format {output_format!r}; valid: table, json, csv")
+    settings = _settings(db)
+    engine = store_db.make_engine(settings.database_url)
+    with store_db.session_factory(engine)() as session:
+        record = repo.get_sweep(session, sweep_id=sweep_id)
+        if record is None:
+            _fail(f"Unknown sweep {sweep_id!r}")
+        frame = repo.trials_frame(session, sweep_id=sweep_id)
+        spec_data, name, execution = dict(record.spec), record.name, record.execution
+    analysis = analyse(frame)
+    if html:
+        from dashboards.report import write_html_report
+
+        write_html_report(sweep_id=sweep_id, database_url=settings.database_url, path=html)
+        console.print(f"wrote {html}")
+        return
+    rows = paper_table(analysis)
+    if output_format == "json":
+        typer.echo(json.dumps({"sweep_id": sweep_id, "name": name, "execution": execution, **analysis.to_dict()}))
+        return
+    if output_format == "csv":
+        typer.echo(analysis.summary_frame().to_csv(index=False), nl=False)
+        return
+    _print_report(sweep_id, name, execution, spec_data, analysis, rows)
+
+
+def _fmt(value: Any, spec: str = ".4g") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    return format(value, spec)
+
+
+def _print_report(sweep_id: str, name: str, execution: str | None, spec: dict, analysis: Any, rows: list) -> None:
+    console.print(f"[bold]sweep {sweep_id}[/] {name}  (execution: {execution or 'n/a'}, preset {spec.get('preset')})")
+    by_task: dict[str, list] = {}
+    for row in rows:
+        by_task.setdefault(row.task, []).append(row)
+    for task_name, task_rows in by_task.items():
+        table = Table(title=f"{task_name} — {task_rows[0].metric_name}")
+        for column in ("optimizer", "best (mean ± std)", "best lr", "out of the box", "default lr"):
+            table.add_column(column, justify="right" if column != "optimizer" else "left")
+        for row in task_rows:
+            table.add_row(
+                row.label,
+                f"{_fmt(row.best)} ± {_fmt(row.best_std, '.2g')}",
+                _fmt(row.eta_star, "g"),
+                _fmt(row.ootb),
+                _fmt(row.default_lr, "g"),
+            )
+        console.print(table)
+    summary = analysis.summary_frame()
+    metrics = Table(title="robustness metrics")
+    for column in summary.columns:
+        metrics.add_column(str(column))
+    for record in summary.to_dict("records"):
+        metrics.add_row(*[_fmt(v) if isinstance(v, float) else str(v) for v in record.values()])
+    console.print(metrics)
+
+
+@app.command()
+def worker(
+    db: Annotated[str | None, typer.Option(help="Database URL (default: settings)")] = None,
+    once: Annotated[bool, typer.Option("--once", help="Run at most one sweep, then exit")] = False,
+    idle_timeout: Annotated[float | None, typer.Option(help="Exit after this many seconds with no work")] = None,
+) -> None:
+    """Claim queued sweeps one at a time and run them on Ray Tune (local Ray, or RAY_ADDRESS)."""
+    import logging
+
+    from workers.worker import SweepWorker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = _settings(db)
+    from nero_study.store import db as store_db
+
+    store_db.upgrade(settings.database_url)
+    sweep_worker = SweepWorker(settings)
+    sweep_worker.install_signal_handlers()
+    count = sweep_worker.run_forever(once=once, idle_timeout=idle_timeout)
+    console.print(f"worker {sweep_worker.owner}: ran {count} sweep(s)")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000)")] = None,
+    db: Annotated[str | None, typer.Option(help="Database URL (default: SQLite under ~/.nero-study)")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes to start beside the API")] = 1,
+    demo: Annotated[bool, typer.Option(help="Submit a small demo sweep when the database is empty")] = True,
+) -> None:
+    """The embedded default: the API and dashboards, plus worker process(es) on local Ray."""
+    import os
+    import subprocess
+    import sys
+
+    import uvicorn
+    from api.main import create_app
+
+    from nero_study.store import db as store_db
+    from nero_study.store import repo
+
+    settings = _settings(db)
+    updates = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = settings.model_copy(update=updates)
+    store_db.upgrade(settings.database_url)
+    if demo and settings.seed_demo:
+        from nero_study.study.spec import demo_spec
+
+        factory = store_db.session_factory(store_db.make_engine(settings.database_url))
+        with factory() as session:
+            if repo.list_sweeps(session, offset=0, limit=1)[1] == 0:
+                spec = demo_spec()
+                created = repo.create_sweep(session, spec=spec.model_dump(mode="json"), name=spec.name or "demo")
+                session.commit()
+                console.print(f"submitted demo sweep {created.id}")
+    env = {**os.environ, "NERO_STUDY_DATABASE_URL": settings.database_url}
+    children = [
+        subprocess.Popen([sys.executable, "-m", "nero_study.cli", "worker"], env=env) for _ in range(max(0, workers))
+    ]
+    console.print(f"nero-study on http://{settings.host}:{settings.port}  ({len(children)} worker(s))")
+    try:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+@app.command()
+def submit(
+    spec_path: Annotated[str, typer.Argument(metavar="SPEC", help="Sweep spec (YAML or JSON)")],
+    url: Annotated[str, typer.Option(help="Service URL", envvar="NERO_STUDY_URL")] = "http://127.0.0.1:8000",
+    token: Annotated[str | None, typer.Option(help="Bearer token", envvar="NERO_STUDY_TOKEN")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until the sweep ends")] = False,
+    idempotency_key: Annotated[str | None, typer.Option(help="Same key, same sweep")] = None,
+) -> None:
+    """Submit a sweep to a running service; prints its id (and waits with --wait)."""
+    from nero_study.client import ClientError, NeroStudyClient
+
+    spec = _load_spec(spec_path)
+    client = NeroStudyClient(url, token=token)
+    try:
+        created = client.submit(spec.model_dump(mode="json"), idempotency_key=idempotency_key)
+        sweep_id = created["id"]
+        console.print(f"submitted sweep [bold]{sweep_id}[/] to {url}")
+        if wait:
+            final = client.wait(sweep_id)
+            console.print(f"sweep {sweep_id}: {final['status']}  {final.get('counts', {})}")
+    except ClientError as exc:
+        _fail(str(exc), code=1)
+    typer.echo(sweep_id)
+
+
+@app.command()
+def status(
+    sweep_id: Annotated[str, typer.Argument(help="Sweep id")],
+    url: Annotated[str, typer.Option(help="Service URL", envvar="NERO_STUDY_URL")] = "http://127.0.0.1:8000",
+    token: Annotated[str | None, typer.Option(help="Bearer token", envvar="NERO_STUDY_TOKEN")] = None,
+) -> None:
+    """Show a sweep's status and trial counts from a running service."""
+    from nero_study.client import ClientError, NeroStudyClient
+
+    try:
+        info = NeroStudyClient(url, token=token).get_sweep(sweep_id)
+    except ClientError as exc:
+        _fail(str(exc), code=1)
+    typer.echo(json.dumps(info, indent=2, default=_json_default))
+
+
+token_app = typer.Typer(help="Bearer tokens for writes (stored hashed).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="A name to recognise the token by")] = "default",
+    db: Annotated[str | None, typer.Option(help="Database URL (default: settings)")] = None,
+) -> None:
+    """Create a bearer token; it is printed once and only its SHA-256 hash is stored."""
+    from nero_study.store import db as store_db
+    from nero_study.store import repo
+
+    settings = _settings(db)
+    store_db.upgrade(settings.database_url)
+    with store_db.session_factory(store_db.make_engine(settings.database_url))() as session:
+        clear = repo.create_token(session, name=name)
+        session.commit()
+    err_console.print("store this token now; it cannot be shown again:")
+    typer.echo(clear)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -22,11 +22,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nero_study.study.plan import plan_seed_repeats, plan_trials, tpe_space
 from sqlalchemy.orm import Session, sessionmaker
 
 from nero_study.store import repo
 from nero_study.study.execute import EventBuffer, run_bundle
+from nero_study.study.plan import plan_seed_repeats, plan_trials, tpe_space
 from nero_study.study.spec import SweepSpec
 from nero_study.tasks.base import TrialSpec
 
@@ -285,7 +285,7 @@ class _CancelStopper:
 @dataclass
 class SweepOutcome:
     sweep_id: str
-    status: str  # succeeded | cancelled
+    status: str  # succeeded | stopped
     counts: dict[str, int]
     execution: str
     wall_s: float
@@ -348,11 +348,9 @@ class SweepEngine:
                     records = repo.trials_frame(session, sweep_id=self.sweep_id).to_dict("records")
                 self._store_plan(plan_seed_repeats(self.spec, records))
                 self._run_pending()
-        status = "cancelled" if self.stopper.cancelled else "succeeded"
-        if self.stopper.cancelled:
-            with self.session_factory() as session:
-                repo.cancel_pending_trials(session, sweep_id=self.sweep_id)
-                session.commit()
+        # "stopped": the caller asked to stop (a cancel, a shutdown, a lost lease); it decides what the
+        # unfinished trials become (cancelled, or left pending for another worker).
+        status = "stopped" if self.stopper.cancelled else "succeeded"
         with self.session_factory() as session:
             counts = repo.sweep_counts(session, sweep_id=self.sweep_id)
         execution = "+".join(sorted(self.execution_used)) or "none"
@@ -462,7 +460,7 @@ class SweepEngine:
 
         resources, slots = self._tuner_settings()
         for task in self.spec.tasks:
-            for variant in self.spec.optimizer_variants():
+            for variant in self.spec.optimizers:
                 if self.stopper.cancelled:
                     return
                 low, high = tpe_space(self.spec, variant.label)

@@ -1,0 +1,164 @@
+"""The sweep worker: claim loop, lease heartbeats, cancellation, Ray Tune execution in the main thread.
+
+One worker runs one sweep at a time. The ``sweeps`` table is the queue: ``claim_next_sweep`` takes a
+queued sweep (or one whose lease expired: its worker died) atomically; a heartbeat thread renews the
+lease and watches for a cancel request; the sweep runs through :class:`SweepEngine` in the main thread
+(Tune needs it). A taken-over sweep keeps its finished trials and re-runs only the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from types import FrameType
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from nero_study.settings import Settings
+from nero_study.store import db, repo
+from nero_study.study.engine import ProgressHook, SweepEngine, SweepProgress, ensure_ray
+from nero_study.study.spec import SweepSpec
+
+logger = logging.getLogger("nero_study.worker")
+
+
+class _Heartbeat(threading.Thread):
+    """Renews the lease every ``interval`` seconds and records a cancel request or a lost lease."""
+
+    def __init__(
+        self, *, session_factory: sessionmaker[Session], sweep_id: str, owner: str, lease_seconds: float,
+        interval: float,
+    ) -> None:
+        super().__init__(name=f"heartbeat-{sweep_id}", daemon=True)
+        self.session_factory = session_factory
+        self.sweep_id = sweep_id
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+        self.interval = interval
+        self.stop_event = threading.Event()
+        self.cancel_requested = threading.Event()
+        self.lease_lost = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.interval):
+            self.beat()
+
+    def beat(self) -> None:
+        try:
+            with self.session_factory() as session:
+                if not repo.renew_lease(
+                    session, sweep_id=self.sweep_id, owner=self.owner, lease_seconds=self.lease_seconds
+                ):
+                    self.lease_lost.set()
+                if repo.is_cancel_requested(session, sweep_id=self.sweep_id):
+                    self.cancel_requested.set()
+                session.commit()
+        except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker; the lease may lapse
+            logger.exception("heartbeat for sweep %s failed", self.sweep_id)
+
+    def should_stop(self) -> bool:
+        return self.cancel_requested.is_set() or self.lease_lost.is_set()
+
+
+class SweepWorker:
+    """Claims and runs sweeps until stopped (SIGTERM/SIGINT) or, with ``once``, after one sweep."""
+
+    def __init__(self, settings: Settings | None = None, *, owner: str | None = None) -> None:
+        self.settings = settings or Settings()
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.engine = db.make_engine(self.settings.database_url)
+        self.session_factory = db.session_factory(self.engine)
+        self.stopping = threading.Event()
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum: int, frame: FrameType | None) -> None:
+            logger.info("worker %s: signal %s, stopping after the current step", self.owner, signum)
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def claim(self) -> tuple[str, dict] | None:
+        with self.session_factory() as session:
+            sweep = repo.claim_next_sweep(session, owner=self.owner, lease_seconds=self.settings.lease_seconds)
+            session.commit()
+            return (sweep.id, dict(sweep.spec)) if sweep is not None else None
+
+    def run_forever(self, *, once: bool = False, idle_timeout: float | None = None) -> int:
+        """Process sweeps; returns how many were run. ``idle_timeout`` stops after that long with no work."""
+        processed = 0
+        idle_since = time.monotonic()
+        while not self.stopping.is_set():
+            claimed = self.claim()
+            if claimed is None:
+                if once or (idle_timeout is not None and time.monotonic() - idle_since > idle_timeout):
+                    break
+                self.stopping.wait(self.settings.poll_seconds)
+                continue
+            self.process(*claimed)
+            processed += 1
+            idle_since = time.monotonic()
+            if once:
+                break
+        return processed
+
+    def process(self, sweep_id: str, spec_data: dict, *, on_progress: ProgressHook | None = None) -> str:
+        """Run one claimed sweep to its end; returns the sweep's final status."""
+        logger.info("worker %s: running sweep %s", self.owner, sweep_id)
+        heartbeat = _Heartbeat(
+            session_factory=self.session_factory,
+            sweep_id=sweep_id,
+            owner=self.owner,
+            lease_seconds=self.settings.lease_seconds,
+            interval=self.settings.heartbeat_seconds,
+        )
+        heartbeat.start()
+        status, error, execution = "failed", None, None
+        try:
+            spec = SweepSpec.model_validate(spec_data)
+            ensure_ray()
+            engine = SweepEngine(
+                session_factory=self.session_factory,
+                sweep_id=sweep_id,
+                spec=spec,
+                should_cancel=lambda: heartbeat.should_stop() or self.stopping.is_set(),
+                on_progress=on_progress or self._log_progress,
+            )
+            outcome = engine.run()
+            execution = outcome.execution
+            status = outcome.status
+        except Exception as exc:  # noqa: BLE001 - recorded on the sweep; the worker goes on
+            logger.exception("sweep %s failed", sweep_id)
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            heartbeat.stop_event.set()
+            heartbeat.join(timeout=5)
+        if heartbeat.lease_lost.is_set():
+            logger.warning("worker %s lost the lease of sweep %s; leaving it to its new owner", self.owner, sweep_id)
+            return "lost"
+        if status == "stopped" and not heartbeat.cancel_requested.is_set():
+            # Shutting down, not cancelled by a user: give the sweep back to the queue for another worker.
+            with self.session_factory() as session:
+                repo.release_sweep(session, sweep_id=sweep_id, owner=self.owner)
+                session.commit()
+            return "released"
+        if status == "stopped":
+            status = "cancelled"
+            with self.session_factory() as session:
+                repo.cancel_pending_trials(session, sweep_id=sweep_id)
+                session.commit()
+        with self.session_factory() as session:
+            repo.finish_sweep(
+                session, sweep_id=sweep_id, owner=self.owner, status=status, error=error, execution=execution
+            )
+            session.commit()
+        logger.info("worker %s: sweep %s %s", self.owner, sweep_id, status)
+        return status
+
+    def _log_progress(self, progress: SweepProgress) -> None:
+        logger.debug("progress %s/%s %s", progress.done, progress.total, dict(progress.counts))
