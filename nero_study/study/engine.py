@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ray.tune import Callback, Stopper
 from sqlalchemy.orm import Session, sessionmaker
 
 from nero_study.store import repo
@@ -136,8 +137,8 @@ def _tpe_trainable(config: dict[str, Any]) -> None:
     tune.report({"nero_events": [], "objective": float(oriented)})
 
 
-class StoreWriter:
-    """Driver-side Tune callback: writes members' events into the store, tracks progress and cancels."""
+class StoreWriter(Callback):
+    """Driver-side Tune callback: writes members' events into the store and tracks progress."""
 
     def __init__(
         self,
@@ -147,8 +148,10 @@ class StoreWriter:
         progress: SweepProgress,
         on_progress: ProgressHook | None,
         new_trial: Callable[[dict[str, Any]], int] | None = None,
+        attempt: int = 1,
     ) -> None:
         self.session_factory = session_factory
+        self.attempt = attempt
         self.sweep_id = sweep_id
         self.progress = progress
         self.on_progress = on_progress
@@ -158,9 +161,8 @@ class StoreWriter:
         self.running: set[int] = set()
         self.execution_used: set[str] = set()
 
-    # Tune's Callback interface (duck-typed so this class stays importable without Ray).
-    def setup(self, **info: Any) -> None:
-        pass
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # Tune pickles its callbacks into the experiment state; this one lives only in the driver
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         if trial.trial_id in self.members:
@@ -173,6 +175,8 @@ class StoreWriter:
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
+        if trial.trial_id not in self.members:
+            self.on_trial_start(iteration, trials, trial)
         events = result.get("nero_events") or []
         if events:
             self._write(trial.trial_id, events)
@@ -184,12 +188,6 @@ class StoreWriter:
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._fail_unfinished(trial.trial_id, "the bundle ended without a result for this trial")
-
-    def __getattr__(self, name: str) -> Any:
-        # Every other Callback hook is a no-op.
-        if name.startswith("on_") or name in {"get_state", "set_state"}:
-            return lambda *args, **kwargs: None
-        raise AttributeError(name)
 
     def _write(self, tune_trial_id: str, events: Sequence[dict[str, Any]]) -> None:
         ids = self.members.get(tune_trial_id, [])
@@ -204,7 +202,7 @@ class StoreWriter:
                 if trial_id in self.finished:
                     continue  # a retried bundle re-running a finished member: keep the first result
                 if kind == "start":
-                    repo.mark_trial_running(session, trial_id=trial_id)
+                    repo.mark_trial_running(session, trial_id=trial_id, attempt=self.attempt)
                     self.running.add(trial_id)
                 elif kind == "eval":
                     points.setdefault(trial_id, []).append(
@@ -214,13 +212,12 @@ class StoreWriter:
                     if trial_id in points:
                         repo.add_metric_points(session, trial_id=trial_id, points=points.pop(trial_id))
                     fields = {k: v for k, v in event.items() if k not in {"event", "member"}}
-                    repo.finish_trial(session, trial_id=trial_id, **fields)
+                    repo.finish_trial(session, trial_id=trial_id, attempt=self.attempt, **fields)
                     self.finished.add(trial_id)
                     self.running.discard(trial_id)
                     self.progress.counts[event["status"]] += 1
             for trial_id, trial_points in points.items():
                 repo.add_metric_points(session, trial_id=trial_id, points=trial_points)
-            session.commit()
         self.progress.counts["running"] = len(self.running)
         if self.on_progress is not None:
             self.on_progress(self.progress)
@@ -239,11 +236,11 @@ class StoreWriter:
                     best_metric=math.nan,
                     initial_metric=math.nan,
                     error=message,
+                    attempt=self.attempt,
                 )
                 self.finished.add(trial_id)
                 self.running.discard(trial_id)
                 self.progress.counts["failed"] += 1
-            session.commit()
         self.progress.counts["running"] = len(self.running)
         if self.on_progress is not None:
             self.on_progress(self.progress)
@@ -258,7 +255,7 @@ def _read_error(trial: Any) -> str | None:
     return None
 
 
-class _CancelStopper:
+class _CancelStopper(Stopper):
     """Tune stopper that polls ``should_cancel`` at most once per ``interval`` seconds."""
 
     def __init__(self, should_cancel: Callable[[], bool] | None, interval: float = 1.0) -> None:
@@ -269,6 +266,10 @@ class _CancelStopper:
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         return self.stop_all()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its run config into the experiment state; the poller lives only in the driver.
+        return {"should_cancel": None, "interval": self.interval, "_last": 0.0, "cancelled": self.cancelled}
 
     def stop_all(self) -> bool:
         if self.cancelled:
@@ -303,8 +304,10 @@ class SweepEngine:
         on_progress: ProgressHook | None = None,
         should_cancel: Callable[[], bool] | None = None,
         max_failures: int = 2,
+        attempt: int = 1,
     ) -> None:
         self.session_factory = session_factory
+        self.attempt = attempt
         self.sweep_id = sweep_id
         self.spec = spec
         self.on_progress = on_progress
@@ -321,7 +324,6 @@ class SweepEngine:
                 sweep_id=self.sweep_id,
                 trials=[{**item.spec.to_dict(), "phase": item.phase} for item in planned],
             )
-            session.commit()
 
     def _unfinished(self) -> list[tuple[int, TrialSpec]]:
         with self.session_factory() as session:
@@ -390,6 +392,7 @@ class SweepEngine:
             sweep_id=self.sweep_id,
             progress=self.progress,
             on_progress=self.on_progress,
+            attempt=self.attempt,
         )
         from ray import tune
 
@@ -434,7 +437,7 @@ class SweepEngine:
                 run_config=tune.RunConfig(
                     name=f"sweep-{self.sweep_id}",
                     storage_path=storage,
-                    callbacks=[_as_tune_callback(writer)],
+                    callbacks=[writer],
                     stop=self.stopper,
                     failure_config=tune.FailureConfig(max_failures=self.max_failures),
                     verbose=0,
@@ -504,6 +507,7 @@ class SweepEngine:
                     progress=self.progress,
                     on_progress=self.on_progress,
                     new_trial=lambda config, base=base: self._add_tpe_trial(base, float(config["lr"])),
+                    attempt=self.attempt,
                 )
                 self._fit(
                     tune.with_resources(_tpe_trainable, resources),
@@ -518,29 +522,7 @@ class SweepEngine:
     def _add_tpe_trial(self, base: dict[str, Any], lr: float) -> int:
         with self.session_factory() as session:
             rows = repo.add_trials(session, sweep_id=self.sweep_id, trials=[{**base, "lr": lr, "phase": "tpe"}])
-            session.commit()
             return rows[0].id
-
-
-def _as_tune_callback(writer: StoreWriter) -> Any:
-    from ray.tune import Callback
-
-    class _Adapter(Callback):
-        def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001
-            writer.on_trial_start(iteration, trials, trial, **info)
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
-            if trial.trial_id not in writer.members:
-                writer.on_trial_start(iteration, trials, trial, **info)
-            writer.on_trial_result(iteration, trials, trial, result, **info)
-
-        def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
-            writer.on_trial_error(iteration, trials, trial, **info)
-
-        def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
-            writer.on_trial_complete(iteration, trials, trial, **info)
-
-    return _Adapter()
 
 
 def _short_trial_name(trial: Any) -> str:

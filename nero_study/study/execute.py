@@ -81,7 +81,7 @@ def run_bundle(specs: Sequence[TrialSpec], emit: Emit, *, execution: str = "pack
     """Run ``specs`` back to back (or batched, where supported); returns the execution mode used."""
     for member, spec in enumerate(specs):
         run_member(member, spec, emit)
-    return "packed" if len(specs) > 1 else "separate"
+    return "separate" if execution == "separate" else "packed"
 
 
 class EventBuffer:

@@ -148,6 +148,7 @@ class TrialContext:
         self.steps = 0
         self._reporter = reporter
         self._first_loss: float | None = None
+        self.losses_checked = 0
         self._divergence_factor = (
             task.divergence_factor if divergence_factor is None else divergence_factor
         )
@@ -167,15 +168,16 @@ class TrialContext:
     def check_loss(self, loss: float | torch.Tensor) -> float:
         """Raise :class:`Diverged` on a NaN/inf loss or one far above the first; returns the float."""
         value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+        self.losses_checked += 1
         if not math.isfinite(value):
-            raise Diverged(f"training loss became {value} at step {self.steps}")
+            raise Diverged(f"training loss became {value} at training step {self.losses_checked}")
         if self._first_loss is None:
             self._first_loss = value
         elif self._divergence_factor is not None:
             limit = self._divergence_factor * max(abs(self._first_loss), 1e-3)
             if value > limit:
                 raise Diverged(
-                    f"training loss {value:.4g} at step {self.steps} exceeds "
+                    f"training loss {value:.4g} at training step {self.losses_checked} exceeds "
                     f"{self._divergence_factor}x the initial loss {self._first_loss:.4g}"
                 )
         return value

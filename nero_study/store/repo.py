@@ -1,0 +1,774 @@
+"""All reads and writes of the store, as keyword-only functions taking a :class:`~sqlalchemy.orm.Session`.
+
+Routes and workers stay thin: they call these functions and never build queries themselves.
+
+Transactions: every function runs in its own short transaction and sees the latest committed data. It
+first ends any transaction the session has open (a SQLite reader otherwise keeps reading its old snapshot,
+and a write after a read could fail with "database is locked"), and commits before it returns (or rolls
+back and re-raises), so no connection is left idle in a transaction. Writes take the write lock at once
+on SQLite (``BEGIN IMMEDIATE``). Returned objects stay readable (sessions from
+:func:`nero_study.store.db.session_factory` do not expire them on commit). Callers therefore must not
+keep changes of their own pending in a session they pass here: all writes go through these functions.
+
+Writes are idempotent where a worker may repeat them after a crash or a retry: :func:`add_trials` inserts
+only the trials that are missing (unique key ``(sweep_id, task, label, lr, seed, params_key)``),
+:func:`add_metric_points` upserts on ``(trial_id, step, name)``, :func:`finish_trial` leaves a finished
+trial alone, and results of a superseded attempt are ignored when the caller passes ``attempt``.
+
+The queue: :func:`claim_next_sweep` hands each queued sweep (or a running one whose lease expired) to
+exactly one worker; the worker keeps the lease alive with :func:`renew_lease` and ends it with
+:func:`finish_sweep`. Times are timezone-aware UTC; ``lease_seconds`` are seconds. Functions that
+compare against the clock take ``now`` so tests (and callers with a better clock) can pass it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from nero_study.store.db import BEGIN_IMMEDIATE
+from nero_study.store.models import (
+    CURVE_NAMES,
+    SWEEP_FINISHED_STATUSES,
+    TRIAL_DONE_STATUSES,
+    TRIAL_PHASES,
+    TRIAL_STATUSES,
+    ApiToken,
+    MetricPoint,
+    Sweep,
+    Trial,
+    UTCDateTime,
+    utc_now,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+TRIAL_FINISH_STATUSES: tuple[str, ...] = ("succeeded", "diverged", "failed", "cancelled")
+TRIAL_FRAME_COLUMNS: tuple[str, ...] = (
+    "id",
+    "sweep_id",
+    "task",
+    "optimizer",
+    "label",
+    "lr",
+    "seed",
+    "budget",
+    "preset",
+    "phase",
+    "status",
+    "metric",
+    "best_metric",
+    "initial_metric",
+    "metric_name",
+    "lower_is_better",
+    "attempt",
+    "wall_s",
+    "device",
+    "steps",
+    "error",
+    "hyperparameters",
+    "task_options",
+    "params_key",
+    "created_at",
+    "started_at",
+    "finished_at",
+)
+_TRIAL_KEY_COLUMNS = ("sweep_id", "task", "label", "lr", "seed", "params_key")
+
+
+class IdempotencyKeyReused(ValueError):
+    """An idempotency key was sent again with a different sweep; the existing sweep is attached."""
+
+    def __init__(self, key: str, existing: Sweep) -> None:
+        super().__init__(
+            f"Idempotency key {key!r} was already used for sweep {existing.id} with a different name or spec"
+        )
+        self.key = key
+        self.existing = existing
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+@contextmanager
+def _transaction(session: Session, *, write: bool) -> Iterator[None]:
+    """One short transaction: end any open one, (for writes) take the SQLite write lock first, commit."""
+    if session.in_transaction():
+        session.commit()
+    if write:
+        session.connection(execution_options={BEGIN_IMMEDIATE: True})
+    try:
+        yield
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def _write(session: Session) -> Any:
+    return _transaction(session, write=True)
+
+
+def _read(session: Session) -> Any:
+    return _transaction(session, write=False)
+
+
+def _insert(session: Session, table: Any) -> Any:
+    """The dialect's INSERT (with ``on_conflict_*``) for the session's database."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def _utc(value: datetime) -> Any:
+    """A bound timestamp typed as the store's timestamps (so SQLite compares like with like)."""
+    return sa.literal(value, UTCDateTime())
+
+
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _field(item: Any, name: str, default: Any = None) -> Any:
+    if isinstance(item, Mapping):
+        return item.get(name, default)
+    return getattr(item, name, default)
+
+
+def params_key(hyperparameters: Mapping[str, Any] | None, task_options: Mapping[str, Any] | None) -> str:
+    """SHA-256 hex of the canonical JSON of a trial's settings: part of the trial's unique key.
+
+    Keys are sorted, so ``{"a": 1, "b": 2}`` and ``{"b": 2, "a": 1}`` give the same key; ``1`` and
+    ``1.0`` are different values (as in JSON).
+    """
+    payload = {"hyperparameters": dict(hyperparameters or {}), "task_options": dict(task_options or {})}
+    return hashlib.sha256(_canonical_json(payload).encode()).hexdigest()
+
+
+def hash_token(token: str) -> str:
+    """SHA-256 hex digest of a bearer token: the only form in which tokens are stored."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- sweeps
+
+
+def create_sweep(
+    session: Session, *, spec: Mapping[str, Any], name: str, idempotency_key: str | None = None
+) -> Sweep:
+    """Queue a new sweep, or return the sweep already created with the same ``idempotency_key``.
+
+    Raises :class:`IdempotencyKeyReused` when the key exists with a different name or spec.
+    """
+    spec = dict(spec)
+
+    def existing_for_key() -> Sweep | None:
+        if idempotency_key is None:
+            return None
+        with _read(session):
+            query = sa.select(Sweep).where(Sweep.idempotency_key == idempotency_key)
+            existing = session.scalars(query).first()
+        if existing is not None and (
+            existing.name != name or _canonical_json(existing.spec) != _canonical_json(spec)
+        ):
+            raise IdempotencyKeyReused(idempotency_key, existing)
+        return existing
+
+    found = existing_for_key()
+    if found is not None:
+        return found
+    sweep = Sweep(name=name, spec=spec, idempotency_key=idempotency_key, status="queued")
+    try:
+        with _write(session):
+            session.add(sweep)
+    except IntegrityError:
+        found = existing_for_key()  # another request with the same key won the race
+        if found is None:
+            raise
+        return found
+    return sweep
+
+
+def get_sweep(session: Session, *, sweep_id: str) -> Sweep | None:
+    """The sweep with this id, read fresh from the database, or ``None``."""
+    with _read(session):
+        sweep = session.get(Sweep, sweep_id, populate_existing=True)
+    return sweep
+
+
+def list_sweeps(
+    session: Session, *, status: str | Sequence[str] | None = None, offset: int = 0, limit: int = 50
+) -> tuple[list[Sweep], int]:
+    """A page of sweeps, newest first, and the total number matching ``status``."""
+    condition = sa.true()
+    if status is not None:
+        statuses = [status] if isinstance(status, str) else list(status)
+        condition = Sweep.status.in_(statuses)
+    query = (
+        sa.select(Sweep)
+        .where(condition)
+        .order_by(Sweep.created_at.desc(), Sweep.id)
+        .offset(offset)
+        .limit(limit)
+        .execution_options(populate_existing=True)
+    )
+    with _read(session):
+        total = session.scalar(sa.select(sa.func.count()).select_from(Sweep).where(condition)) or 0
+        items = list(session.scalars(query))
+    return items, total
+
+
+def sweep_counts(session: Session, *, sweep_id: str) -> dict[str, int]:
+    """Number of the sweep's trials in each trial status (every status present, zero included)."""
+    counts = dict.fromkeys(TRIAL_STATUSES, 0)
+    query = sa.select(Trial.status, sa.func.count()).where(Trial.sweep_id == sweep_id).group_by(Trial.status)
+    with _read(session):
+        rows = session.execute(query).all()
+    for status, count in rows:
+        counts[status] = count
+    return counts
+
+
+def claim_next_sweep(
+    session: Session,
+    *,
+    owner: str,
+    lease_seconds: float,
+    execution: str | None = None,
+    now: datetime | None = None,
+) -> Sweep | None:
+    """Atomically take the oldest queued sweep, or a running one whose lease expired, for ``owner``.
+
+    Each sweep goes to exactly one claimer however many workers call this at once: one guarded
+    ``UPDATE ... WHERE id = (oldest claimable) AND claimable RETURNING id``. On PostgreSQL the inner
+    SELECT is ``FOR UPDATE SKIP LOCKED`` (concurrent claimers take different sweeps); on SQLite the
+    write lock taken first serialises claimers. The claimed sweep is ``running``, its ``attempts``
+    is one higher (use it as the trials' ``attempt``), and its lease lasts ``lease_seconds``.
+    """
+    now = now or utc_now()
+    claimable = sa.or_(
+        Sweep.status == "queued",
+        sa.and_(Sweep.status == "running", Sweep.lease_expires_at < _utc(now)),
+    )
+    with _write(session):
+        candidate = (
+            sa.select(Sweep.id).where(claimable).order_by(Sweep.created_at, Sweep.id).limit(1)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            candidate = candidate.with_for_update(skip_locked=True)
+        values: dict[str, Any] = {
+            "status": "running",
+            "lease_owner": owner,
+            "lease_expires_at": now + timedelta(seconds=lease_seconds),
+            "attempts": Sweep.attempts + 1,
+            "started_at": sa.func.coalesce(Sweep.started_at, _utc(now)),
+            "updated_at": now,
+        }
+        if execution is not None:
+            values["execution"] = execution
+        statement = (
+            sa.update(Sweep)
+            .where(Sweep.id == candidate.scalar_subquery(), claimable)
+            .values(**values)
+            .returning(Sweep.id)
+            .execution_options(synchronize_session=False)
+        )
+        claimed_id = session.execute(statement).scalar_one_or_none()
+        if claimed_id is None:
+            return None
+        return session.get(Sweep, claimed_id, populate_existing=True)
+
+
+def renew_lease(
+    session: Session, *, sweep_id: str, owner: str, lease_seconds: float, now: datetime | None = None
+) -> bool:
+    """Extend ``owner``'s lease to ``now + lease_seconds``; ``False`` when the lease was lost.
+
+    The lease is lost when another worker took the sweep over or the sweep is no longer running.
+    """
+    now = now or utc_now()
+    with _write(session):
+        result = session.execute(
+            sa.update(Sweep)
+            .where(Sweep.id == sweep_id, Sweep.lease_owner == owner, Sweep.status == "running")
+            .values(lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    return result.rowcount == 1
+
+
+def finish_sweep(
+    session: Session,
+    *,
+    sweep_id: str,
+    owner: str,
+    status: str,
+    error: str | None = None,
+    execution: str | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """End ``owner``'s run of the sweep with ``status`` (succeeded/failed/cancelled) and release the lease.
+
+    Returns ``False`` (and changes nothing) when ``owner`` no longer holds the sweep.
+    """
+    if status not in SWEEP_FINISHED_STATUSES:
+        raise ValueError(f"Invalid sweep status: {status!r}; valid: {', '.join(SWEEP_FINISHED_STATUSES)}")
+    now = now or utc_now()
+    values: dict[str, Any] = {
+        "status": status,
+        "error": error,
+        "finished_at": now,
+        "lease_expires_at": None,
+        "updated_at": now,
+    }
+    if execution is not None:
+        values["execution"] = execution
+    with _write(session):
+        result = session.execute(
+            sa.update(Sweep)
+            .where(Sweep.id == sweep_id, Sweep.lease_owner == owner, Sweep.status == "running")
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+    return result.rowcount == 1
+
+
+def release_sweep(session: Session, *, sweep_id: str, owner: str, now: datetime | None = None) -> bool:
+    """Put a running sweep back in the queue at once (a worker shutting down cleanly); keeps its trials."""
+    now = now or utc_now()
+    with _write(session):
+        result = session.execute(
+            sa.update(Sweep)
+            .where(Sweep.id == sweep_id, Sweep.lease_owner == owner, Sweep.status == "running")
+            .values(status="queued", lease_owner=None, lease_expires_at=None, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    return result.rowcount == 1
+
+
+def request_cancel(session: Session, *, sweep_id: str, now: datetime | None = None) -> Sweep | None:
+    """Ask for a sweep to stop; ``None`` if there is no such sweep.
+
+    A queued sweep is cancelled at once (with its pending trials). A running one gets
+    ``cancel_requested``; its worker sees that through :func:`is_cancel_requested`, calls
+    :func:`cancel_pending_trials` and finishes the sweep as ``cancelled``. A finished sweep is unchanged.
+    """
+    now = now or utc_now()
+    with _write(session):
+        session.execute(
+            sa.update(Sweep)
+            .where(Sweep.id == sweep_id, Sweep.status.in_(("queued", "running")))
+            .values(cancel_requested=True, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        cancelled_now = session.execute(
+            sa.update(Sweep)
+            .where(Sweep.id == sweep_id, Sweep.status == "queued")
+            .values(status="cancelled", finished_at=now, lease_owner=None, lease_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        if cancelled_now.rowcount == 1:
+            _cancel_pending(session, sweep_id=sweep_id, now=now)
+        return session.get(Sweep, sweep_id, populate_existing=True)
+
+
+def is_cancel_requested(session: Session, *, sweep_id: str) -> bool:
+    """Whether the sweep should stop: cancel was requested, or the sweep no longer exists."""
+    with _read(session):
+        requested = session.scalar(sa.select(Sweep.cancel_requested).where(Sweep.id == sweep_id))
+    return True if requested is None else bool(requested)
+
+
+# ---------------------------------------------------------------------------------------------- trials
+
+
+def _trial_row(sweep_id: str, item: Any) -> dict[str, Any]:
+    data = dict(item) if isinstance(item, Mapping) else {**item.to_dict(), "phase": _field(item, "phase")}
+    phase = data.get("phase") or "grid"
+    if phase not in TRIAL_PHASES:
+        raise ValueError(f"Invalid trial phase: {phase!r}; valid: {', '.join(TRIAL_PHASES)}")
+    hyperparameters = dict(data.get("hyperparameters") or {})
+    task_options = dict(data.get("task_options") or {})
+    return {
+        "sweep_id": sweep_id,
+        "task": data["task"],
+        "optimizer": data["optimizer"],
+        "label": data.get("label") or data["optimizer"],
+        "lr": float(data["lr"]),
+        "seed": int(data.get("seed", 0)),
+        "budget": data.get("budget", "proxy"),
+        "preset": data.get("preset", "paper"),
+        "hyperparameters": hyperparameters,
+        "task_options": task_options,
+        "params_key": params_key(hyperparameters, task_options),
+        "phase": phase,
+        "device": data.get("device"),
+        "status": "pending",
+    }
+
+
+def _trial_key(row: Mapping[str, Any] | Trial) -> tuple[Any, ...]:
+    return tuple(_field(row, name) for name in _TRIAL_KEY_COLUMNS)
+
+
+def add_trials(session: Session, *, sweep_id: str, trials: Iterable[Any]) -> list[Trial]:
+    """Insert the sweep's trials that are not stored yet; return the stored rows for all of them.
+
+    Each item is a mapping like ``TrialSpec.to_dict()`` plus ``phase`` (``grid``, ``seeds`` or ``tpe``;
+    default ``grid``), or an object with ``to_dict()`` (and optionally ``phase``). Calling this again
+    with the same trials inserts nothing and returns the same rows, in input order, without duplicates.
+    """
+    rows = [_trial_row(sweep_id, item) for item in trials]
+    if not rows:
+        return []
+    with _write(session):
+        statement = _insert(session, Trial).on_conflict_do_nothing(index_elements=list(_TRIAL_KEY_COLUMNS))
+        session.execute(statement, rows)
+        stored = session.scalars(
+            sa.select(Trial).where(Trial.sweep_id == sweep_id).execution_options(populate_existing=True)
+        ).all()
+    by_key = {_trial_key(trial): trial for trial in stored}
+    ordered: dict[tuple[Any, ...], Trial] = {}
+    for row in rows:
+        key = _trial_key(row)
+        ordered.setdefault(key, by_key[key])
+    return list(ordered.values())
+
+
+def get_trial(session: Session, *, trial_id: int) -> Trial | None:
+    """The trial with this id, read fresh from the database, or ``None``."""
+    with _read(session):
+        trial = session.get(Trial, trial_id, populate_existing=True)
+    return trial
+
+
+def pending_trials(session: Session, *, sweep_id: str) -> list[Trial]:
+    """The sweep's trials without a result (pending, running or cancelled), by id: what is left to run.
+
+    ``running`` trials are included because after a crash nobody is running them any more.
+    """
+    query = (
+        sa.select(Trial)
+        .where(Trial.sweep_id == sweep_id, Trial.status.not_in(TRIAL_DONE_STATUSES))
+        .order_by(Trial.id)
+        .execution_options(populate_existing=True)
+    )
+    with _read(session):
+        trials = list(session.scalars(query))
+    return trials
+
+
+def list_trials(
+    session: Session,
+    *,
+    sweep_id: str,
+    status: str | Sequence[str] | None = None,
+    task: str | None = None,
+    optimizer: str | None = None,
+    label: str | None = None,
+    offset: int = 0,
+    limit: int = 100,
+) -> tuple[list[Trial], int]:
+    """A page of the sweep's trials (by id) matching the filters, and the total number that match."""
+    conditions = [Trial.sweep_id == sweep_id]
+    if status is not None:
+        conditions.append(Trial.status.in_([status] if isinstance(status, str) else list(status)))
+    if task is not None:
+        conditions.append(Trial.task == task)
+    if optimizer is not None:
+        conditions.append(Trial.optimizer == optimizer)
+    if label is not None:
+        conditions.append(Trial.label == label)
+    query = (
+        sa.select(Trial)
+        .where(*conditions)
+        .order_by(Trial.id)
+        .offset(offset)
+        .limit(limit)
+        .execution_options(populate_existing=True)
+    )
+    with _read(session):
+        total = session.scalar(sa.select(sa.func.count()).select_from(Trial).where(*conditions)) or 0
+        items = list(session.scalars(query))
+    return items, total
+
+
+def mark_trial_running(
+    session: Session, *, trial_id: int, attempt: int, now: datetime | None = None
+) -> bool:
+    """Mark a trial as started by claim number ``attempt`` (the sweep's ``attempts``); ``False`` if refused.
+
+    Starting a trial again (a new attempt, or a re-run after it was cancelled) clears its old curve
+    and result. Repeating the call for a trial already running under the same attempt changes nothing
+    and returns ``True``. A trial with a result, or one taken by a newer attempt, is refused.
+    """
+    now = now or utc_now()
+    fresh_start = sa.or_(
+        Trial.attempt < attempt, sa.and_(Trial.attempt == attempt, Trial.status != "running")
+    )
+    with _write(session):
+        result = session.execute(
+            sa.update(Trial)
+            .where(Trial.id == trial_id, Trial.status.not_in(TRIAL_DONE_STATUSES), fresh_start)
+            .values(
+                status="running",
+                attempt=attempt,
+                started_at=now,
+                finished_at=None,
+                error=None,
+                metric=None,
+                best_metric=None,
+                wall_s=None,
+                steps=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:
+            session.execute(sa.delete(MetricPoint).where(MetricPoint.trial_id == trial_id))
+            return True
+        current = session.execute(
+            sa.select(Trial.status, Trial.attempt).where(Trial.id == trial_id)
+        ).one_or_none()
+    return current is not None and current.status == "running" and current.attempt == attempt
+
+
+def _point_rows(trial_id: int, points: Iterable[Any]) -> list[dict[str, Any]]:
+    rows: dict[tuple[int, str], dict[str, Any]] = {}
+    for point in points:
+        step = int(_field(point, "step"))
+        for name in CURVE_NAMES:
+            value = _field(point, name)
+            if value is not None:
+                rows[(step, name)] = {"trial_id": trial_id, "step": step, "name": name, "value": float(value)}
+    return list(rows.values())
+
+
+def _upsert_points(session: Session, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    statement = _insert(session, MetricPoint)
+    statement = statement.on_conflict_do_update(
+        index_elements=["trial_id", "step", "name"], set_={"value": statement.excluded.value}
+    )
+    session.execute(statement, rows)
+
+
+def add_metric_points(
+    session: Session, *, trial_id: int, points: Iterable[Any], attempt: int | None = None
+) -> int:
+    """Store learning-curve points (``EvalPoint`` objects or mappings with step, epoch, train_loss, metric).
+
+    Each point becomes values named ``metric``, ``train_loss`` and ``epoch`` at its ``step``; writing the
+    same step again replaces the values (idempotent). With ``attempt``, points from any other attempt
+    than the trial's current one are ignored. Returns the number of values written.
+    """
+    rows = _point_rows(trial_id, points)
+    with _write(session):
+        if attempt is not None:
+            current = session.scalar(sa.select(Trial.attempt).where(Trial.id == trial_id))
+            if current != attempt:
+                return 0
+        _upsert_points(session, rows)
+    return len(rows)
+
+
+def finish_trial(
+    session: Session,
+    *,
+    trial_id: int,
+    status: str,
+    metric: float | None = None,
+    best_metric: float | None = None,
+    initial_metric: float | None = None,
+    metric_name: str | None = None,
+    lower_is_better: bool | None = None,
+    wall_s: float | None = None,
+    device: str | None = None,
+    steps: int | None = None,
+    error: str | None = None,
+    attempt: int | None = None,
+    curve: Iterable[Any] | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """Record a trial's outcome (and optionally its whole ``curve``); ``False`` if it was not applied.
+
+    Not applied when the trial already has a result (succeeded/diverged/failed): finishing twice never
+    counts twice. With ``attempt``, a result from an attempt older than the trial's current one is
+    ignored too (a worker that lost its lease). ``wall_s`` is in seconds.
+    """
+    if status not in TRIAL_FINISH_STATUSES:
+        raise ValueError(f"Invalid trial status: {status!r}; valid: {', '.join(TRIAL_FINISH_STATUSES)}")
+    now = now or utc_now()
+    conditions = [Trial.id == trial_id, Trial.status.not_in(TRIAL_DONE_STATUSES)]
+    values: dict[str, Any] = {
+        "status": status,
+        "metric": metric,
+        "best_metric": best_metric,
+        "metric_name": metric_name,
+        "lower_is_better": lower_is_better,
+        "wall_s": wall_s,
+        "steps": steps,
+        "error": error,
+        "finished_at": now,
+    }
+    if initial_metric is not None:
+        values["initial_metric"] = initial_metric
+    if device is not None:
+        values["device"] = device
+    if attempt is not None:
+        conditions.append(Trial.attempt <= attempt)
+        values["attempt"] = attempt
+    with _write(session):
+        result = session.execute(
+            sa.update(Trial).where(*conditions).values(**values).execution_options(synchronize_session=False)
+        )
+        applied = result.rowcount == 1
+        if applied and curve is not None:
+            _upsert_points(session, _point_rows(trial_id, curve))
+    return applied
+
+
+def record_trial_result(
+    session: Session, *, trial_id: int, result: Any, attempt: int | None = None, now: datetime | None = None
+) -> bool:
+    """:func:`finish_trial` from a :class:`~nero_study.tasks.base.TrialResult` (curve included)."""
+    return finish_trial(
+        session,
+        trial_id=trial_id,
+        status=result.status,
+        metric=result.metric,
+        best_metric=result.best_metric,
+        initial_metric=result.initial_metric,
+        metric_name=result.metric_name,
+        lower_is_better=result.lower_is_better,
+        wall_s=result.wall_s,
+        device=result.device,
+        steps=result.steps,
+        error=result.error,
+        attempt=attempt,
+        curve=result.curve,
+        now=now,
+    )
+
+
+def _cancel_pending(session: Session, *, sweep_id: str, now: datetime) -> int:
+    result = session.execute(
+        sa.update(Trial)
+        .where(Trial.sweep_id == sweep_id, Trial.status.in_(("pending", "running")))
+        .values(status="cancelled", finished_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
+def cancel_pending_trials(session: Session, *, sweep_id: str, now: datetime | None = None) -> int:
+    """Mark the sweep's pending and running trials ``cancelled``; returns how many. Results are kept."""
+    with _write(session):
+        count = _cancel_pending(session, sweep_id=sweep_id, now=now or utc_now())
+    return count
+
+
+def trial_curve(session: Session, *, trial_id: int) -> list[dict[str, Any]]:
+    """A trial's learning curve by step: dicts with ``step``, ``epoch``, ``train_loss``, ``metric``.
+
+    A value never reported is ``None``; NaN and infinities come back as stored.
+    """
+    with _read(session):
+        return _curve(session, trial_id=trial_id)
+
+
+def _curve(session: Session, *, trial_id: int) -> list[dict[str, Any]]:
+    rows = session.execute(
+        sa.select(MetricPoint.step, MetricPoint.name, MetricPoint.value)
+        .where(MetricPoint.trial_id == trial_id)
+        .order_by(MetricPoint.step, MetricPoint.name)
+    )
+    by_step: dict[int, dict[str, Any]] = {}
+    for step, name, value in rows:
+        point = by_step.setdefault(step, {"step": step, **dict.fromkeys(CURVE_NAMES[::-1])})
+        point[name] = value
+    return list(by_step.values())
+
+
+def get_trial_with_curve(session: Session, *, trial_id: int) -> tuple[Trial, list[dict[str, Any]]] | None:
+    """The trial and its learning curve (see :func:`trial_curve`), or ``None`` if there is no such trial."""
+    with _read(session):
+        trial = session.get(Trial, trial_id, populate_existing=True)
+        if trial is None:
+            return None
+        return trial, _curve(session, trial_id=trial_id)
+
+
+def trials_frame(session: Session, *, sweep_id: str) -> pd.DataFrame:
+    """The sweep's trials as a pandas DataFrame (one row per trial, columns :data:`TRIAL_FRAME_COLUMNS`).
+
+    NaN and infinite metrics are kept as such; an empty sweep gives an empty frame with the columns.
+    """
+    import pandas as pd
+
+    columns = [getattr(Trial, name) for name in TRIAL_FRAME_COLUMNS]
+    with _read(session):
+        rows = session.execute(sa.select(*columns).where(Trial.sweep_id == sweep_id).order_by(Trial.id)).all()
+    frame = pd.DataFrame([tuple(row) for row in rows], columns=list(TRIAL_FRAME_COLUMNS))
+    for name in ("lr", "metric", "best_metric", "initial_metric", "wall_s"):
+        frame[name] = frame[name].astype("float64")
+    return frame
+
+
+# ---------------------------------------------------------------------------------------------- tokens
+
+
+def create_token(session: Session, *, name: str) -> tuple[ApiToken, str]:
+    """Make a bearer token named ``name``; returns the row and the clear token, which is shown only now.
+
+    Only the token's SHA-256 digest is stored.
+    """
+    clear = secrets.token_urlsafe(32)
+    token = ApiToken(name=name, token_hash=hash_token(clear))
+    with _write(session):
+        session.add(token)
+    return token, clear
+
+
+def verify_token(session: Session, *, token: str, now: datetime | None = None) -> bool:
+    """Whether ``token`` is a stored, unrevoked token; records when it was last used."""
+    if not token:
+        return False
+    with _write(session):
+        result = session.execute(
+            sa.update(ApiToken)
+            .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked.is_(False))
+            .values(last_used_at=now or utc_now())
+            .execution_options(synchronize_session=False)
+        )
+    return result.rowcount == 1
+
+
+def revoke_token(session: Session, *, token_id: int) -> bool:
+    """Revoke a token by id; ``False`` if there is no such token."""
+    with _write(session):
+        result = session.execute(
+            sa.update(ApiToken)
+            .where(ApiToken.id == token_id)
+            .values(revoked=True)
+            .execution_options(synchronize_session=False)
+        )
+    return result.rowcount == 1
+
+
+def list_tokens(session: Session) -> list[ApiToken]:
+    """All tokens (digests only), oldest first."""
+    with _read(session):
+        tokens = list(session.scalars(sa.select(ApiToken).order_by(ApiToken.id)))
+    return tokens

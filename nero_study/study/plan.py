@@ -1,0 +1,172 @@
+"""From a :class:`SweepSpec` to the trials to run, under the three protocols of DESIGN.md section 4.
+
+- ``grid``: every (task, optimiser variant, lr in its grid, seed), all in phase ``grid``.
+- ``paper``: phase ``grid`` is the grid with the first seed only; once it has finished,
+  :func:`plan_seed_repeats` repeats the best lr of each (task, optimiser) with the remaining seeds
+  (phase ``seeds``).
+- ``tpe``: nothing is planned up front; the engine samples log-lr with Optuna's TPE inside
+  :func:`tpe_space`, ``tpe_trials`` times per (task, optimiser).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from nero_study.study.spec import SweepSpec
+from nero_study.tasks.base import TrialSpec
+
+Phase = Literal["grid", "seeds", "tpe"]
+
+
+@dataclass(frozen=True)
+class PlannedTrial:
+    """One trial to run and the protocol phase it belongs to."""
+
+    spec: TrialSpec
+    phase: Phase
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"phase": self.phase, **self.spec.to_dict()}
+
+
+def make_trial_spec(spec: SweepSpec, task: str, label: str, lr: float, seed: int) -> TrialSpec:
+    """The :class:`TrialSpec` of one (task, variant, lr, seed) point of ``spec``.
+
+    ``hyperparameters`` are the variant's settings (applied on top of the spec's preset by the runner);
+    ``task_options`` come from ``spec.task_options[task]``.
+    """
+    variant = spec.variant(label)
+    return TrialSpec(
+        task=task,
+        optimizer=variant.name,
+        lr=float(lr),
+        seed=int(seed),
+        budget=spec.budget,
+        preset=spec.preset,
+        hyperparameters=dict(variant.settings),
+        task_options=dict(spec.task_options.get(task, {})),
+        label=variant.label,
+    )
+
+
+def plan_trials(spec: SweepSpec) -> list[PlannedTrial]:
+    """The trials known up front, ordered task, variant, lr (ascending), seed.
+
+    ``grid``: the whole grid with every seed. ``paper``: the grid with the first seed (phase 1; phase 2
+    comes from :func:`plan_seed_repeats`). ``tpe``: empty (the engine samples lrs as it goes).
+    """
+    if spec.protocol == "tpe":
+        return []
+    seeds = spec.seeds if spec.protocol == "grid" else spec.seeds[:1]
+    return [
+        PlannedTrial(make_trial_spec(spec, task, label, lr, seed), "grid")
+        for task in spec.tasks
+        for label in spec.labels
+        for lr in spec.grid_for(label)
+        for seed in seeds
+    ]
+
+
+def _as_records(results: Any) -> list[Any]:
+    """Results as a list of mappings or plain objects (a DataFrame gives its rows; a TrialResult its dict)."""
+    if hasattr(results, "columns") and hasattr(results, "to_dict"):  # a pandas DataFrame
+        return list(results.to_dict("records"))
+    return [
+        record if isinstance(record, Mapping) or not hasattr(record, "to_dict") else record.to_dict()
+        for record in results
+    ]
+
+
+def _get(record: Any, key: str, default: Any = None) -> Any:
+    if isinstance(record, Mapping):
+        return record.get(key, default)
+    return getattr(record, key, default)
+
+
+def best_lrs(spec: SweepSpec, results: Iterable[Any]) -> dict[tuple[str, str], float]:
+    """The best lr per (task, label) among finished results; pairs with no successful trial are absent.
+
+    ``results``: mappings, objects with ``to_dict()`` (``TrialResult``) or attributes, or a DataFrame, with
+    ``task``, ``label`` (or ``optimizer``), ``lr``, ``status``, ``metric`` and ``lower_is_better``.
+    Only ``succeeded`` trials with a finite metric compete (diverged and failed trials are never best);
+    an lr's score is the mean over its results. Ties go to the smaller lr. Results for tasks or labels not
+    in ``spec``, and results with a seed other than the spec's first (phase 2), are ignored.
+    """
+    sums: dict[tuple[str, str], dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    lower: dict[str, bool] = {}
+    labels = set(spec.labels)
+    for record in _as_records(results):
+        task = _get(record, "task")
+        label = _get(record, "label")
+        if not isinstance(label, str) or not label:  # missing, or NaN from a DataFrame
+            label = _get(record, "optimizer")
+        if task not in spec.tasks or label not in labels or _get(record, "status") != "succeeded":
+            continue
+        seed = _get(record, "seed")
+        if seed is not None and seed == seed and int(seed) != spec.seeds[0]:  # (seed == seed: not NaN)
+            continue  # only phase 1 (the first seed) decides, so a resumed sweep picks the same lr
+        metric = _get(record, "metric")
+        if metric is None or not math.isfinite(float(metric)):
+            continue
+        lower[task] = bool(_get(record, "lower_is_better", True))
+        sums[(task, label)][float(_get(record, "lr"))].append(float(metric))
+    best: dict[tuple[str, str], float] = {}
+    for (task, label), per_lr in sums.items():
+        sign = 1.0 if lower[task] else -1.0
+        best[(task, label)] = min(per_lr, key=lambda lr: (sign * sum(per_lr[lr]) / len(per_lr[lr]), lr))
+    return best
+
+
+def plan_seed_repeats(spec: SweepSpec, results: Iterable[Any]) -> list[PlannedTrial]:
+    """Phase 2 of the ``paper`` protocol: each (task, optimiser)'s best phase-1 lr with the remaining seeds.
+
+    ``results`` are the finished phase-1 results (see :func:`best_lrs`). A (task, optimiser) whose phase-1
+    trials all diverged or failed gets no repeats.
+    """
+    best = best_lrs(spec, results)
+    return [
+        PlannedTrial(make_trial_spec(spec, task, label, best[(task, label)], seed), "seeds")
+        for task in spec.tasks
+        for label in spec.labels
+        if (task, label) in best
+        for seed in spec.seeds[1:]
+    ]
+
+
+def tpe_space(spec: SweepSpec, label: str) -> tuple[float, float]:
+    """The (low, high) learning rates TPE searches in log space for ``label``: the ends of its grid."""
+    grid = spec.grid_for(label)
+    return grid[0], grid[-1]
+
+
+def count_trials(spec: SweepSpec) -> int:
+    """The number of trials the sweep will run, checked against the trial limit.
+
+    grid: sum over (task, variant) of |grid| x seeds; paper: |grid| + (seeds - 1) per (task, variant);
+    tpe: ``tpe_trials`` per (task, variant).
+    """
+    per_task = 0
+    for label in spec.labels:
+        if spec.protocol == "grid":
+            per_task += len(spec.grid_for(label)) * len(spec.seeds)
+        elif spec.protocol == "paper":
+            per_task += len(spec.grid_for(label)) + len(spec.seeds) - 1
+        else:
+            per_task += spec.tpe_trials
+    return per_task * len(spec.tasks)
+
+
+__all__ = [
+    "Phase",
+    "PlannedTrial",
+    "best_lrs",
+    "count_trials",
+    "make_trial_spec",
+    "plan_seed_repeats",
+    "plan_trials",
+    "tpe_space",
+]

@@ -1,0 +1,422 @@
+"""The sweep specification: what to run, loaded from YAML, JSON or a dict and validated before anything runs.
+
+A :class:`SweepSpec` names tasks, optimiser variants, a learning-rate grid, seeds, a protocol, a budget and
+the resources per trial. Every error names the field and, where there is a closed set, the valid values.
+Each optimiser's default learning rate is always part of its grid (the out-of-the-box point), so grids are
+per optimiser: use :meth:`SweepSpec.grid_for`.
+
+Example (YAML)::
+
+    tasks: [digits-mlp, text-lm]
+    optimizers:
+      - nero
+      - adam
+      - {name: nero, label: nero-unconstrained, settings: {constraints: false}}
+    lrs: {min: 1.0e-4, max: 1.0, points_per_decade: 1}
+    seeds: [0, 1, 2]
+    protocol: paper
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from nero_study.optim.registry import get_optimizer, resolve_settings
+from nero_study.settings import Settings
+from nero_study.tasks.registry import TASKS
+
+Protocol = Literal["grid", "paper", "tpe"]
+Execution = Literal["auto", "separate", "packed", "batched"]
+SpecFormat = Literal["yaml", "json"]
+
+#: Significant digits kept in log-spaced grid values (so 1e-4..1 by decades is exactly 1e-4, ..., 1).
+GRID_SIGNIFICANT_DIGITS = 6
+#: Relative tolerance under which a default lr counts as already in a grid.
+_LR_REL_TOL = 1e-9
+_MAX_POINTS_PER_DECADE = 1000
+
+
+def _check_task(name: str) -> str:
+    if name not in TASKS:
+        raise ValueError(f"Unknown task {name!r}; valid: {', '.join(TASKS)}")
+    return name
+
+
+def _check_lr(value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"Invalid lr {value}; a learning rate must be a positive finite number")
+    return value
+
+
+TaskName = Annotated[str, AfterValidator(_check_task)]
+LearningRate = Annotated[float, AfterValidator(_check_lr)]
+
+
+def round_significant(value: float, digits: int = GRID_SIGNIFICANT_DIGITS) -> float:
+    """``value`` rounded to ``digits`` significant digits (removes float noise such as 0.0001000000002)."""
+    return float(f"{value:.{digits}g}")
+
+
+def log_grid(low: float, high: float, points_per_decade: int) -> list[float]:
+    """Log-spaced learning rates from ``low`` to ``high`` inclusive, at least ``points_per_decade`` a decade.
+
+    The number of points is ``ceil(decades * points_per_decade) + 1``, evenly spaced in log10, so both ends
+    are always included; when the range is a whole number of steps the spacing is exactly
+    1 / points_per_decade decades. Values are rounded to :data:`GRID_SIGNIFICANT_DIGITS` significant digits.
+    """
+    if low == high:
+        return [round_significant(low)]
+    decades = math.log10(high) - math.log10(low)
+    steps = max(1, math.ceil(decades * points_per_decade - 1e-9))
+    exponents = np.linspace(math.log10(low), math.log10(high), steps + 1)
+    values = [round_significant(10.0**e) for e in exponents]
+    values[0], values[-1] = round_significant(low), round_significant(high)
+    return sorted(set(values))
+
+
+class _StrictModel(BaseModel):
+    """A frozen model; unknown fields fail with the valid ones listed (pydantic names none of them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            valid = list(cls.model_fields)
+            unknown = [key for key in data if key not in valid]
+            if unknown:
+                raise ValueError(
+                    f"Unknown field(s) {', '.join(repr(k) for k in unknown)}; valid: {', '.join(valid)}"
+                )
+        return data
+
+
+class LogGrid(_StrictModel):
+    """A log-spaced lr grid: ``min`` to ``max`` inclusive, at least ``points_per_decade`` points a decade."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min: LearningRate
+    max: LearningRate
+    points_per_decade: int = Field(default=1, ge=1, le=_MAX_POINTS_PER_DECADE)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LogGrid:
+        if self.max < self.min:
+            raise ValueError(f"lrs: max ({self.max}) must not be below min ({self.min})")
+        return self
+
+    def values(self) -> list[float]:
+        """The grid's learning rates, ascending."""
+        return log_grid(self.min, self.max, self.points_per_decade)
+
+
+class OptimizerVariant(_StrictModel):
+    """One optimiser in a sweep: a registry name, a label for tables, and settings on top of the preset.
+
+    A plain name in a spec (``- adam``) becomes ``{name: adam, label: adam, settings: {}}``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    label: str = Field(default="", min_length=1, max_length=64)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_optimizer(cls, name: str) -> str:
+        get_optimizer(name)  # raises "Unknown optimizer 'x'; valid: nero, sgd, ..."
+        return name
+
+    @field_validator("label")
+    @classmethod
+    def _clean_label(cls, label: str) -> str:
+        if label != label.strip() or any(not ch.isprintable() for ch in label):
+            raise ValueError(f"Invalid label {label!r}; no leading/trailing spaces or control characters")
+        return label
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_label(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("label") and isinstance(data.get("name"), str):
+            data = {**data, "label": data["name"]}
+        return data
+
+    @property
+    def default_lr(self) -> float:
+        """The registry's default learning rate of this optimiser (the out-of-the-box point)."""
+        return get_optimizer(self.name).default_lr
+
+
+class Resources(_StrictModel):
+    """Resources per trial: CPUs (> 0) and GPUs (a fraction in [0, 1] or a whole number >= 1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cpu: float = Field(default=1.0, gt=0)
+    gpu: float = 0.0
+
+    @field_validator("gpu")
+    @classmethod
+    def _gpu_fraction_or_count(cls, gpu: float) -> float:
+        if not math.isfinite(gpu) or gpu < 0 or (gpu > 1 and gpu != int(gpu)):
+            raise ValueError(f"Invalid gpu {gpu}; valid: a fraction in [0, 1] or a whole number of GPUs >= 1")
+        return gpu
+
+
+def _lrs_kind(value: Any) -> str:
+    # Choose the union branch by shape, so that errors come from that branch only.
+    return "range" if isinstance(value, dict | LogGrid) else "list"
+
+
+class SweepSpec(_StrictModel):
+    """A learning-rate sweep: tasks x optimiser variants x lr grid x seeds under one protocol.
+
+    ``max_trials`` defaults to the service's ``max_trials_per_sweep`` (``NERO_STUDY_MAX_TRIALS_PER_SWEEP``)
+    and may lower it, never raise it; pass ``context={"max_trials_per_sweep": n}`` to ``model_validate``
+    (or ``limit=n`` to the loaders) to check against another service limit. ``task_options`` names are
+    checked here against the sweep's tasks; their fields are checked by the task when a trial is built.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = Field(default=None, max_length=200)
+    tasks: list[TaskName] = Field(min_length=1)
+    # preset before optimizers: the variants' settings are checked against it.
+    preset: Literal["paper", "library"] = "paper"
+    optimizers: list[OptimizerVariant] = Field(min_length=1)
+    lrs: Annotated[
+        Annotated[list[LearningRate], Tag("list")] | Annotated[LogGrid, Tag("range")],
+        Discriminator(_lrs_kind),
+    ]
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    protocol: Protocol = "grid"
+    tpe_trials: int = Field(default=8, ge=1)
+    budget: Literal["smoke", "proxy", "paper"] = "proxy"
+    task_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    execution: Execution = "auto"
+    bundle_size: int | None = Field(default=None, ge=1)
+    max_trials: int = Field(default_factory=lambda: Settings().max_trials_per_sweep, ge=1)
+
+    # --- validation -------------------------------------------------------------------------------
+
+    @field_validator("optimizers", mode="before")
+    @classmethod
+    def _plain_names(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @field_validator("lrs", mode="before")
+    @classmethod
+    def _lrs_shape(cls, value: Any) -> Any:
+        # Check here rather than in the union, so an error names one position and not both union branches.
+        if isinstance(value, list | tuple):
+            if not value:
+                raise ValueError("Empty lrs; give at least one lr, or {min, max, points_per_decade}")
+            lrs = []
+            for index, item in enumerate(value):
+                try:
+                    # YAML 1.1 reads 1e-4 (no dot) as a string: accept numeric strings.
+                    lr = float(item) if not isinstance(item, bool) else math.nan
+                except (TypeError, ValueError):
+                    lr = math.nan
+                if not (math.isfinite(lr) and lr > 0):
+                    raise ValueError(
+                        f"Invalid lr {item!r} at lrs[{index}]; a learning rate must be a positive finite "
+                        "number"
+                    )
+                lrs.append(lr)
+            return lrs
+        if isinstance(value, dict | LogGrid):
+            return value
+        raise ValueError(
+            f"Invalid lrs {value!r}; valid: a list of positive numbers, or {{min, max, points_per_decade}}"
+        )
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique_tasks(cls, tasks: list[str]) -> list[str]:
+        duplicates = sorted({t for t in tasks if tasks.count(t) > 1})
+        if duplicates:
+            raise ValueError(f"Duplicate task(s) {', '.join(duplicates)}; list each task once")
+        return tasks
+
+    @field_validator("seeds")
+    @classmethod
+    def _valid_seeds(cls, seeds: list[int]) -> list[int]:
+        negative = [s for s in seeds if s < 0]
+        if negative:
+            raise ValueError(f"Invalid seed(s) {negative}; seeds must be integers >= 0")
+        duplicates = sorted({s for s in seeds if seeds.count(s) > 1})
+        if duplicates:
+            raise ValueError(f"Duplicate seed(s) {duplicates}; list each seed once")
+        return seeds
+
+    @field_validator("optimizers")
+    @classmethod
+    def _valid_variants(
+        cls, variants: list[OptimizerVariant], info: ValidationInfo
+    ) -> list[OptimizerVariant]:
+        labels = [v.label for v in variants]
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicates:
+            raise ValueError(
+                f"Duplicate optimizer label(s) {', '.join(duplicates)}; give each variant its own 'label'"
+            )
+        preset = info.data.get("preset")
+        if preset is not None:  # an invalid preset has its own error
+            for index, variant in enumerate(variants):
+                try:
+                    resolve_settings(variant.name, preset, variant.settings)
+                except ValueError as exc:
+                    raise ValueError(f"optimizers[{index}] ({variant.label!r}) settings: {exc}") from None
+        return variants
+
+    @field_validator("task_options")
+    @classmethod
+    def _options_for_swept_tasks(
+        cls, options: dict[str, dict[str, Any]], info: ValidationInfo
+    ) -> dict[str, dict[str, Any]]:
+        tasks = info.data.get("tasks")
+        if tasks is not None:  # invalid tasks have their own error
+            unknown = [task for task in options if task not in tasks]
+            if unknown:
+                raise ValueError(
+                    f"task_options for {', '.join(repr(t) for t in unknown)}, which the sweep does not run; "
+                    f"valid: {', '.join(tasks)}"
+                )
+        return options
+
+    @model_validator(mode="after")
+    def _within_trial_limit(self, info: ValidationInfo) -> SweepSpec:
+        context = info.context or {}
+        ceiling = int(context.get("max_trials_per_sweep") or Settings().max_trials_per_sweep)
+        if "max_trials" in self.model_fields_set and self.max_trials > ceiling:
+            raise ValueError(
+                f"max_trials {self.max_trials} is above the service limit of {ceiling} trials per sweep"
+            )
+        limit = min(self.max_trials, ceiling)
+        from nero_study.study.plan import count_trials
+
+        count = count_trials(self)
+        if count > limit:
+            raise ValueError(
+                f"The sweep expands to {count} trials, over the limit of {limit} (max_trials); "
+                "use fewer tasks, optimizers, learning rates or seeds"
+            )
+        return self
+
+    # --- loading ----------------------------------------------------------------------------------
+
+    @classmethod
+    def from_text(cls, text: str, format: SpecFormat = "yaml", *, limit: int | None = None) -> SweepSpec:
+        """Parse a spec from YAML or JSON text; syntax errors say where, validation errors name the field."""
+        if format == "json":
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"Invalid JSON spec: {exc}") from None
+        elif format == "yaml":
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise ValueError(f"Invalid YAML spec: {exc}") from None
+        else:
+            raise ValueError(f"Invalid spec format {format!r}; valid: yaml, json")
+        if not isinstance(data, dict):
+            raise ValueError(f"A sweep spec must be a mapping of fields; got {type(data).__name__}")
+        context = {"max_trials_per_sweep": limit} if limit is not None else None
+        return cls.model_validate(data, context=context)
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, limit: int | None = None) -> SweepSpec:
+        """Load a spec from a ``.yaml``/``.yml`` or ``.json`` file."""
+        path = Path(path)
+        formats: dict[str, SpecFormat] = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
+        suffix = path.suffix.lower()
+        if suffix not in formats:
+            raise ValueError(f"Unknown spec file type {suffix!r} ({path}); valid: .yaml, .yml, .json")
+        return cls.from_text(path.read_text(encoding="utf-8"), formats[suffix], limit=limit)
+
+    # --- derived values ---------------------------------------------------------------------------
+
+    @property
+    def labels(self) -> list[str]:
+        """The optimiser variants' labels, in spec order."""
+        return [variant.label for variant in self.optimizers]
+
+    def variant(self, label: str) -> OptimizerVariant:
+        """The optimiser variant called ``label``; unknown labels fail with the valid ones."""
+        for variant in self.optimizers:
+            if variant.label == label:
+                return variant
+        raise ValueError(f"Unknown optimizer label {label!r}; valid: {', '.join(self.labels)}")
+
+    def base_grid(self) -> list[float]:
+        """The spec's learning rates (ascending, without duplicates), before adding default lrs."""
+        values = self.lrs.values() if isinstance(self.lrs, LogGrid) else self.lrs
+        return sorted(set(values))
+
+    def grid_for(self, label: str) -> list[float]:
+        """The lrs swept for the variant ``label``: the base grid plus its default lr, ascending."""
+        default = self.variant(label).default_lr
+        grid = self.base_grid()
+        if not any(math.isclose(lr, default, rel_tol=_LR_REL_TOL) for lr in grid):
+            grid = sorted([*grid, default])
+        return grid
+
+
+def demo_spec() -> SweepSpec:
+    """The small sweep seeded on an empty database so the dashboards fill within a minute or two on a CPU.
+
+    Two proxy tasks (one vision, one language) at the ``smoke`` budget, the four optimisers of the paper
+    with the paper preset, lr 1e-4 .. 1 by decades (every default lr is on it), one seed: 40 short trials.
+    """
+    return SweepSpec.model_validate(
+        {
+            "name": "demo: Nero vs SGD, Adam, LAMB (smoke budget)",
+            "tasks": ["digits-mlp", "text-lm"],
+            "optimizers": ["nero", "sgd", "adam", "lamb"],
+            "lrs": {"min": 1e-4, "max": 1.0, "points_per_decade": 1},
+            "seeds": [0],
+            "protocol": "grid",
+            "budget": "smoke",
+            "preset": "paper",
+        }
+    )
+
+
+__all__ = [
+    "GRID_SIGNIFICANT_DIGITS",
+    "Execution",
+    "LogGrid",
+    "OptimizerVariant",
+    "Protocol",
+    "Resources",
+    "SweepSpec",
+    "demo_spec",
+    "log_grid",
+    "round_significant",
+]

@@ -1,0 +1,126 @@
+"""The schema comes only from the packaged Alembic migrations, and it matches the models."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from nero_study.store import db, repo
+from nero_study.store.models import Base, MetricPoint, Trial
+
+TABLES = {"sweeps", "trials", "metric_points", "api_tokens"}
+
+
+def test_upgrade_from_empty_creates_the_tables_at_head(empty_db_url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the packaged migrations are found from any working directory
+    engine = db.make_engine(empty_db_url)
+    try:
+        assert db.current_revision(engine) is None
+        assert TABLES.isdisjoint(sa.inspect(engine).get_table_names())
+        db.upgrade(empty_db_url)
+        assert TABLES <= set(sa.inspect(engine).get_table_names())
+        assert db.current_revision(engine) == db.head_revision() == "0001"
+        db.upgrade(empty_db_url)  # a second upgrade is a no-op
+        assert db.current_revision(engine) == "0001"
+    finally:
+        engine.dispose()
+
+
+def test_migrated_schema_matches_the_models(empty_db_url):
+    db.upgrade(empty_db_url)
+    engine = db.make_engine(empty_db_url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            differences = compare_metadata(context, Base.metadata)
+    finally:
+        engine.dispose()
+    assert differences == []
+
+
+def test_unique_key_and_indexes_exist(db_url):
+    engine = db.make_engine(db_url)
+    try:
+        inspector = sa.inspect(engine)
+        unique_keys = [set(u["column_names"]) for u in inspector.get_unique_constraints("trials")]
+        indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes("trials")}
+        foreign_keys = inspector.get_foreign_keys("metric_points")
+    finally:
+        engine.dispose()
+    assert {"sweep_id", "task", "label", "lr", "seed", "params_key"} in unique_keys
+    assert indexes["ix_trials_sweep_id_status"] == ["sweep_id", "status"]
+    assert foreign_keys[0]["referred_table"] == "trials"
+    assert foreign_keys[0]["options"].get("ondelete") == "CASCADE"
+
+
+def test_downgrade_to_base_removes_everything(empty_db_url):
+    db.upgrade(empty_db_url)
+    engine = db.make_engine(empty_db_url)
+    try:
+        with engine.begin() as connection:
+            config = db.alembic_config()
+            config.attributes["connection"] = connection
+            command.downgrade(config, "base")
+        assert TABLES.isdisjoint(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_deleting_a_sweep_cascades_to_trials_and_points(session, db_url):
+    sweep = repo.create_sweep(session, spec={}, name="cascade")
+    (trial,) = repo.add_trials(session, sweep_id=sweep.id, trials=[{"task": "t", "optimizer": "sgd", "lr": 0.1}])
+    repo.add_metric_points(
+        session, trial_id=trial.id, points=[{"step": 0, "epoch": 0.0, "train_loss": 1.0, "metric": 0.5}]
+    )
+    session.delete(repo.get_sweep(session, sweep_id=sweep.id))
+    session.commit()
+    assert session.scalar(sa.select(sa.func.count()).select_from(Trial)) == 0
+    assert session.scalar(sa.select(sa.func.count()).select_from(MetricPoint)) == 0
+
+
+def test_sqlite_engine_prepares_a_shareable_file(tmp_path):
+    path = tmp_path / "nested" / "dir" / "store.db"
+    engine = db.make_engine(f"sqlite:///{path}")
+    try:
+        assert path.parent.is_dir()
+        assert not path.exists()  # making the engine does not connect
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 10_000
+    finally:
+        engine.dispose()
+
+
+def test_postgresql_url_without_driver_uses_psycopg():
+    assert db.normalize_url("postgresql://u@h/d").drivername == "postgresql+psycopg"
+    assert db.normalize_url("sqlite:///x.db").drivername == "sqlite"
+
+
+@pytest.mark.slow  # starts a Python process
+def test_alembic_command_line_uses_the_packaged_ini(tmp_path):
+    ini = Path(db.MIGRATIONS_DIR) / "alembic.ini"
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    env = {**os.environ, "NERO_STUDY_DATABASE_URL": url}
+    completed = subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(ini), "upgrade", "head"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    engine = db.make_engine(url)
+    try:
+        assert db.current_revision(engine) == "0001"
+    finally:
+        engine.dispose()

@@ -1,0 +1,300 @@
+"""Robustness metrics against values computed by hand on small fixtures.
+
+Fixture (two tasks, three optimisers):
+
+Task A: test error, lower is better, initial metric 0.9 (median of the trials' initial metrics), so m0 = 0.9.
+  sgd  (default lr 0.1), seeds 0 and 1:
+    lr 0.001: 0.50, 0.70  -> m = 0.60
+    lr 0.01 : 0.16, 0.18  -> m = 0.17
+    lr 0.1  : 0.10, 0.14  -> m = 0.12   <- best, and the default lr
+    lr 1    : diverged x2 -> m = 0.90 (m0)
+  adam (default lr 0.001), seeds 0 and 1:
+    lr 0.001: 0.30, 0.30          -> m = 0.30   (out of the box)
+    lr 0.01 : 0.08, 0.12          -> m = 0.10   <- best; best_all(A) = 0.10
+    lr 0.1  : 0.40, diverged      -> m = (0.40 + 0.90) / 2 = 0.65
+    lr 1    : 0.95, diverged      -> m = (0.95 + 0.90) / 2 = 0.925 (worse than chance)
+  lamb (default lr 0.01), seed 0: lr 0.01 and 0.1 both diverged -> m = 0.90 everywhere.
+
+Task B: episode return, higher is better, initial metric 10, seed 0 only.
+  sgd  (default 0.1): lr 0.01 -> 50, lr 0.1 -> 100 (best), lr 1 -> diverged (counts as 10)
+  adam (default 0.001): lr 0.001 -> 200 (best; best_all(B) = 200), lr 0.01 -> 170, lr 0.1 -> 20
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nero_study.study.analysis import (
+    analyze_sweep,
+    expected_best_of_k,
+    paper_table,
+    performance_ratio,
+    profile_score,
+)
+from nero_study.tasks.base import TrialResult, TrialSpec
+
+DEFAULT_LR = {"sgd": 0.1, "adam": 0.001, "lamb": 0.01}
+
+
+def trial(task, optimizer, lr, seed, metric, *, status="succeeded", lower=True, initial=0.9):
+    return {
+        "task": task,
+        "label": optimizer,
+        "optimizer": optimizer,
+        "lr": lr,
+        "seed": seed,
+        "status": status,
+        "metric": metric,
+        "lower_is_better": lower,
+        "metric_name": "test error" if lower else "episode return",
+        "initial_metric": initial,
+        "default_lr": DEFAULT_LR[optimizer],
+    }
+
+
+def diverged(task, optimizer, lr, seed, *, lower=True, initial=0.9):
+    return trial(task, optimizer, lr, seed, math.nan, status="diverged", lower=lower, initial=initial)
+
+
+def task_a() -> list[dict]:
+    rows = [
+        trial("A", "sgd", 0.001, 0, 0.50), trial("A", "sgd", 0.001, 1, 0.70),
+        trial("A", "sgd", 0.01, 0, 0.16), trial("A", "sgd", 0.01, 1, 0.18),
+        trial("A", "sgd", 0.1, 0, 0.10), trial("A", "sgd", 0.1, 1, 0.14),
+        diverged("A", "sgd", 1.0, 0), diverged("A", "sgd", 1.0, 1),
+        trial("A", "adam", 0.001, 0, 0.30), trial("A", "adam", 0.001, 1, 0.30),
+        trial("A", "adam", 0.01, 0, 0.08), trial("A", "adam", 0.01, 1, 0.12),
+        trial("A", "adam", 0.1, 0, 0.40), diverged("A", "adam", 0.1, 1),
+        trial("A", "adam", 1.0, 0, 0.95), diverged("A", "adam", 1.0, 1),
+        diverged("A", "lamb", 0.01, 0), diverged("A", "lamb", 0.1, 0),
+    ]
+    # Spread in the initial metrics; their median stays 0.9.
+    rows[0]["initial_metric"], rows[1]["initial_metric"] = 0.92, 0.88
+    return rows
+
+
+def task_b() -> list[dict]:
+    def b(optimizer, lr, metric):
+        return trial("B", optimizer, lr, 0, metric, lower=False, initial=10.0)
+
+    return [
+        b("sgd", 0.01, 50.0), b("sgd", 0.1, 100.0), diverged("B", "sgd", 1.0, 0, lower=False, initial=10.0),
+        b("adam", 0.001, 200.0), b("adam", 0.01, 170.0), b("adam", 0.1, 20.0),
+    ]
+
+
+def fixture() -> list[dict]:
+    # Unfinished trials are ignored.
+    pending = {**trial("A", "sgd", 0.1, 5, 0.0), "status": "pending"}
+    cancelled = {**trial("B", "adam", 0.001, 5, 9999.0, lower=False), "status": "cancelled"}
+    return [*task_a(), *task_b(), pending, cancelled]
+
+
+def test_task_a_lower_is_better_metrics():
+    analysis = analyze_sweep(fixture())
+    sgd = analysis.summary("A", "sgd")
+    assert sgd.initial_metric == pytest.approx(0.9)
+    assert [p.lr for p in sgd.curve] == [0.001, 0.01, 0.1, 1.0]
+    assert [p.mean for p in sgd.curve] == pytest.approx([0.60, 0.17, 0.12, 0.90])
+    assert [p.diverged for p in sgd.curve] == [0, 0, 0, 2]
+    assert sgd.best == pytest.approx(0.12)
+    assert sgd.eta_star == 0.1
+    assert sgd.best_std == pytest.approx(0.04 / math.sqrt(2))  # sample std of 0.10, 0.14
+    assert sgd.best_seeds == 2
+    assert sgd.ootb == pytest.approx(0.12)
+    assert sgd.ootb_regret == pytest.approx(0.2)  # (0.12 - 0.10) / 0.10
+    # mean of [0.60-0.12, 0.17-0.12, 0, 0.90-0.12] = (0.48 + 0.05 + 0 + 0.78) / 4
+    assert sgd.lr_sensitivity == pytest.approx(1.31 / 4)
+    # threshold 0.1 * (0.9 - 0.12) = 0.078: lr 0.01 (0.05 above best) is in, 0.001 and 1 are out -> 2 decades
+    assert sgd.good_window == pytest.approx(2.0)
+
+    adam = analysis.summary("A", "adam")
+    assert [p.mean for p in adam.curve] == pytest.approx([0.30, 0.10, 0.65, 0.925])
+    assert [p.diverged for p in adam.curve] == [0, 0, 1, 1]
+    assert adam.best == pytest.approx(0.10) and adam.eta_star == 0.01
+    assert adam.ootb == pytest.approx(0.30)
+    assert adam.ootb_regret == pytest.approx(2.0)  # (0.30 - 0.10) / 0.10
+    # the shortfall at lr 1 is capped at chance: min(0.925, 0.9) - 0.10 = 0.80
+    assert adam.lr_sensitivity == pytest.approx((0.20 + 0 + 0.55 + 0.80) / 4)
+    assert adam.good_window == pytest.approx(1.0)  # threshold 0.08; neighbours 0.20 and 0.55 above
+
+    lamb = analysis.summary("A", "lamb")
+    assert lamb.best == pytest.approx(0.9) and lamb.eta_star == 0.01  # tie at m0: the smaller lr
+    assert math.isnan(lamb.best_std)  # one seed
+    assert lamb.ootb_regret == pytest.approx(8.0)  # (0.9 - 0.1) / 0.1
+    assert lamb.lr_sensitivity == pytest.approx(0.0)
+    assert lamb.good_window == 0.0  # never better than chance
+
+    task = next(t for t in analysis.tasks if t.task == "A")
+    assert task.best_all == pytest.approx(0.10) and task.best_label == "adam"
+
+
+def test_task_b_higher_is_better_reported_in_its_own_orientation():
+    analysis = analyze_sweep(fixture())
+    sgd = analysis.summary("B", "sgd")
+    assert not sgd.lower_is_better
+    assert sgd.initial_metric == pytest.approx(10.0)
+    assert [p.mean for p in sgd.curve] == pytest.approx([50.0, 100.0, 10.0])  # diverged counts as 10
+    assert sgd.best == pytest.approx(100.0) and sgd.eta_star == 0.1
+    assert sgd.ootb == pytest.approx(100.0)
+    assert sgd.ootb_regret == pytest.approx(0.5)  # (200 - 100) / 200
+    # shortfall from best, capped at chance: [100-50, 0, 100-10] -> 140 / 3
+    assert sgd.lr_sensitivity == pytest.approx(140 / 3)
+    assert sgd.good_window == pytest.approx(1.0)
+
+    adam = analysis.summary("B", "adam")
+    assert adam.best == pytest.approx(200.0) and adam.eta_star == 0.001
+    assert adam.ootb == pytest.approx(200.0) and adam.ootb_regret == pytest.approx(0.0)
+    assert adam.lr_sensitivity == pytest.approx((0 + 30 + 180) / 3)
+    # threshold 0.1 * (200 - 10) = 19: lr 0.01 is 30 short of the best -> out; one point of one decade
+    assert adam.good_window == pytest.approx(1.0)
+    # k = 1: the mean (200 + 170 + 20) / 3; reported as a return, so higher is better
+    assert adam.expected_best[0] == pytest.approx(130.0)
+    # k = 2 (sorted best first 200, 170, 20): weights (1 - 4/9, 4/9 - 1/9, 1/9) = (5, 3, 1) / 9
+    assert adam.expected_best[1] == pytest.approx((200 * 5 + 170 * 3 + 20) / 9)
+
+    task = next(t for t in analysis.tasks if t.task == "B")
+    assert task.best_all == pytest.approx(200.0) and task.best_label == "adam"
+
+
+def test_expected_best_exact_values():
+    sgd = analyze_sweep(fixture()).summary("A", "sgd")
+    # sorted m = 0.12, 0.17, 0.60, 0.90 (n = 4)
+    assert len(sgd.expected_best) == 4
+    assert sgd.expected_best[0] == pytest.approx(1.79 / 4)  # k = 1: the mean
+    # k = 2: P(min >= i-th) = ((4 - i) / 4)^2 -> weights (16-9, 9-4, 4-1, 1) / 16 = (7, 5, 3, 1) / 16
+    assert sgd.expected_best[1] == pytest.approx((0.12 * 7 + 0.17 * 5 + 0.60 * 3 + 0.90) / 16)
+    # k = 4: weights (256-81, 81-16, 16-1, 1) / 256 = (175, 65, 15, 1) / 256
+    assert sgd.expected_best[3] == pytest.approx((0.12 * 175 + 0.17 * 65 + 0.60 * 15 + 0.90) / 256)
+
+
+def test_expected_best_of_k_limits():
+    values = [0.7, 0.2, 0.9, 0.4, 0.4]
+    assert expected_best_of_k(values, 1) == pytest.approx(np.mean(values))
+    assert expected_best_of_k(values, 500) == pytest.approx(0.2, abs=1e-12)
+    curve = [expected_best_of_k(values, k) for k in range(1, 30)]
+    assert all(a >= b for a, b in zip(curve, curve[1:], strict=False))  # more draws never hurt
+    # Against brute force over all 5^2 ordered pairs of draws.
+    pairs = [min(a, b) for a in values for b in values]
+    assert expected_best_of_k(values, 2) == pytest.approx(np.mean(pairs))
+    with pytest.raises(ValueError, match="Invalid k: 0"):
+        expected_best_of_k(values, 0)
+
+
+def test_performance_profiles_on_two_tasks():
+    analysis = analyze_sweep(fixture())
+    tuned, ootb = analysis.profiles["tuned"], analysis.profiles["ootb"]
+    assert tuned.tasks == ("A", "B") and tuned.labels == ("sgd", "adam", "lamb")
+    # tuned: r_A(sgd) = (0.9 - 0.1) / (0.9 - 0.12) = 40/39; r_B(sgd) = (200 - 10) / (100 - 10) = 19/9
+    assert tuned.ratios["sgd"]["A"] == pytest.approx(40 / 39)
+    assert tuned.ratios["sgd"]["B"] == pytest.approx(19 / 9)
+    assert tuned.ratios["adam"] == pytest.approx({"A": 1.0, "B": 1.0})
+    assert tuned.ratios["lamb"] == {"A": math.inf, "B": math.inf}  # no improvement on A, not run on B
+    # score = sum_t max(0, 4 - r_t) / (2 tasks * 3): sgd (4 - 40/39 + 4 - 19/9) / 6 = 569/702
+    assert tuned.scores["sgd"] == pytest.approx(569 / 702)
+    assert tuned.scores["adam"] == pytest.approx(1.0)
+    assert tuned.scores["lamb"] == 0.0
+    # rho: sgd has no task at tau = 1, one of two at 1.5, both at 2.5
+    def rho_at(label: str, tau: float) -> float:
+        return tuned.rho[label][int(np.argmin(np.abs(np.asarray(tuned.taus) - tau)))]
+
+    assert tuned.taus[0] == 1.0 and tuned.taus[-1] == 4.0
+    assert rho_at("sgd", 1.0) == 0.0 and rho_at("sgd", 1.5) == 0.5 and rho_at("sgd", 2.5) == 1.0
+    assert tuned.rho["adam"][0] == 1.0
+
+    # out of the box: adam's A uses lr 0.001 (0.30): r = 0.8 / 0.6 = 4/3; B uses its best (r = 1)
+    assert ootb.ratios["adam"] == pytest.approx({"A": 4 / 3, "B": 1.0})
+    assert ootb.scores["adam"] == pytest.approx((4 - 4 / 3 + 3) / 6)  # 17/18
+    assert ootb.scores["sgd"] == pytest.approx(569 / 702)  # sgd's default lr is its best on both tasks
+
+
+def test_profile_helpers():
+    assert performance_ratio(0.5, 0.5, 0.1) == math.inf  # no improvement over chance
+    assert performance_ratio(math.nan, 0.9, 0.1) == math.inf
+    assert performance_ratio(0.3, 0.9, 0.1) == pytest.approx(0.8 / 0.6)
+    # r = 1 covers all of [1, 4]; r = 2.5 covers half; r = 5 none -> (3 + 1.5 + 0) / (3 * 3)
+    assert profile_score([1.0, 2.5, 5.0]) == pytest.approx(4.5 / 9)
+    # Exact score agrees with averaging rho over a fine tau grid.
+    ratios = [1.0, 1.7, 3.2, math.inf]
+    taus = np.linspace(1, 4, 30001)
+    rho = [np.mean([r <= tau for r in ratios]) for tau in taus]
+    assert profile_score(ratios) == pytest.approx(np.trapezoid(rho, taus) / 3, abs=1e-4)
+
+
+def test_chance_override_changes_m0():
+    analysis = analyze_sweep(task_a(), chance={"A": 1.0})
+    sgd = analysis.summary("A", "sgd")
+    assert sgd.initial_metric == 1.0
+    assert sgd.curve[-1].mean == pytest.approx(1.0)  # diverged lr now counts as 1.0
+    assert sgd.lr_sensitivity == pytest.approx((0.48 + 0.05 + 0 + 0.88) / 4)
+
+
+def test_dataframe_input_gives_the_same_analysis():
+    records = fixture()
+    from_records = analyze_sweep(records).summary_frame()
+    from_frame = analyze_sweep(pd.DataFrame(records)).summary_frame()
+    pd.testing.assert_frame_equal(from_records, from_frame)
+    assert len(from_frame) == 5  # A: sgd, adam, lamb; B: sgd, adam
+    row = from_frame[(from_frame.task == "B") & (from_frame.label == "sgd")].iloc[0]
+    assert row.best == pytest.approx(100.0) and row.tuned_ratio == pytest.approx(19 / 9)
+
+
+def test_to_dict_is_json_safe():
+    data = analyze_sweep(fixture()).to_dict()
+    text = json.dumps(data, allow_nan=False)
+    lamb = next(s for s in data["per_optimizer"] if s["task"] == "A" and s["label"] == "lamb")
+    assert lamb["best_std"] is None  # NaN: one seed
+    assert data["profiles"]["tuned"]["ratios"]["lamb"]["A"] == "inf"
+    assert json.loads(text)["tasks"][1]["best_all"] == 200.0
+
+
+def test_paper_table_rows():
+    rows = paper_table(analyze_sweep(fixture()))
+    sgd_a = next(r for r in rows if r.task == "A" and r.label == "sgd")
+    assert sgd_a.best == pytest.approx(0.12) and sgd_a.best_std == pytest.approx(0.0282843, rel=1e-5)
+    assert sgd_a.eta_star == 0.1 and sgd_a.ootb == pytest.approx(0.12) and sgd_a.seeds == 2
+    assert sgd_a.metric_name == "test error" and sgd_a.default_lr == 0.1
+    assert sgd_a.text == "0.12 ± 0.028"
+    adam_a = next(r for r in rows if r.task == "A" and r.label == "adam")
+    assert adam_a.eta_star == 0.01 and adam_a.ootb == pytest.approx(0.30)
+    adam_b = next(r for r in rows if r.task == "B" and r.label == "adam")
+    assert adam_b.text == "200" and adam_b.to_dict()["best_std"] is None
+
+
+def test_irregular_grid_uses_the_median_spacing():
+    # Grid 1e-3, 1e-2, 3e-2 (an off-grid default), 1e-1: log gaps 1, 0.477, 0.523 -> median 0.523 decades.
+    rows = [trial("A", "lamb", lr, 0, m) for lr, m in [(1e-3, 0.8), (1e-2, 0.2), (3e-2, 0.21), (1e-1, 0.22)]]
+    summary = analyze_sweep(rows).summary("A", "lamb")
+    # m0 = 0.9, best = 0.2, threshold 0.07: 0.21 and 0.22 are in, 0.8 is out -> 3 points
+    spacing = math.log10(1e-1) - math.log10(3e-2)
+    assert summary.good_window == pytest.approx(3 * spacing)
+
+
+def test_trial_results_and_registry_default_lr():
+    def result(lr, metric):
+        spec = TrialSpec(task="digits-mlp", optimizer="adam", lr=lr)
+        return TrialResult(spec, "succeeded", metric, metric, 0.9, "test error", True, [], 1.0, "cpu")
+
+    summary = analyze_sweep([result(1e-3, 0.3), result(1e-2, 0.2)]).summary("digits-mlp", "adam")
+    assert summary.default_lr == 0.001 and summary.ootb == pytest.approx(0.3)
+
+
+def test_empty_and_malformed_input():
+    empty = analyze_sweep([])
+    assert empty.per_optimizer == () and empty.summary_frame().empty
+    with pytest.raises(ValueError, match="lacks status"):
+        analyze_sweep([{"task": "A", "label": "sgd", "lr": 0.1, "metric": 0.2, "lower_is_better": True}])
+    mixed = [trial("A", "sgd", 0.1, 0, 0.2), trial("A", "sgd", 0.01, 0, 0.3, lower=False)]
+    with pytest.raises(ValueError, match="different lower_is_better"):
+        analyze_sweep(mixed)
+    # A failed trial without an orientation takes its task's (here higher is better, from task B's trials).
+    unknown = {**trial("B", "sgd", 1.0, 1, math.nan, status="failed"), "lower_is_better": None}
+    sgd_b = analyze_sweep([*task_b(), unknown]).summary("B", "sgd")
+    assert sgd_b.lower_is_better is False and sgd_b.curve[-1].seeds == 2 and sgd_b.curve[-1].mean == 10.0
+    with pytest.raises(KeyError, match="No trials for optimizer 'nero'"):
+        analyze_sweep(task_a()).summary("A", "nero")
