@@ -267,30 +267,50 @@ def sweep(
         record = repo.create_sweep(
             session, spec=spec.model_dump(mode="json"), name=spec.name or spec_path, idempotency_key=key
         )
-        session.commit()
         sweep_id, status = record.id, record.status
     if status == "succeeded":
         console.print(f"sweep {sweep_id} already finished; see `nero-study report {sweep_id}`")
         typer.echo(sweep_id)
         return
     with worker.session_factory() as session:
+        current = repo.get_sweep(session, sweep_id=sweep_id)
         claimed = repo.claim_sweep(
-            session, sweep_id=sweep_id, owner=worker.owner, lease_seconds=settings.lease_seconds, take_over_dead=True
+            session,
+            sweep_id=sweep_id,
+            owner=worker.owner,
+            lease_seconds=settings.lease_seconds,
+            take_over_from=current.lease_owner if _dead_cli_owner(current.lease_owner) else None,
         )
-        session.commit()
-    if not claimed:
+    if claimed is None:
         _fail(f"sweep {sweep_id} is being run by another live process; wait for it or use --new", code=1)
     console.print(f"sweep [bold]{sweep_id}[/]: {spec.name or spec_path}")
     view = _ProgressView()
     with Live(view.render(), console=err_console, refresh_per_second=4, transient=False) as live:
         worker.install_signal_handlers()
         final = worker.process(
-            sweep_id, spec.model_dump(mode="json"), on_progress=lambda p: live.update(view.render(p))
+            sweep_id, spec.model_dump(mode="json"), claimed.attempts, on_progress=lambda p: live.update(view.render(p))
         )
     console.print(f"sweep {sweep_id}: {final}")
     typer.echo(sweep_id)
     if final not in {"succeeded"}:
         raise typer.Exit(1)
+
+
+def _dead_cli_owner(owner: str | None) -> bool:
+    """Whether ``owner`` is a `nero-study sweep` process on this host that no longer runs (killed)."""
+    import os
+    import socket
+
+    if not owner or not owner.startswith(f"cli:{socket.gethostname()}:"):
+        return False
+    try:
+        pid = int(owner.rsplit(":", 1)[1])
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, PermissionError):
+        return False
+    return pid == os.getpid()
 
 
 def _host_pid() -> str:
@@ -334,7 +354,7 @@ def report(
     """Print the paper-style table per task and the robustness metrics of a sweep."""
     from nero_study.store import db as store_db
     from nero_study.store import repo
-    from nero_study.study.analysis import analyse, paper_table
+    from nero_study.study.analysis import analyze_sweep, paper_table
 
     if output_format not in {"table", "json", "csv"}:
         _fail(f"Invalid --format {output_format!r}; valid: table, json, csv")
@@ -346,7 +366,7 @@ def report(
             _fail(f"Unknown sweep {sweep_id!r}")
         frame = repo.trials_frame(session, sweep_id=sweep_id)
         spec_data, name, execution = dict(record.spec), record.name, record.execution
-    analysis = analyse(frame)
+    analysis = analyze_sweep(frame)
     if html:
         from dashboards.report import write_html_report
 
@@ -381,19 +401,30 @@ def _print_report(sweep_id: str, name: str, execution: str | None, spec: dict, a
         for row in task_rows:
             table.add_row(
                 row.label,
-                f"{_fmt(row.best)} ± {_fmt(row.best_std, '.2g')}",
+                row.text,
                 _fmt(row.eta_star, "g"),
                 _fmt(row.ootb),
                 _fmt(row.default_lr, "g"),
             )
         console.print(table)
-    summary = analysis.summary_frame()
-    metrics = Table(title="robustness metrics")
-    for column in summary.columns:
-        metrics.add_column(str(column))
-    for record in summary.to_dict("records"):
-        metrics.add_row(*[_fmt(v) if isinstance(v, float) else str(v) for v in record.values()])
+    metrics = Table(title="robustness metrics (per task and optimiser)")
+    for column in ("task", "optimizer", "ootb regret", "lr sensitivity", "good window (decades)", "E(best of 3 lrs)"):
+        metrics.add_column(column, justify="left" if column in ("task", "optimizer") else "right")
+    for s in analysis.per_optimizer:
+        k3 = s.expected_best[min(3, len(s.expected_best)) - 1] if s.expected_best else math.nan
+        metrics.add_row(
+            s.task, s.label, _fmt(s.ootb_regret, ".3g"), _fmt(s.lr_sensitivity, ".3g"), _fmt(s.good_window, ".2g"),
+            _fmt(k3),
+        )
     console.print(metrics)
+    profiles = Table(title="performance profile scores over tasks (1 = best on every task)")
+    profiles.add_column("optimizer")
+    for kind in analysis.profiles:
+        profiles.add_column("out of the box" if kind == "ootb" else kind, justify="right")
+    labels = list(dict.fromkeys(s.label for s in analysis.per_optimizer))
+    for label in labels:
+        profiles.add_row(label, *[_fmt(p.scores.get(label, math.nan), ".3f") for p in analysis.profiles.values()])
+    console.print(profiles)
 
 
 @app.command()
@@ -432,8 +463,8 @@ def serve(
     import sys
 
     import uvicorn
-    from api.main import create_app
 
+    from api.main import create_app
     from nero_study.store import db as store_db
     from nero_study.store import repo
 
@@ -449,7 +480,6 @@ def serve(
             if repo.list_sweeps(session, offset=0, limit=1)[1] == 0:
                 spec = demo_spec()
                 created = repo.create_sweep(session, spec=spec.model_dump(mode="json"), name=spec.name or "demo")
-                session.commit()
                 console.print(f"submitted demo sweep {created.id}")
     env = {**os.environ, "NERO_STUDY_DATABASE_URL": settings.database_url}
     children = [
@@ -525,8 +555,7 @@ def token_create(
     settings = _settings(db)
     store_db.upgrade(settings.database_url)
     with store_db.session_factory(store_db.make_engine(settings.database_url))() as session:
-        clear = repo.create_token(session, name=name)
-        session.commit()
+        _, clear = repo.create_token(session, name=name)
     err_console.print("store this token now; it cannot be shown again:")
     typer.echo(clear)
 

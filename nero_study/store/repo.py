@@ -290,6 +290,53 @@ def claim_next_sweep(
         return session.get(Sweep, claimed_id, populate_existing=True)
 
 
+def claim_sweep(
+    session: Session,
+    *,
+    sweep_id: str,
+    owner: str,
+    lease_seconds: float,
+    take_over_from: str | None = None,
+    now: datetime | None = None,
+) -> Sweep | None:
+    """Take one named sweep for ``owner`` (the CLI running a sweep in the foreground); ``None`` if refused.
+
+    Claimable: queued, failed or cancelled (the user asked to run it again: finished trials are kept),
+    running with an expired lease, or running under ``take_over_from`` (an owner known to be dead).
+    A cancel request left on the sweep is cleared. ``attempts`` goes up by one, as in
+    :func:`claim_next_sweep`.
+    """
+    now = now or utc_now()
+    claimable = sa.or_(
+        Sweep.status.in_(("queued", "failed", "cancelled")),
+        sa.and_(Sweep.status == "running", Sweep.lease_expires_at < _utc(now)),
+        sa.and_(Sweep.status == "running", Sweep.lease_owner == take_over_from)
+        if take_over_from is not None
+        else sa.false(),
+    )
+    with _write(session):
+        claimed_id = session.execute(
+            sa.update(Sweep)
+            .where(Sweep.id == sweep_id, claimable)
+            .values(
+                status="running",
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                attempts=Sweep.attempts + 1,
+                started_at=sa.func.coalesce(Sweep.started_at, _utc(now)),
+                finished_at=None,
+                cancel_requested=False,
+                error=None,
+                updated_at=now,
+            )
+            .returning(Sweep.id)
+            .execution_options(synchronize_session=False)
+        ).scalar_one_or_none()
+        if claimed_id is None:
+            return None
+        return session.get(Sweep, claimed_id, populate_existing=True)
+
+
 def renew_lease(
     session: Session, *, sweep_id: str, owner: str, lease_seconds: float, now: datetime | None = None
 ) -> bool:
