@@ -116,25 +116,28 @@ def _bundle_trainable(config: dict[str, Any]) -> None:
 
 
 def _tpe_trainable(config: dict[str, Any]) -> None:
-    """One Tune trial proposed by Optuna's TPE: one trial at ``config['lr']``; reports its objective."""
+    """One Tune trial proposed by Optuna's TPE: one trial at ``config['lr']``; reports its objective.
+
+    Tune checks that every report carries the searcher's metric, so the trial's events go in one
+    report at its end together with the objective (lower is better; a diverged or failed trial counts
+    as its metric at initialisation, as in the analysis).
+    """
     import torch
     from ray import tune
+
+    from nero_study.study.execute import run_member
 
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     spec = TrialSpec.from_dict({**config["base"], "lr": float(config["lr"])})
     events: list[dict[str, Any]] = []
-    buffer = EventBuffer(lambda batch: events.extend(batch) or tune.report({"nero_events": batch}), 0.5)
-    from nero_study.study.execute import run_member
-
-    result = run_member(0, spec, buffer.emit)
-    buffer.flush()
+    result = run_member(0, spec, events.append)
     if result is None or result.status != "succeeded" or not math.isfinite(result.metric):
         initial = result.initial_metric if result is not None else math.nan
         value = initial if math.isfinite(initial) else 1e12
         oriented = value if (result is None or result.lower_is_better) else -value
     else:
         oriented = result.metric if result.lower_is_better else -result.metric
-    tune.report({"nero_events": [], "objective": float(oriented)})
+    tune.report({"nero_events": events, "objective": float(oriented)})
 
 
 class StoreWriter(Callback):

@@ -1,0 +1,23 @@
+"""Project-wide fixtures: one Ray instance per test session (``ray.init`` costs seconds here)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """Local Ray with this machine's CPUs, started once and shut down at the end of the session."""
+    import ray
+
+    from nero_study.study.engine import ensure_ray
+
+    ensure_ray(num_cpus=os.cpu_count() or 2)
+    yield
+    ray.shutdown()
