@@ -57,7 +57,6 @@ class _Heartbeat(threading.Thread):
                     self.lease_lost.set()
                 if repo.is_cancel_requested(session, sweep_id=self.sweep_id):
                     self.cancel_requested.set()
-                session.commit()
         except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker; the lease may lapse
             logger.exception("heartbeat for sweep %s failed", self.sweep_id)
 
@@ -83,11 +82,10 @@ class SweepWorker:
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
 
-    def claim(self) -> tuple[str, dict] | None:
+    def claim(self) -> tuple[str, dict, int] | None:
         with self.session_factory() as session:
             sweep = repo.claim_next_sweep(session, owner=self.owner, lease_seconds=self.settings.lease_seconds)
-            session.commit()
-            return (sweep.id, dict(sweep.spec)) if sweep is not None else None
+            return (sweep.id, dict(sweep.spec), sweep.attempts) if sweep is not None else None
 
     def run_forever(self, *, once: bool = False, idle_timeout: float | None = None) -> int:
         """Process sweeps; returns how many were run. ``idle_timeout`` stops after that long with no work."""
@@ -107,7 +105,9 @@ class SweepWorker:
                 break
         return processed
 
-    def process(self, sweep_id: str, spec_data: dict, *, on_progress: ProgressHook | None = None) -> str:
+    def process(
+        self, sweep_id: str, spec_data: dict, attempt: int = 1, *, on_progress: ProgressHook | None = None
+    ) -> str:
         """Run one claimed sweep to its end; returns the sweep's final status."""
         logger.info("worker %s: running sweep %s", self.owner, sweep_id)
         heartbeat = _Heartbeat(
@@ -128,6 +128,7 @@ class SweepWorker:
                 spec=spec,
                 should_cancel=lambda: heartbeat.should_stop() or self.stopping.is_set(),
                 on_progress=on_progress or self._log_progress,
+                attempt=attempt,
             )
             outcome = engine.run()
             execution = outcome.execution
@@ -145,18 +146,15 @@ class SweepWorker:
             # Shutting down, not cancelled by a user: give the sweep back to the queue for another worker.
             with self.session_factory() as session:
                 repo.release_sweep(session, sweep_id=sweep_id, owner=self.owner)
-                session.commit()
             return "released"
         if status == "stopped":
             status = "cancelled"
             with self.session_factory() as session:
                 repo.cancel_pending_trials(session, sweep_id=sweep_id)
-                session.commit()
         with self.session_factory() as session:
             repo.finish_sweep(
                 session, sweep_id=sweep_id, owner=self.owner, status=status, error=error, execution=execution
             )
-            session.commit()
         logger.info("worker %s: sweep %s %s", self.owner, sweep_id, status)
         return status
 

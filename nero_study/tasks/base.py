@@ -268,12 +268,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
-    """Run one trial to completion; never raises for a bad learning rate or a broken run.
+def prepare_trial(spec: TrialSpec) -> tuple[Task, Any, torch.device]:
+    """Check a spec before any training: task, lr, optimiser settings, task options, data, device.
 
-    Returns status ``succeeded``, ``diverged`` (loss blew up: a normal outcome of a sweep) or ``failed``
-    (a real error, with its message). Invalid specs (unknown task, optimiser, option, missing data)
-    raise ``ValueError`` subclasses before any training.
+    Raises ``ValueError`` subclasses whose messages name what is wrong and what is allowed.
     """
     from nero_study.optim.registry import resolve_settings
     from nero_study.tasks.registry import get_task
@@ -284,8 +282,17 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
     resolve_settings(spec.optimizer, spec.preset, spec.hyperparameters)
     config = task.config(spec.budget, spec.task_options)
     task.check_data(config)
-    device = resolve_device(spec.device, task)
+    return task, config, resolve_device(spec.device, task)
 
+
+def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
+    """Run one trial to completion; never raises for a bad learning rate or a broken run.
+
+    Returns status ``succeeded``, ``diverged`` (loss blew up: a normal outcome of a sweep) or ``failed``
+    (a real error, with its message). Invalid specs (unknown task, optimiser, option, missing data)
+    raise ``ValueError`` subclasses before any training.
+    """
+    task, config, device = prepare_trial(spec)
     seed_everything(spec.seed)
     ctx = TrialContext(spec, task, device, reporter)
     status: TrialStatus = "succeeded"
@@ -298,7 +305,12 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
     except Exception as exc:  # noqa: BLE001 - a trial's crash is reported, not propagated
         status, error = "failed", f"{type(exc).__name__}: {exc}"
     wall_s = time.perf_counter() - start
+    return build_result(ctx, status=status, error=error, wall_s=wall_s)
 
+
+def build_result(ctx: TrialContext, *, status: TrialStatus, error: str | None, wall_s: float) -> TrialResult:
+    """The :class:`TrialResult` of a finished training loop: final, best and initial metric from its curve."""
+    task = ctx.task
     metrics = [p.metric for p in ctx.curve if math.isfinite(p.metric)]
     final = ctx.curve[-1].metric if ctx.curve else math.nan
     if metrics:
@@ -307,7 +319,7 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
         best = math.nan
     initial = ctx.curve[0].metric if ctx.curve and ctx.curve[0].step == 0 else task.chance_metric
     return TrialResult(
-        spec=spec,
+        spec=ctx.spec,
         status=status,
         metric=final,
         best_metric=best,
@@ -316,7 +328,7 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
         lower_is_better=task.lower_is_better,
         curve=ctx.curve,
         wall_s=wall_s,
-        device=str(device),
+        device=str(ctx.device),
         steps=ctx.steps,
         error=error,
     )

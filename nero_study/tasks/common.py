@@ -172,3 +172,46 @@ def batchnorm_gain_penalty(model: nn.Module, strength: float) -> torch.Tensor:
     if not terms:
         return torch.zeros(())
     return strength * torch.stack(terms).sum()
+
+
+@dataclass(frozen=True)
+class SupervisedSetup:
+    """A supervised classification run described as data, so that it can be run one model at a time
+    (:meth:`run`, through :func:`train_supervised`) or as K stacked members at once (batched-lr execution,
+    ``nero_study.study.batched``), with the same model initialisation, data order and evaluation cadence.
+
+    ``make_model`` is called right after the trial's seed is set; ``batchable`` says the model has no
+    batch-norm statistics or dropout, so stacked members behave exactly like separate models.
+    """
+
+    make_model: Callable[[], nn.Module]
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    batch_size: int
+    epochs: int
+    evals_per_epoch: int = 1
+    max_steps: int | None = None
+    schedule: Callable[[float], float] = constant_schedule
+    batchable: bool = True
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return steps_per_epoch(len(self.train_x), self.batch_size)
+
+    def run(self, ctx: TrialContext) -> None:
+        """Train one model of this setup under ``ctx`` (the sequential path)."""
+        model = self.make_model()
+        test_x, test_y = self.test_x.to(ctx.device), self.test_y.to(ctx.device)
+        train_supervised(
+            ctx,
+            model=model,
+            batches=tensor_batches(self.train_x, self.train_y, self.batch_size, ctx.generator),
+            epochs=self.epochs,
+            steps_per_epoch=self.steps_per_epoch,
+            evaluate=lambda: classification_error(model, test_x, test_y),
+            schedule=self.schedule,
+            evals_per_epoch=self.evals_per_epoch,
+            max_steps=self.max_steps,
+        )

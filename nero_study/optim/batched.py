@@ -1,0 +1,273 @@
+"""Batched forms of the optimisers: K independent members stacked along a leading dimension.
+
+Used by batched-lr execution (``nero_study.study.batched``): K copies of one model are stacked with
+``torch.func.stack_module_state`` and trained together; every tensor here has shape ``(K, *shape)`` where
+``shape`` is the member's own parameter shape. Each member has its own learning rate, and every quantity
+that the one-model optimiser keeps per tensor, per neuron or per element (Nero's per-neuron second moment
+and per-tensor scale, LAMB's per-tensor trust ratio, Madam's per-tensor bound) is kept per member, so a
+member's trajectory is the one it would have alone, up to float rounding.
+
+``active`` (bool, shape (K,)) freezes members: a diverged member stops changing, and its NaNs never
+reach the others.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from nero_study.optim.functional import parse_constraints
+
+
+def _per_member(values: Tensor, like: Tensor) -> Tensor:
+    """Reshape a (K,) vector to broadcast against a (K, ...) tensor."""
+    return values.reshape(values.shape[0], *([1] * (like.dim() - 1)))
+
+
+def _member_norms(tensor: Tensor) -> Tensor:
+    """Euclidean norm of each member's whole tensor: shape (K,)."""
+    return torch.linalg.vector_norm(tensor.reshape(tensor.shape[0], -1), dim=1)
+
+
+def _neuron_norms(tensor: Tensor) -> Tensor:
+    """Per-member neuron norms: (K, rows) for member tensors of >1 dims, elementwise |x| otherwise."""
+    if tensor.dim() > 2:
+        return torch.linalg.vector_norm(tensor.reshape(tensor.shape[0], tensor.shape[1], -1), dim=2)
+    return tensor.abs()
+
+
+def _apply(param: Tensor, new_value: Tensor, active: Tensor) -> None:
+    """``param <- new_value`` for active members only (frozen members keep their values, NaN or not)."""
+    param.copy_(torch.where(_per_member(active, param), new_value, param))
+
+
+class BatchedOptimizer:
+    """Base: stacked parameters, a per-member base lr, and ``step(grads, active, lr_factor)``."""
+
+    #: settings this batched form implements; anything else falls back to packed execution
+    supported: frozenset[str] = frozenset()
+
+    def __init__(self, params: Sequence[Tensor], lrs: Tensor, settings: Mapping[str, Any]) -> None:
+        self.params = list(params)
+        self.lrs = lrs.to(dtype=self.params[0].dtype if self.params else torch.float32)
+        self.settings = dict(settings)
+        self.steps = 0
+
+    @classmethod
+    def supports(cls, settings: Mapping[str, Any]) -> bool:
+        return set(settings) <= cls.supported and cls._supported_values(settings)
+
+    @classmethod
+    def _supported_values(cls, settings: Mapping[str, Any]) -> bool:
+        return True
+
+    @torch.no_grad()
+    def step(self, grads: Sequence[Tensor], active: Tensor, lr_factor: float = 1.0) -> None:
+        self.steps += 1
+        lrs = self.lrs * lr_factor
+        for index, (param, grad) in enumerate(zip(self.params, grads, strict=True)):
+            self._update(index, param, grad, _per_member(lrs, param), active)
+
+    def _update(self, index: int, param: Tensor, grad: Tensor, lr: Tensor, active: Tensor) -> None:
+        raise NotImplementedError
+
+
+class BatchedSGD(BatchedOptimizer):
+    """torch.optim.SGD per member (momentum, dampening, nesterov, L2 weight decay)."""
+
+    supported = frozenset({"momentum", "dampening", "weight_decay", "nesterov", "maximize", "foreach"})
+
+    @classmethod
+    def _supported_values(cls, settings: Mapping[str, Any]) -> bool:
+        return not settings.get("maximize", False)
+
+    def __init__(self, params: Sequence[Tensor], lrs: Tensor, settings: Mapping[str, Any]) -> None:
+        super().__init__(params, lrs, settings)
+        self.buffers: list[Tensor | None] = [None] * len(self.params)
+
+    def _update(self, index: int, param: Tensor, grad: Tensor, lr: Tensor, active: Tensor) -> None:
+        momentum = float(self.settings.get("momentum", 0.0))
+        dampening = float(self.settings.get("dampening", 0.0))
+        weight_decay = float(self.settings.get("weight_decay", 0.0))
+        if weight_decay:
+            grad = grad.add(param, alpha=weight_decay)
+        if momentum:
+            buffer = self.buffers[index]
+            if buffer is None:
+                buffer = grad.clone()
+            else:
+                buffer = torch.where(_per_member(active, buffer), buffer * momentum + (1 - dampening) * grad, buffer)
+            self.buffers[index] = buffer
+            grad = grad.add(buffer, alpha=momentum) if self.settings.get("nesterov", False) else buffer
+        _apply(param, param - lr * grad, active)
+
+
+class BatchedAdam(BatchedOptimizer):
+    """torch.optim.Adam per member (bias-corrected moments, L2 weight decay)."""
+
+    supported = frozenset({"betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach"})
+
+    @classmethod
+    def _supported_values(cls, settings: Mapping[str, Any]) -> bool:
+        return not settings.get("amsgrad", False) and not settings.get("maximize", False)
+
+    def __init__(self, params: Sequence[Tensor], lrs: Tensor, settings: Mapping[str, Any]) -> None:
+        super().__init__(params, lrs, settings)
+        self.exp_avgs = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sqs = [torch.zeros_like(p) for p in self.params]
+
+    def _update(self, index: int, param: Tensor, grad: Tensor, lr: Tensor, active: Tensor) -> None:
+        beta1, beta2 = self.settings.get("betas", (0.9, 0.999))
+        eps = float(self.settings.get("eps", 1e-8))
+        weight_decay = float(self.settings.get("weight_decay", 0.0))
+        if weight_decay:
+            grad = grad.add(param, alpha=weight_decay)
+        exp_avg, exp_avg_sq = self.exp_avgs[index], self.exp_avg_sqs[index]
+        mask = _per_member(active, param)
+        exp_avg.copy_(torch.where(mask, exp_avg.lerp(grad, 1 - beta1), exp_avg))
+        exp_avg_sq.copy_(torch.where(mask, exp_avg_sq * beta2 + (1 - beta2) * grad * grad, exp_avg_sq))
+        bias_correction1 = 1 - beta1**self.steps
+        bias_correction2_sqrt = math.sqrt(1 - beta2**self.steps)
+        denom = exp_avg_sq.sqrt() / bias_correction2_sqrt + eps
+        _apply(param, param - (lr / bias_correction1) * exp_avg / denom, active)
+
+
+class BatchedLamb(BatchedOptimizer):
+    """:class:`nero_study.optim.Lamb` per member: per-tensor trust ratio ``clamp(||w||, 0, 10) / ||r||``."""
+
+    supported = frozenset({"betas", "eps", "weight_decay", "foreach"})
+
+    def __init__(self, params: Sequence[Tensor], lrs: Tensor, settings: Mapping[str, Any]) -> None:
+        super().__init__(params, lrs, settings)
+        self.exp_avgs = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sqs = [torch.zeros_like(p) for p in self.params]
+
+    def _update(self, index: int, param: Tensor, grad: Tensor, lr: Tensor, active: Tensor) -> None:
+        beta1, beta2 = self.settings.get("betas", (0.9, 0.999))
+        eps = float(self.settings.get("eps", 1e-6))
+        weight_decay = float(self.settings.get("weight_decay", 0.0))
+        exp_avg, exp_avg_sq = self.exp_avgs[index], self.exp_avg_sqs[index]
+        mask = _per_member(active, param)
+        exp_avg.copy_(torch.where(mask, exp_avg * beta1 + (1 - beta1) * grad, exp_avg))
+        exp_avg_sq.copy_(torch.where(mask, exp_avg_sq * beta2 + (1 - beta2) * grad * grad, exp_avg_sq))
+        adam_step = exp_avg / (exp_avg_sq.sqrt() + eps)
+        if weight_decay:
+            adam_step = adam_step + weight_decay * param
+        weight_norm = _member_norms(param).clamp(0, 10)
+        step_norm = _member_norms(adam_step)
+        trust = torch.where((weight_norm > 0) & (step_norm > 0), weight_norm / step_norm, torch.ones_like(step_norm))
+        _apply(param, param - lr * _per_member(trust, param) * adam_step, active)
+
+
+class BatchedNero(BatchedOptimizer):
+    """:class:`nero_study.optim.Nero` per member: per-neuron second moment, per-tensor scale, projection."""
+
+    supported = frozenset({"beta", "constraints", "foreach"})
+
+    @classmethod
+    def _supported_values(cls, settings: Mapping[str, Any]) -> bool:
+        try:
+            parse_constraints(settings.get("constraints", True))
+        except ValueError:
+            return False
+        return True
+
+    def __init__(self, params: Sequence[Tensor], lrs: Tensor, settings: Mapping[str, Any]) -> None:
+        super().__init__(params, lrs, settings)
+        self.center, self.normalize = parse_constraints(self.settings.get("constraints", True))
+        with torch.no_grad():
+            for param in self.params:
+                self._project(param)
+        # Per member, per tensor: the mean neuron norm after projection (0.01 where that is 0).
+        self.scales = []
+        for param in self.params:
+            mean_norm = _neuron_norms(param).reshape(param.shape[0], -1).mean(dim=1)
+            self.scales.append(torch.where(mean_norm > 0, mean_norm, torch.full_like(mean_norm, 0.01)))
+        self.exp_avg_sqs = [torch.zeros_like(_neuron_norms(p)) for p in self.params]
+
+    def _project(self, param: Tensor) -> None:
+        if param.dim() <= 2 or not (self.center or self.normalize):
+            return
+        rows = param.reshape(param.shape[0], param.shape[1], -1)
+        if self.center:
+            rows = rows - rows.mean(dim=2, keepdim=True)
+        if self.normalize:
+            norms = torch.linalg.vector_norm(rows, dim=2, keepdim=True)
+            rows = rows / torch.where(norms > 0, norms, torch.ones_like(norms))
+        param.copy_(rows.reshape(param.shape))
+
+    def _update(self, index: int, param: Tensor, grad: Tensor, lr: Tensor, active: Tensor) -> None:
+        beta = float(self.settings.get("beta", 0.999))
+        exp_avg_sq = self.exp_avg_sqs[index]
+        grad_norms = _neuron_norms(grad)
+        exp_avg_sq.copy_(
+            torch.where(
+                _per_member(active, exp_avg_sq), exp_avg_sq * beta + (1 - beta) * grad_norms.square(), exp_avg_sq
+            )
+        )
+        bias_correction = 1 - beta**self.steps
+        denom = (exp_avg_sq / bias_correction).sqrt()
+        if param.dim() > 2:
+            denom = denom.reshape(*denom.shape, *([1] * (param.dim() - 2)))
+        update = torch.where(denom > 0, grad / denom, torch.zeros_like(grad))
+        scale = _per_member(self.scales[index], param)
+        new_value = param - lr * scale * update
+        if param.dim() > 2 and (self.center or self.normalize):
+            rows = new_value.reshape(param.shape[0], param.shape[1], -1)
+            if self.center:
+                rows = rows - rows.mean(dim=2, keepdim=True)
+            if self.normalize:
+                norms = torch.linalg.vector_norm(rows, dim=2, keepdim=True)
+                rows = rows / torch.where(norms > 0, norms, torch.ones_like(norms))
+            new_value = rows.reshape(param.shape)
+        _apply(param, new_value, active)
+
+
+class BatchedMadam(BatchedOptimizer):
+    """:class:`nero_study.optim.Madam` per member: multiplicative updates, per-tensor bound per member."""
+
+    supported = frozenset({"beta", "p_scale", "g_bound"})
+
+    def __init__(self, params: Sequence[Tensor], lrs: Tensor, settings: Mapping[str, Any]) -> None:
+        super().__init__(params, lrs, settings)
+        p_scale = float(self.settings.get("p_scale", 3.0))
+        self.bounds = []
+        for param in self.params:
+            rms = param.reshape(param.shape[0], -1).square().mean(dim=1).sqrt()
+            bound = p_scale * rms
+            self.bounds.append(torch.where(bound > 0, bound, torch.full_like(bound, 0.01 * p_scale)))
+        self.exp_avg_sqs = [torch.zeros_like(p) for p in self.params]
+
+    def _update(self, index: int, param: Tensor, grad: Tensor, lr: Tensor, active: Tensor) -> None:
+        beta = float(self.settings.get("beta", 0.999))
+        g_bound = float(self.settings.get("g_bound", 10.0))
+        exp_avg_sq = self.exp_avg_sqs[index]
+        mask = _per_member(active, param)
+        exp_avg_sq.copy_(torch.where(mask, exp_avg_sq * beta + (1 - beta) * grad * grad, exp_avg_sq))
+        bias_correction = 1 - beta**self.steps
+        denom = (exp_avg_sq / bias_correction).sqrt()
+        g_normed = torch.where(denom > 0, grad / denom, torch.zeros_like(grad)).clamp(-g_bound, g_bound)
+        new_value = param * torch.exp(-lr * g_normed * torch.sign(param))
+        bound = _per_member(self.bounds[index], param)
+        _apply(param, torch.maximum(torch.minimum(new_value, bound), -bound), active)
+
+
+BATCHED: dict[str, type[BatchedOptimizer]] = {
+    "nero": BatchedNero,
+    "sgd": BatchedSGD,
+    "adam": BatchedAdam,
+    "lamb": BatchedLamb,
+    "madam": BatchedMadam,
+}
+
+
+def batched_optimizer_for(name: str, settings: Mapping[str, Any]) -> type[BatchedOptimizer] | None:
+    """The batched form of optimiser ``name`` if it implements ``settings``, else None (use packing)."""
+    cls = BATCHED.get(name)
+    if cls is None or not cls.supports(settings):
+        return None
+    return cls

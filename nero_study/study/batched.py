@@ -1,0 +1,222 @@
+"""Batched-lr execution: K trials of one task trained as one stacked model.
+
+For a task whose training is a :class:`~nero_study.tasks.common.SupervisedSetup` with a batchable model
+(no batch-norm statistics, no dropout), K members that differ in learning rate (and seed: each member
+keeps its own initialisation and data order) are stacked with ``torch.func.stack_module_state``, run with
+``vmap`` + ``functional_call``, and updated by the batched form of their optimiser
+(``nero_study.optim.batched``), which keeps every per-tensor, per-neuron or per-element quantity per
+member. Each member still checks its own loss: a diverged member is frozen and reported ``diverged``
+while the others go on. Members match the same trials run one by one to float32 rounding.
+
+Tasks that cannot be batched (batch norm, GANs, RL, language models with dropout) run packed instead;
+:func:`batched_support` says why.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.func import functional_call, stack_module_state, vmap
+
+from nero_study.optim.batched import batched_optimizer_for
+from nero_study.optim.registry import resolve_settings
+from nero_study.study.execute import Emit, done_event, failed_event, run_member
+from nero_study.tasks.base import (
+    Diverged,
+    EvalPoint,
+    TrialContext,
+    TrialSpec,
+    build_result,
+    prepare_trial,
+    seed_everything,
+)
+from nero_study.tasks.common import SupervisedSetup, minibatch_indices
+from nero_study.tasks.registry import get_task
+
+
+def _group_key(spec: TrialSpec) -> tuple[Any, ...]:
+    """Members of one batch share everything but lr and seed."""
+    return (
+        spec.task,
+        spec.budget,
+        spec.optimizer,
+        spec.preset,
+        repr(sorted(spec.hyperparameters.items())),
+        repr(sorted(spec.task_options.items())),
+        spec.device,
+    )
+
+
+def batched_support(spec: TrialSpec) -> str | None:
+    """None when ``spec`` can run batched; otherwise the reason it falls back to packing."""
+    task = get_task(spec.task)
+    if not hasattr(task, "supervised_setup"):
+        return f"task {spec.task!r} has no stackable supervised setup"
+    config = task.config(spec.budget, spec.task_options)
+    setup = task.supervised_setup(config)
+    if not setup.batchable:
+        return f"task {spec.task!r}'s model keeps batch statistics or dropout"
+    settings = resolve_settings(spec.optimizer, spec.preset, spec.hyperparameters)
+    if batched_optimizer_for(spec.optimizer, settings) is None:
+        return f"optimizer {spec.optimizer!r} with settings {settings} has no batched form"
+    return None
+
+
+def supports_batched(specs: Sequence[TrialSpec]) -> bool:
+    """Whether at least two members of ``specs`` can share one batched run."""
+    groups: dict[tuple[Any, ...], int] = {}
+    for spec in specs:
+        try:
+            if batched_support(spec) is None:
+                key = _group_key(spec)
+                groups[key] = groups.get(key, 0) + 1
+        except ValueError:
+            continue
+    return any(count > 1 for count in groups.values())
+
+
+def run_batched_bundle(specs: Sequence[TrialSpec], emit: Emit) -> None:
+    """Run ``specs``: compatible members batched together, the rest one by one (packed)."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    alone: list[int] = []
+    for member, spec in enumerate(specs):
+        try:
+            reason = batched_support(spec)
+        except ValueError:
+            reason = "invalid spec"
+        if reason is None:
+            groups.setdefault(_group_key(spec), []).append(member)
+        else:
+            alone.append(member)
+    for members in groups.values():
+        if len(members) == 1:
+            alone.extend(members)
+        else:
+            run_batched_group([(m, specs[m]) for m in members], emit)
+    for member in sorted(alone):
+        run_member(member, specs[member], emit)
+
+
+class _Member:
+    def __init__(self, member: int, spec: TrialSpec, ctx: TrialContext) -> None:
+        self.member = member
+        self.spec = spec
+        self.ctx = ctx
+        self.status = "succeeded"
+        self.error: str | None = None
+        self.last_loss = math.nan
+
+
+def run_batched_group(members: Sequence[tuple[int, TrialSpec]], emit: Emit) -> None:
+    """Train members (bundle index, spec) that share task, budget and optimiser settings as one stacked model."""
+    start = time.perf_counter()
+    first = members[0][1]
+    try:
+        task, config, device = prepare_trial(first)
+        for _, spec in members[1:]:
+            prepare_trial(spec)
+    except Exception as exc:  # noqa: BLE001 - report every member failed, as the packed path would
+        for member, spec in members:
+            emit({"event": "start", "member": member})
+            emit(failed_event(member, spec, exc, time.perf_counter() - start))
+        return
+    setup: SupervisedSetup = task.supervised_setup(config)
+    settings = resolve_settings(first.optimizer, first.preset, first.hyperparameters)
+    optimizer_cls = batched_optimizer_for(first.optimizer, settings)
+    assert optimizer_cls is not None  # checked by batched_support
+
+    runs: list[_Member] = []
+    models = []
+    for member, spec in members:
+        emit({"event": "start", "member": member})
+
+        def reporter(point: EvalPoint, member: int = member) -> None:
+            emit({"event": "eval", "member": member, **point.to_dict()})
+
+        seed_everything(spec.seed)
+        ctx = TrialContext(spec, task, device, reporter)
+        runs.append(_Member(member, spec, ctx))
+        models.append(setup.make_model().to(device))
+
+    params, buffers = stack_module_state(models)
+    names = list(params)
+    tensors = [params[name] for name in names]
+    base = copy.deepcopy(models[0]).to("meta")
+    del models
+
+    def forward(member_params: dict[str, torch.Tensor], member_buffers: dict[str, torch.Tensor], x: torch.Tensor):
+        return functional_call(base, (member_params, member_buffers), (x,))
+
+    train_forward = vmap(forward, in_dims=(0, 0, 0))
+    shared_forward = vmap(forward, in_dims=(0, 0, None))
+    lrs = torch.tensor([spec.lr for _, spec in members], device=device)
+    optimizer = optimizer_cls(tensors, lrs, settings)
+    active = torch.ones(len(members), dtype=torch.bool, device=device)
+    train_x, train_y = setup.train_x.to(device), setup.train_y.to(device)
+    test_x, test_y = setup.test_x.to(device), setup.test_y.to(device)
+    per_epoch = setup.steps_per_epoch
+    total_steps = setup.epochs * per_epoch
+    if setup.max_steps is not None:
+        total_steps = min(total_steps, setup.max_steps)
+    eval_every = max(1, per_epoch // max(1, setup.evals_per_epoch))
+
+    @torch.no_grad()
+    def evaluate(step: int) -> None:
+        stacked = dict(zip(names, tensors, strict=True))
+        wrong = torch.zeros(len(members), device=device)
+        for offset in range(0, len(test_x), 1024):
+            logits = shared_forward(stacked, buffers, test_x[offset : offset + 1024])
+            wrong += (logits.argmax(dim=2) != test_y[offset : offset + 1024]).sum(dim=1)
+        errors = (wrong / max(1, len(test_x))).tolist()
+        for index, run in enumerate(runs):
+            if not bool(active[index]):
+                continue
+            try:
+                run.ctx.evaluate(step=step, epoch=step / per_epoch, train_loss=run.last_loss, metric=errors[index])
+            except Diverged as exc:
+                _freeze(index, run, exc)
+
+    def _freeze(index: int, run: _Member, exc: Diverged) -> None:
+        run.status, run.error = "diverged", str(exc)
+        active[index] = False
+
+    evaluate(0)
+    step = 0
+    for _epoch in range(setup.epochs):
+        iterators = [minibatch_indices(len(train_x), setup.batch_size, run.ctx.generator) for run in runs]
+        for batch_indices in zip(*iterators, strict=True):
+            if step >= total_steps or not bool(active.any()):
+                break
+            index = torch.stack(batch_indices).to(device)
+            x, y = train_x[index], train_y[index]
+            stacked = dict(zip(names, tensors, strict=True))
+            logits = train_forward(stacked, buffers, x)
+            losses = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none"
+            ).reshape(len(runs), -1).mean(dim=1)
+            total = torch.where(active, losses, torch.zeros_like(losses)).sum()
+            grads = torch.autograd.grad(total, tensors)
+            optimizer.step(grads, active, setup.schedule(step / per_epoch))
+            step += 1
+            values = losses.detach().tolist()
+            for i, run in enumerate(runs):
+                if not bool(active[i]):
+                    continue
+                try:
+                    run.last_loss = run.ctx.check_loss(values[i])
+                except Diverged as exc:
+                    _freeze(i, run, exc)
+            if step % eval_every == 0 and step < total_steps:
+                evaluate(step)
+        if step >= total_steps or not bool(active.any()):
+            break
+    evaluate(step)
+    wall_s = (time.perf_counter() - start) / len(runs)
+    for run in runs:
+        result = build_result(run.ctx, status=run.status, error=run.error, wall_s=wall_s)  # type: ignore[arg-type]
+        emit(done_event(run.member, result))
