@@ -85,19 +85,22 @@ def _cluster_slots(cpu_per_trial: float, gpu_per_trial: float, max_concurrency: 
     return slots
 
 
-def choose_bundle_size(spec: SweepSpec, pending_in_task: int, slots: int) -> int:
+def choose_bundle_size(spec: SweepSpec, pending_in_task: int, slots: int, execution: str = "packed") -> int:
     """How many trials one Tune trial runs back to back.
 
     ``separate`` runs one trial per Tune trial. Otherwise the spec's ``bundle_size`` if given; for the
-    paper budget 1 (trials are hours long, the fixed price is negligible); else enough to give every slot
-    about two bundles of this task, so that work stays balanced while Tune's price is paid rarely.
+    paper budget 1 (trials are hours long, the fixed price is negligible) unless batched; batched: one
+    stacked run per slot; else enough to give every slot about two bundles of this task, so that work
+    stays balanced while Tune's price is paid rarely.
     """
-    if spec.execution == "separate":
+    if execution == "separate":
         return 1
     if spec.bundle_size:
         return spec.bundle_size
-    if spec.budget == "paper" and spec.execution != "batched":
+    if spec.budget == "paper" and execution != "batched":
         return 1
+    if execution == "batched":
+        return max(1, math.ceil(pending_in_task / slots))  # one stacked run per slot
     return max(1, math.ceil(pending_in_task / (2 * slots)))
 
 
@@ -110,7 +113,7 @@ def _bundle_trainable(config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, threads))
     specs = [TrialSpec.from_dict(item) for item in config["work"]["bundle"]]
     buffer = EventBuffer(lambda events: tune.report({"nero_events": events}), config.get("flush_seconds", 0.5))
-    used = run_bundle(specs, buffer.emit, execution=config.get("execution", "packed"))
+    used = run_bundle(specs, buffer.emit, execution=config["work"].get("execution", "packed"))
     buffer.emit({"event": "execution", "member": -1, "mode": used})
     buffer.flush()
 
@@ -378,18 +381,21 @@ class SweepEngine:
         for trial_id, trial_spec in pending:
             by_task.setdefault(trial_spec.task, []).append((trial_id, trial_spec))
         bundles: list[dict[str, Any]] = []
+        modes: set[str] = set()
         for members in by_task.values():
-            size = choose_bundle_size(self.spec, len(members), slots)
+            execution = self._execution_mode(members)
+            modes.add(execution)
+            size = choose_bundle_size(self.spec, len(members), slots, execution)
             for start in range(0, len(members), size):
                 chunk = members[start : start + size]
                 bundles.append(
                     {
                         "trial_ids": [trial_id for trial_id, _ in chunk],
                         "bundle": [trial_spec.to_dict() for _, trial_spec in chunk],
+                        "execution": execution,
                     }
                 )
-        execution = "packed" if self.spec.execution == "auto" else self.spec.execution
-        self.progress.execution = execution
+        self.progress.execution = "+".join(sorted(modes))
         writer = StoreWriter(
             session_factory=self.session_factory,
             sweep_id=self.sweep_id,
@@ -402,11 +408,19 @@ class SweepEngine:
         threads = max(1, int(resources["cpu"]))
         self._fit(
             tune.with_resources(_bundle_trainable, resources),
-            param_space={"work": tune.grid_search(bundles), "execution": execution, "threads": threads},
+            param_space={"work": tune.grid_search(bundles), "threads": threads},
             writer=writer,
             slots=slots,
         )
         self.execution_used |= writer.execution_used
+
+    def _execution_mode(self, members: list[tuple[int, TrialSpec]]) -> str:
+        """The spec's mode; ``auto`` picks batched where a task's trials can share stacked runs, else packed."""
+        if self.spec.execution != "auto":
+            return self.spec.execution
+        from nero_study.study.batched import supports_batched
+
+        return "batched" if supports_batched([trial_spec for _, trial_spec in members]) else "packed"
 
     def _fit(
         self,

@@ -79,6 +79,12 @@ def run_member(member: int, spec: TrialSpec, emit: Emit) -> TrialResult | None:
 
 def run_bundle(specs: Sequence[TrialSpec], emit: Emit, *, execution: str = "packed") -> str:
     """Run ``specs`` back to back (or batched, where supported); returns the execution mode used."""
+    if execution == "batched":
+        from nero_study.study.batched import run_batched_bundle, supports_batched
+
+        if supports_batched(specs):
+            run_batched_bundle(specs, emit)
+            return "batched"
     for member, spec in enumerate(specs):
         run_member(member, spec, emit)
     return "separate" if execution == "separate" else "packed"
