@@ -500,43 +500,65 @@ def serve(
 
 @app.command()
 def submit(
-    spec_path: Annotated[str, typer.Argument(metavar="SPEC", help="Sweep spec (YAML or JSON)")],
-    url: Annotated[str, typer.Option(help="Service URL", envvar="NERO_STUDY_URL")] = "http://127.0.0.1:8000",
-    token: Annotated[str | None, typer.Option(help="Bearer token", envvar="NERO_STUDY_TOKEN")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait until the sweep ends")] = False,
-    idempotency_key: Annotated[str | None, typer.Option(help="Same key, same sweep")] = None,
+    spec: Annotated[str, typer.Argument(metavar="SPEC", help="Sweep spec (.yaml/.yml/.json)")],
+    url: Annotated[str | None, typer.Option(help="API URL (default $NERO_STUDY_URL or http://127.0.0.1:8000)")] = None,
+    token: Annotated[str | None, typer.Option(help="Bearer token (default $NERO_STUDY_TOKEN)")] = None,
+    idempotency_key: Annotated[str | None, typer.Option("--idempotency-key", help="Same key, same sweep")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until the sweep finishes")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait")] = 3600.0,
 ) -> None:
-    """Submit a sweep to a running service; prints its id (and waits with --wait)."""
-    from nero_study.client import ClientError, NeroStudyClient
+    """Submit a sweep spec to a running service (validated locally first); prints its id."""
+    import httpx
 
-    spec = _load_spec(spec_path)
-    client = NeroStudyClient(url, token=token)
+    from nero_study import client
+
     try:
-        created = client.submit(spec.model_dump(mode="json"), idempotency_key=idempotency_key)
-        sweep_id = created["id"]
-        console.print(f"submitted sweep [bold]{sweep_id}[/] to {url}")
-        if wait:
-            final = client.wait(sweep_id)
-            console.print(f"sweep {sweep_id}: {final['status']}  {final.get('counts', {})}")
-    except ClientError as exc:
+        created = client.submit(
+            spec,
+            url=url,
+            token=token,
+            idempotency_key=idempotency_key,
+            wait=wait,
+            timeout=timeout,
+            on_update=lambda s: err_console.print(client.progress_line(s), highlight=False),
+        )
+    except client.ApiError as exc:
+        _fail(str(exc))
+    except FileNotFoundError:
+        _fail(f"spec file not found: {spec}")
+    except ValueError as exc:
+        _fail(f"invalid sweep spec {spec}:\n{exc}")
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the API: {exc}")
+    except TimeoutError as exc:
         _fail(str(exc), code=1)
-    typer.echo(sweep_id)
+    typer.echo(created["id"])
+    err_console.print(client.progress_line(created), highlight=False)
 
 
 @app.command()
 def status(
-    sweep_id: Annotated[str, typer.Argument(help="Sweep id")],
-    url: Annotated[str, typer.Option(help="Service URL", envvar="NERO_STUDY_URL")] = "http://127.0.0.1:8000",
-    token: Annotated[str | None, typer.Option(help="Bearer token", envvar="NERO_STUDY_TOKEN")] = None,
+    sweep_id: Annotated[str | None, typer.Argument(help="Sweep id (default: the newest sweeps)")] = None,
+    url: Annotated[str | None, typer.Option(help="API URL (default $NERO_STUDY_URL or http://127.0.0.1:8000)")] = None,
+    token: Annotated[str | None, typer.Option(help="Bearer token (default $NERO_STUDY_TOKEN)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
-    """Show a sweep's status and trial counts from a running service."""
-    from nero_study.client import ClientError, NeroStudyClient
+    """Show one sweep's status and trial counts, or the newest sweeps, from a running service."""
+    import httpx
+
+    from nero_study import client
 
     try:
-        info = NeroStudyClient(url, token=token).get_sweep(sweep_id)
-    except ClientError as exc:
-        _fail(str(exc), code=1)
-    typer.echo(json.dumps(info, indent=2, default=_json_default))
+        sweeps = client.status(sweep_id, url=url, token=token)
+    except client.ApiError as exc:
+        _fail(str(exc))
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the API: {exc}")
+    if as_json:
+        typer.echo(json.dumps(sweeps, indent=2))
+        return
+    for item in sweeps:
+        console.print(f"{item['id']}  {item['name']}  {client.progress_line(item)}", highlight=False)
 
 
 token_app = typer.Typer(help="Bearer tokens for writes (stored hashed).", no_args_is_help=True)

@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = 5.0
     poll_seconds: float = 1.0
     seed_demo: bool = True
+    migrate_on_startup: bool = False  # the API runs the packaged migrations when it starts
 
     def token_list(self) -> list[str]:
         return [token.strip() for token in self.api_tokens.split(",") if token.strip()]

@@ -1,64 +1,155 @@
-"""Nero (Liu, Bernstein, Meister & Yue 2021): provisional per-tensor loop; fast path and tests follow."""
+"""Nero (Liu, Bernstein, Meister & Yue 2021, "Learning by Turning", arXiv 2102.07227).
+
+A neuron is one row ``W[i]`` of a parameter with more than one dimension (all dimensions after the first
+flattened): one output unit of a Linear, one filter of a Conv, one row of an Embedding. Nero keeps each
+neuron centred (zero mean) and at unit norm, and moves it by a per-neuron normalised gradient:
+
+- construction and ``add_param_group``: project each neuron (subtract its mean, divide by its norm) and
+  record ``scale`` = mean neuron norm of the tensor (0.01 where that is 0);
+- step t: ``v[i] <- beta v[i] + (1 - beta) ||g[i]||^2``,
+  ``W[i] <- W[i] - lr * scale * g[i] / sqrt(v[i] / (1 - beta^t))`` (0/0 -> 0), then project again.
+
+So each neuron turns by an angle of about ``lr`` radians per step. Tensors of at most one dimension (biases,
+norm gains) get the same update elementwise and are never constrained. The defaults (lr 0.01, beta 0.999,
+constraints on) are the paper's out-of-the-box settings (its Algorithm 1 and the authors' code). The
+``constraints`` switch covers the paper's ablation: ``'mean'`` only centres, ``'norm'`` only normalises,
+``False``/``'none'`` does neither.
+
+The math lives in :mod:`nero_study.optim.functional` (a per-tensor loop and a foreach fast path).
+"""
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import Tensor
 from torch.optim import Optimizer
+from torch.optim.optimizer import ParamsT
+
+from nero_study.optim import functional
+from nero_study.optim.functional import nero_scale, parse_constraints, project_neurons_
 
 
-def _neuron_norm(x: torch.Tensor) -> torch.Tensor:
-    if x.dim() <= 1:
-        return x.abs()
-    return x.reshape(x.shape[0], -1).norm(dim=1).reshape(x.shape[0], *([1] * (x.dim() - 1)))
+def _check_settings(lr: Any, beta: Any, constraints: Any, foreach: Any) -> None:
+    if not (isinstance(lr, numbers.Real) and 0.0 <= lr < math.inf):
+        raise ValueError(f"Invalid learning rate: {lr}")
+    if not (isinstance(beta, numbers.Real) and 0.0 <= beta < 1.0):
+        raise ValueError(f"Invalid beta: {beta}")
+    parse_constraints(constraints)
+    if foreach not in (None, True, False):
+        raise ValueError(f"Invalid foreach: {foreach!r}; valid: None, True, False")
 
 
-def _neuron_mean(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(x.shape[0], -1).mean(dim=1).reshape(x.shape[0], *([1] * (x.dim() - 1)))
+def default_foreach(params: list[Tensor]) -> bool:
+    """Whether to take the fast path when ``foreach`` is None: yes for CPU and CUDA tensors."""
+    return all(param.device.type in ("cpu", "cuda") for param in params)
 
 
 class Nero(Optimizer):
-    def __init__(self, params: Any, lr: float = 0.01, beta: float = 0.999, constraints: bool = True,
-                 *, foreach: bool | None = None) -> None:
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"Invalid beta: {beta}")
-        super().__init__(params, dict(lr=lr, beta=beta, constraints=constraints, foreach=foreach))
+    """Nero: per-neuron relative updates with neurons kept at zero mean and unit norm.
+
+    Args:
+        params: parameters or param groups; each group may set its own ``lr``, ``beta``, ``constraints``.
+        lr: angle (radians, roughly) each neuron turns per step.
+        beta: decay of the per-neuron running mean of squared gradient norms.
+        constraints: True/'both' (centre and normalise each neuron), 'mean' (centre only), 'norm'
+            (normalise only), False/'none' (neither).
+        foreach: True for the fast path over lists of tensors, False for the per-tensor loop, None to pick
+            the fast path for CPU and CUDA tensors.
+
+    Building Nero changes the weights (the projection), once: rebuilding it on weights that already satisfy
+    the constraints leaves them bit-for-bit unchanged, so a checkpoint resumes exactly with
+    ``load_state_dict``.
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 0.01,
+        beta: float = 0.999,
+        constraints: bool | str = True,
+        *,
+        foreach: bool | None = None,
+    ) -> None:
+        _check_settings(lr, beta, constraints, foreach)
+        defaults = {"lr": lr, "beta": beta, "constraints": constraints, "foreach": foreach}
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("constraints", True)
+            group.setdefault("foreach", None)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group: validate its settings, project its neurons and record each tensor's scale."""
+        settings = {**self.defaults, **{key: value for key, value in param_group.items() if key != "params"}}
+        _check_settings(settings["lr"], settings["beta"], settings["constraints"], settings["foreach"])
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        with torch.no_grad():
-            for p in group["params"]:
-                if group["constraints"] and p.dim() > 1:
-                    p.sub_(_neuron_mean(p))
-                    p.div_(_neuron_norm(p))
-                scale = _neuron_norm(p).mean()
-                self.state[p]["scale"] = scale if scale != 0 else torch.tensor(0.01)
-                self.state[p]["step"] = torch.tensor(0.0)
-                self.state[p]["exp_avg_sq"] = torch.zeros_like(_neuron_norm(p))
+        for param in group["params"]:
+            self._init_state(param, group)
 
     @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:
+    def _init_state(self, param: Tensor, group: dict[str, Any]) -> None:
+        if param.is_complex():
+            raise ValueError("Nero does not support complex parameters")
+        center, normalize = parse_constraints(group["constraints"])
+        project_neurons_(param, center, normalize)
+        state = self.state[param]
+        state["step"] = torch.tensor(0.0)
+        state["scale"] = nero_scale(param)
+        if param.dim() > 1:
+            state["exp_avg_sq"] = param.new_zeros(param.shape[0])
+        else:
+            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One Nero step for every parameter that has a gradient; returns the closure's loss if given."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
+            params: list[Tensor] = []
+            grads: list[Tensor] = []
+            exp_avg_sqs: list[Tensor] = []
+            scales: list[Tensor] = []
+            steps: list[Tensor] = []
+            for param in group["params"]:
+                if param.grad is None:
                     continue
-                state = self.state[p]
-                state["step"] += 1
-                beta = group["beta"]
-                bias_correction = 1 - beta ** state["step"].item()
-                state["exp_avg_sq"].mul_(beta).add_((1 - beta) * _neuron_norm(p.grad) ** 2)
-                update = p.grad / (state["exp_avg_sq"] / bias_correction).sqrt()
-                update = torch.nan_to_num(update, nan=0.0)
-                p.sub_(group["lr"] * state["scale"] * update)
-                if group["constraints"] and p.dim() > 1:
-                    p.sub_(_neuron_mean(p))
-                    p.div_(_neuron_norm(p))
+                if param.grad.is_sparse:
+                    raise RuntimeError("Nero does not support sparse gradients")
+                state = self.state[param]
+                if not state:
+                    self._init_state(param, group)
+                params.append(param)
+                grads.append(param.grad)
+                exp_avg_sqs.append(state["exp_avg_sq"])
+                scales.append(state["scale"])
+                steps.append(state["step"])
+            if not params:
+                continue
+            center, normalize = parse_constraints(group["constraints"])
+            foreach = group["foreach"]
+            if foreach is None:
+                foreach = default_foreach(params)
+            functional.nero(
+                params,
+                grads,
+                exp_avg_sqs,
+                scales,
+                steps,
+                lr=group["lr"],
+                beta=group["beta"],
+                center=center,
+                normalize=normalize,
+                foreach=foreach,
+            )
         return loss

@@ -17,7 +17,7 @@ import torch
 
 PRESETS: tuple[str, ...] = ("paper", "library")
 # Arguments that are not hyperparameters a study may set.
-_NOT_SETTINGS = {"params", "lr", "differentiable", "capturable", "fused", "decoupled_weight_decay"}
+_NOT_SETTINGS = {"params", "lr", "differentiable", "capturable", "fused", "decoupled_weight_decay", "foreach"}
 
 
 @dataclass(frozen=True)

@@ -170,6 +170,7 @@ class Trial(Base):
     __table_args__ = (
         sa.UniqueConstraint("sweep_id", "task", "label", "lr", "seed", "params_key"),
         sa.Index("ix_trials_sweep_id_status", "sweep_id", "status"),
+        sa.Index("ix_trials_sweep_id_id", "sweep_id", "id"),
         sa.CheckConstraint(_in("status", TRIAL_STATUSES), name="status"),
     )
 

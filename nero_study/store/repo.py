@@ -240,6 +240,23 @@ def sweep_counts(session: Session, *, sweep_id: str) -> dict[str, int]:
     return counts
 
 
+def sweep_counts_many(session: Session, *, sweep_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Trial counts by status for several sweeps in one query (a sweep listing's progress bars)."""
+    counts = {sweep_id: dict.fromkeys(TRIAL_STATUSES, 0) for sweep_id in sweep_ids}
+    if not counts:
+        return counts
+    query = (
+        sa.select(Trial.sweep_id, Trial.status, sa.func.count())
+        .where(Trial.sweep_id.in_(list(counts)))
+        .group_by(Trial.sweep_id, Trial.status)
+    )
+    with _read(session):
+        rows = session.execute(query).all()
+    for sweep_id, status, count in rows:
+        counts[sweep_id][status] = count
+    return counts
+
+
 def claim_next_sweep(
     session: Session,
     *,

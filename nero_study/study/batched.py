@@ -208,7 +208,7 @@ def run_batched_group(members: Sequence[tuple[int, TrialSpec]], emit: Emit) -> N
                 if not bool(active[i]):
                     continue
                 try:
-                    run.last_loss = run.ctx.check_loss(values[i])
+                    run.last_loss = run.ctx.check_loss(values[i], step=step)
                 except Diverged as exc:
                     _freeze(i, run, exc)
             if step % eval_every == 0 and step < total_steps:

@@ -165,10 +165,15 @@ class TrialContext:
             **self.spec.hyperparameters,
         )
 
-    def check_loss(self, loss: float | torch.Tensor) -> float:
-        """Raise :class:`Diverged` on a NaN/inf loss or one far above the first; returns the float."""
+    def check_loss(self, loss: float | torch.Tensor, *, step: int | None = None) -> float:
+        """Raise :class:`Diverged` on a NaN/inf loss or one far above the first; returns the float.
+
+        ``step`` (optimiser steps taken so far) keeps ``steps`` right for a trial that stops early.
+        """
         value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
         self.losses_checked += 1
+        if step is not None:
+            self.steps = max(self.steps, int(step))
         if not math.isfinite(value):
             raise Diverged(f"training loss became {value} at training step {self.losses_checked}")
         if self._first_loss is None:

@@ -154,7 +154,7 @@ def train_supervised(
                 nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
             step += 1
-            last_loss = ctx.check_loss(loss)
+            last_loss = ctx.check_loss(loss, step=step)
             if step % eval_every == 0 and step < total_steps:
                 ctx.evaluate(step=step, epoch=step / steps_per_epoch, train_loss=last_loss, metric=evaluate())
         if step >= total_steps:

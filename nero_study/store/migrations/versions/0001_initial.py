@@ -107,6 +107,8 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_trials_sweep_id_status", "trials", ["sweep_id", "status"])
+    # Trial listings page through one sweep in id order: this index keeps a page's cost flat at any offset.
+    op.create_index("ix_trials_sweep_id_id", "trials", ["sweep_id", "id"])
 
     op.create_table(
         "metric_points",
@@ -136,6 +138,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("api_tokens")
     op.drop_table("metric_points")
+    op.drop_index("ix_trials_sweep_id_id", table_name="trials")
     op.drop_index("ix_trials_sweep_id_status", table_name="trials")
     op.drop_table("trials")
     op.drop_index("ix_sweeps_status_created_at", table_name="sweeps")

@@ -1,0 +1,61 @@
+"""FastAPI dependencies as ``Annotated`` aliases: ``SettingsDep``, ``SessionDep``, ``TokenDep``.
+
+The settings and the session factory live on ``app.state`` (set by :func:`api.main.create_app`), so
+several apps with different settings can live in one process (the tests make one per test).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from api.auth import Principal, authenticate, unauthorized
+from nero_study.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    description=(
+        "A token from NERO_STUDY_API_TOKENS (comma separated) or one created with `create_token` "
+        "(stored hashed). Needed for every write; for reads too when NERO_STUDY_REQUIRE_TOKEN_FOR_READS is set."
+    ),
+)
+
+
+def get_settings(request: Request) -> Settings:
+    """The app's settings."""
+    return request.app.state.settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One database session per request, closed (and rolled back unless committed) at the end."""
+    with request.app.state.session_factory() as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def require_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+    session: SessionDep,
+    settings: SettingsDep,
+) -> Principal:
+    """The caller's principal from ``Authorization: Bearer <token>``; 401 with ``WWW-Authenticate`` if not."""
+    if credentials is None:
+        raise unauthorized("Missing bearer token; send the header 'Authorization: Bearer <token>'")
+    principal = authenticate(credentials.credentials, settings=settings, session=session)
+    if principal is None:
+        logger.info("rejected a request with an invalid bearer token")
+        raise unauthorized("Invalid bearer token", invalid_token=True)
+    return principal
+
+
+TokenDep = Annotated[Principal, Depends(require_token)]

@@ -1,0 +1,155 @@
+"""The app factory: ``create_app(settings)`` builds the FastAPI app; nothing connects at import time.
+
+The engine and session factory are made here from ``settings.database_url`` (creating an engine does not
+connect); the first connection is made by the first request, or by the migration at startup when asked
+for. The API never runs training: it writes queued sweeps that workers claim (DESIGN.md section 6).
+
+Run it with ``uvicorn --factory api.main:create_app``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI
+from fastapi.openapi.utils import get_openapi
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import require_token
+from api.errors import install_error_handlers
+from api.routes import meta, sweeps, trials
+from api.schemas import ErrorPublic, SweepCreate
+from nero_study import __version__
+from nero_study.settings import Settings
+from nero_study.store import db
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Hyperparameter-robustness studies of optimisers: submit learning-rate sweeps of Nero against SGD, Adam
+and LAMB, follow their trials, and read the robustness metrics (out-of-the-box regret, lr sensitivity,
+good-lr window, performance profiles) or export every trial as CSV or Parquet.
+
+Writes need `Authorization: Bearer <token>`. Errors are `{"detail": "...", "errors": [...]}`; a 422 names
+the field and the valid values. NaN or infinite numbers (diverged trials) are `null` in JSON.
+"""
+
+OPENAPI_TAGS = [
+    {"name": "sweeps", "description": "Submit, list, follow, cancel and analyse sweeps"},
+    {"name": "trials", "description": "One trial and its learning curve"},
+    {"name": "meta", "description": "The tasks and optimisers a sweep may use"},
+    {"name": "health", "description": "Liveness and database check"},
+]
+
+
+def _should_migrate(settings: Settings, migrate: bool | None) -> bool:
+    if migrate is not None:
+        return migrate
+    return bool(getattr(settings, "migrate_on_startup", False))
+
+
+def create_app(settings: Settings | None = None, *, migrate: bool | None = None) -> FastAPI:
+    """The nero-study API for ``settings`` (from the environment when ``None``).
+
+    ``migrate``: run the packaged Alembic migrations at startup (idempotent). ``None`` follows
+    ``settings.migrate_on_startup`` when that setting exists, else does not migrate.
+    """
+    settings = settings or Settings()
+    engine = db.make_engine(settings.database_url)
+    session_factory = db.session_factory(engine)
+    run_migrations = _should_migrate(settings, migrate)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if run_migrations:
+            logger.info("migrating the database to the newest revision")
+            await run_in_threadpool(db.upgrade, engine)
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(
+        title="nero-study",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=OPENAPI_TAGS,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = session_factory
+    app.state.planned_trials = sweeps.PlannedTrials()
+    install_error_handlers(app)
+
+    # Reads are open unless settings say otherwise; then the same token check guards them as well.
+    read_guard = [Depends(require_token)] if settings.require_token_for_reads else []
+    guarded: dict[int | str, dict[str, Any]] = (
+        {401: {"model": ErrorPublic, "description": "Missing or invalid bearer token"}} if read_guard else {}
+    )
+    app.include_router(sweeps.router, dependencies=read_guard, responses=guarded)
+    app.include_router(trials.router, dependencies=read_guard, responses=guarded)
+    app.include_router(meta.router, dependencies=read_guard, responses=guarded)
+    app.include_router(meta.health_router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = build_openapi(app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def build_openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the ``SweepCreate`` body, which the POST route validates itself."""
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+        tags=app.openapi_tags,
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    body_schema = SweepCreate.model_json_schema(ref_template="#/components/schemas/{model}", mode="validation")
+    for name, definition in body_schema.pop("$defs", {}).items():
+        components.setdefault(name, definition)
+    components["SweepCreate"] = body_schema
+    document_valid_values(components)
+    return schema
+
+
+def document_valid_values(components: dict[str, Any]) -> None:
+    """Write the spec's closed sets into its JSON schema, so /docs shows the valid values.
+
+    Task and optimiser names (from the registries) become enums, optimisers may be plain names, tasks and
+    seeds are unique, seeds >= 0 and learning rates > 0: the rules ``SweepSpec`` checks, as far as JSON
+    Schema can say them (the trial limit and the optimisers' settings are checked only by the server).
+    """
+    from nero_study.optim.registry import OPTIMIZERS
+    from nero_study.tasks.registry import TASKS
+
+    body = components.get("SweepCreate", {}).get("properties", {})
+    optimizer_names = {"type": "string", "enum": list(OPTIMIZERS)}
+    if "tasks" in body:
+        body["tasks"]["items"] = {"type": "string", "enum": list(TASKS)}
+        body["tasks"]["uniqueItems"] = True
+    if "seeds" in body:
+        body["seeds"]["items"] = {"type": "integer", "minimum": 0}
+        body["seeds"]["uniqueItems"] = True
+    if "optimizers" in body and "$ref" in body["optimizers"].get("items", {}):
+        body["optimizers"]["items"] = {"anyOf": [optimizer_names, body["optimizers"]["items"]]}
+    variant = components.get("OptimizerVariant", {}).get("properties", {})
+    if "name" in variant:
+        variant["name"] = {**variant["name"], **optimizer_names}
+    for option in body.get("lrs", {}).get("oneOf", body.get("lrs", {}).get("anyOf", [])):
+        if option.get("type") == "array":
+            option["items"] = {"type": "number", "exclusiveMinimum": 0}
+            option["minItems"] = 1
+    grid = components.get("LogGrid", {}).get("properties", {})
+    for bound in ("min", "max"):
+        if bound in grid:
+            grid[bound] = {**grid[bound], "exclusiveMinimum": 0}

@@ -1,0 +1,70 @@
+"""What can be swept (``/api/tasks``, ``/api/optimizers``) and whether the service is up (``/healthz``)."""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+
+import sqlalchemy as sa
+from alembic.runtime.migration import MigrationContext
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.deps import SessionDep
+from api.schemas import HealthPublic, OptimizerPublic, TaskPublic, json_safe
+from nero_study.store import db
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api", tags=["meta"])
+health_router = APIRouter(tags=["health"])
+
+
+@cache
+def _head_revision() -> str | None:
+    return db.head_revision()
+
+
+def _task_public(name: str) -> TaskPublic:
+    from nero_study.tasks.registry import get_task
+
+    try:
+        info = get_task(name).describe()
+    except Exception as exc:  # noqa: BLE001 - a task whose module is missing is listed as unavailable
+        return TaskPublic(name=name, available=False, error=f"{type(exc).__name__}: {exc}")
+    return TaskPublic(available=True, **info)
+
+
+@router.get("/tasks", response_model=list[TaskPublic], summary="List the benchmark tasks")
+def list_tasks() -> list[TaskPublic]:
+    """Every registered task with its metric, whether lower is better, the metric at chance and its budgets."""
+    from nero_study.tasks.registry import task_names
+
+    return [_task_public(name) for name in task_names()]
+
+
+@router.get("/optimizers", response_model=list[OptimizerPublic], summary="List the registered optimisers")
+def list_optimizers() -> list[OptimizerPublic]:
+    """Every optimiser with its default (out-of-the-box) learning rate, presets and the settings a sweep may set."""
+    from nero_study.optim.registry import list_optimizers as registered
+
+    return [OptimizerPublic.model_validate(json_safe(info.describe())) for info in registered()]
+
+
+@health_router.get(
+    "/healthz",
+    response_model=HealthPublic,
+    summary="Health check (database)",
+    responses={503: {"model": HealthPublic, "description": "The database does not answer"}},
+)
+def healthz(session: SessionDep) -> HealthPublic | JSONResponse:
+    """``ok`` when the database answers a query; also the migration revision it is at and the newest shipped."""
+    try:
+        session.execute(sa.select(1)).scalar_one()
+        # On the session's own connection: on SQLite a second connection would wait for this one's lock.
+        revision = MigrationContext.configure(session.connection()).get_current_revision()
+    except Exception as exc:  # noqa: BLE001 - any database failure means "unhealthy", not a 500
+        logger.warning("health check failed: %s", type(exc).__name__)
+        body = HealthPublic(status="error", database=f"unreachable ({type(exc).__name__})")
+        return JSONResponse(status_code=503, content=body.model_dump(mode="json"))
+    return HealthPublic(status="ok", database="ok", revision=revision, head=_head_revision())

@@ -1,0 +1,226 @@
+"""Request and response bodies of the HTTP API (pydantic), named as in the FastAPI full-stack template.
+
+Floats that can be NaN or infinite in the store (a diverged trial's metric) are written to JSON as ``null``
+(:data:`JSONFloat`): plain JSON has no NaN, and a client should never fail to parse a response.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+from nero_study.study.spec import SweepSpec
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """``value`` if it is a finite number, else ``None`` (JSON ``null``)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN/inf float (at any depth, in dicts, lists and tuples) replaced by ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "shape", None) == ():
+        return json_safe(value.item())  # numpy scalars
+    return value
+
+
+#: A float that is ``null`` in JSON when it is NaN or infinite.
+JSONFloat = Annotated[float | None, PlainSerializer(finite_or_none, return_type=float | None)]
+
+SweepStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TrialStatus = Literal["pending", "running", "succeeded", "diverged", "failed", "cancelled"]
+
+#: The example on the POST /api/sweeps body in /docs: a sweep that finishes in about a minute on a CPU.
+QUICK_SWEEP_EXAMPLE: dict[str, Any] = {
+    "name": "quick: digits-mlp, nero vs adam",
+    "tasks": ["digits-mlp"],
+    "optimizers": ["nero", "adam"],
+    "lrs": {"min": 0.001, "max": 0.1, "points_per_decade": 1},
+    "seeds": [0],
+    "protocol": "grid",
+    "budget": "smoke",
+}
+
+PAPER_SWEEP_EXAMPLE: dict[str, Any] = {
+    "name": "paper protocol on two proxies",
+    "tasks": ["digits-mlp", "text-lm"],
+    "optimizers": ["nero", "sgd", "adam", "lamb"],
+    "lrs": {"min": 0.0001, "max": 1.0, "points_per_decade": 1},
+    "seeds": [0, 1, 2],
+    "protocol": "paper",
+    "budget": "proxy",
+}
+
+
+class SweepCreate(SweepSpec):
+    """The body of ``POST /api/sweeps``: a sweep specification (see ``nero_study.study.spec.SweepSpec``)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="SweepCreate",
+        json_schema_extra={"examples": [QUICK_SWEEP_EXAMPLE]},
+    )
+
+
+class FieldErrorPublic(BaseModel):
+    """One problem with the input: the field it is in (``tasks[0]``, ``status``; empty for the whole body)."""
+
+    field: str = Field(description="Where the problem is, e.g. 'tasks[0]' or 'optimizers[1].name'")
+    location: Literal["body", "query", "path", "header", "cookie", ""] = ""
+    message: str = Field(description="What is wrong and, where there is a closed set, the valid values")
+    type: str = ""
+
+
+class ErrorPublic(BaseModel):
+    """Every 4xx/5xx answer: ``detail`` for people, ``errors`` (on 422) for programs."""
+
+    detail: str
+    errors: list[FieldErrorPublic] = Field(default_factory=list)
+
+
+class SweepLinks(BaseModel):
+    """Where to find the sweep's trials, analysis and exports."""
+
+    self: str
+    trials: str
+    analysis: str
+    export_csv: str
+    export_parquet: str
+
+
+class SweepPublic(BaseModel):
+    """A sweep as the API shows it: its spec, status, progress counts and timestamps (UTC)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    status: SweepStatus
+    spec: dict[str, Any]
+    counts: dict[str, int] = Field(description="Trials by status (pending, running, succeeded, diverged, ...)")
+    trials_total: int = Field(description="Trials stored so far")
+    planned_trials: int | None = Field(
+        description="Trials the sweep will run in total (tpe and paper protocols add trials as they go)"
+    )
+    cancel_requested: bool
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    execution: str | None = Field(description="How trials were executed: separate, packed, batched")
+    attempts: int = Field(description="How many times a worker has claimed the sweep")
+    links: SweepLinks
+
+
+class SweepsPublic(BaseModel):
+    """One page of sweeps, newest first; ``total`` counts all sweeps matching the filter."""
+
+    data: list[SweepPublic]
+    total: int
+    offset: int
+    limit: int
+
+
+class TrialPublic(BaseModel):
+    """One trial: (task, optimiser variant, lr, seed, settings) and its outcome. NaN/inf metrics are null."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    sweep_id: str
+    task: str
+    optimizer: str
+    label: str
+    lr: float
+    seed: int
+    budget: str
+    preset: str
+    hyperparameters: dict[str, Any]
+    task_options: dict[str, Any]
+    phase: str
+    status: TrialStatus
+    metric: JSONFloat = Field(description="Final metric (null if none, NaN or infinite)")
+    best_metric: JSONFloat
+    initial_metric: JSONFloat
+    metric_name: str | None
+    lower_is_better: bool | None
+    attempt: int
+    wall_s: JSONFloat = Field(description="Training wall time in seconds")
+    device: str | None
+    steps: int | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class TrialsPublic(BaseModel):
+    """One page of a sweep's trials; ``total`` counts all trials matching the filters."""
+
+    data: list[TrialPublic]
+    total: int
+    offset: int
+    limit: int
+
+
+class CurvePointPublic(BaseModel):
+    """One evaluation on a learning curve; ``step`` counts optimiser steps. NaN/inf values are null."""
+
+    step: int
+    epoch: JSONFloat = None
+    train_loss: JSONFloat = None
+    metric: JSONFloat = None
+
+
+class TrialDetailPublic(TrialPublic):
+    """A trial with its learning curve, ordered by step."""
+
+    curve: list[CurvePointPublic]
+
+
+class TaskPublic(BaseModel):
+    """A benchmark task; ``available`` is false when its module cannot be loaded in this installation."""
+
+    name: str
+    available: bool
+    description: str | None = None
+    kind: str | None = None
+    metric_name: str | None = None
+    lower_is_better: bool | None = None
+    chance_metric: JSONFloat = None
+    budgets: list[str] = Field(default_factory=list)
+    default_device: str | None = None
+    error: str | None = None
+
+
+class OptimizerPublic(BaseModel):
+    """A registered optimiser: its default (out-of-the-box) learning rate, presets and settable settings."""
+
+    name: str
+    description: str
+    default_lr: float
+    presets: dict[str, dict[str, Any]]
+    hyperparameters: list[str]
+
+
+class HealthPublic(BaseModel):
+    """``/healthz``: ``ok`` when the database answers; ``revision`` is the migration it is at."""
+
+    status: Literal["ok", "error"]
+    database: str
+    revision: str | None = None
+    head: str | None = None

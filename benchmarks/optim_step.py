@@ -1,0 +1,111 @@
+"""Time one optimiser step on the parameter shapes of a CIFAR ResNet-18, side by side in one run.
+
+Optimisers: Nero fast path, Nero per-tensor loop, Adam(foreach=True), SGD(foreach=True), LAMB (fast path).
+Each gets its own copy of the same random parameters and fixed random gradients (no forward/backward is
+timed). Rounds are interleaved (one step of each optimiser per round) so that load from other processes
+hits all of them alike. Prints the median and minimum time per step (ms) and the ratios
+Nero-fast / Adam-foreach (target <= 1.0, goal 0.8: Nero keeps one scalar per neuron where Adam keeps two
+full buffers) and Nero-loop / Nero-fast (target >= 1.5).
+
+    .venv/bin/python benchmarks/optim_step.py [--threads N] [--repeats N] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from nero_study.optim.lamb import Lamb
+from nero_study.optim.nero import Nero
+
+
+def resnet18_cifar_shapes(num_classes: int = 10) -> list[tuple[int, ...]]:
+    """Parameter shapes of the CIFAR ResNet-18 (3x3 stem, BatchNorm, 1x1 shortcuts): 62 tensors, 11.17 M."""
+    shapes: list[tuple[int, ...]] = [(64, 3, 3, 3), (64,), (64,)]
+    in_channels = 64
+    for out_channels, first_stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        for block in range(2):
+            stride = first_stride if block == 0 else 1
+            shapes += [(out_channels, in_channels, 3, 3), (out_channels,), (out_channels,)]
+            shapes += [(out_channels, out_channels, 3, 3), (out_channels,), (out_channels,)]
+            if stride != 1 or in_channels != out_channels:
+                shapes += [(out_channels, in_channels, 1, 1), (out_channels,), (out_channels,)]
+            in_channels = out_channels
+    shapes += [(num_classes, 512), (num_classes,)]
+    return shapes
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads (all cores)")
+    parser.add_argument("--repeats", type=int, default=30, help="timed steps per optimiser")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per optimiser first")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    generator = torch.Generator().manual_seed(0)
+    shapes = resnet18_cifar_shapes()
+    initial = [torch.randn(shape, generator=generator) * 0.05 for shape in shapes]
+    gradients = [torch.randn(shape, generator=generator) * 1e-3 for shape in shapes]
+
+    def fresh_params() -> list[torch.Tensor]:
+        params = [tensor.to(device).requires_grad_() for tensor in initial]
+        for param, grad in zip(params, gradients, strict=True):
+            param.grad = grad.to(device)
+        return params
+
+    builders: dict[str, Callable[[list[torch.Tensor]], torch.optim.Optimizer]] = {
+        "nero (fast path)": lambda params: Nero(params, lr=0.01, foreach=True),
+        "nero (per-tensor loop)": lambda params: Nero(params, lr=0.01, foreach=False),
+        "adam (foreach)": lambda params: torch.optim.Adam(params, lr=1e-3, foreach=True),
+        "sgd (foreach)": lambda params: torch.optim.SGD(params, lr=0.1, foreach=True),
+        "lamb (fast path)": lambda params: Lamb(params, lr=0.01, foreach=True),
+    }
+    optimizers = {name: build(fresh_params()) for name, build in builders.items()}
+    for optimizer in optimizers.values():
+        for _ in range(args.warmup):
+            optimizer.step()
+    _sync(device)
+
+    times: dict[str, list[float]] = {name: [] for name in optimizers}
+    load_before = os.getloadavg()[0]
+    for _ in range(args.repeats):
+        for name, optimizer in optimizers.items():
+            _sync(device)
+            start = time.perf_counter()
+            optimizer.step()
+            _sync(device)
+            times[name].append((time.perf_counter() - start) * 1e3)
+    load_after = os.getloadavg()[0]
+
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    numel = sum(math.prod(shape) for shape in shapes)
+    print(
+        f"one optimiser step, CIFAR ResNet-18 shapes ({len(shapes)} tensors, {numel / 1e6:.2f} M params), "
+        f"float32, device {device}, torch {torch.__version__}, {args.threads} thread(s), "
+        f"{args.repeats} interleaved repeats; load average {load_before:.2f} -> {load_after:.2f}"
+    )
+    print(f"{'optimiser':<24}{'median ms':>12}{'min ms':>10}")
+    for name, values in times.items():
+        print(f"{name:<24}{medians[name]:>12.2f}{min(values):>10.2f}")
+    fast_over_adam = medians["nero (fast path)"] / medians["adam (foreach)"]
+    loop_over_fast = medians["nero (per-tensor loop)"] / medians["nero (fast path)"]
+    print(f"nero-fast / adam-foreach = {fast_over_adam:.2f}   (target <= 1.0, goal 0.8)")
+    print(f"nero-loop / nero-fast    = {loop_over_fast:.2f}   (target >= 1.5)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Tasks and optimisers listings, /healthz, the OpenAPI document, and no connection at import or app creation."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from typing import get_args
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from api.schemas import SweepStatus, TrialStatus
+from nero_study.optim.registry import OPTIMIZERS
+from nero_study.settings import Settings
+from nero_study.store.models import SWEEP_STATUSES, TRIAL_STATUSES
+from nero_study.tasks.registry import TASKS
+
+
+def test_tasks_lists_every_registered_task(client: TestClient) -> None:
+    response = client.get("/api/tasks")
+
+    assert response.status_code == 200
+    tasks = {task["name"]: task for task in response.json()}
+    assert list(tasks) == list(TASKS)
+    mlp = tasks["digits-mlp"]
+    assert mlp["available"] is True
+    assert mlp["metric_name"] == "test_error" and mlp["lower_is_better"] is True
+    assert mlp["budgets"] == ["smoke", "proxy", "paper"]
+
+
+def test_optimizers_lists_defaults_and_presets(client: TestClient) -> None:
+    response = client.get("/api/optimizers")
+
+    assert response.status_code == 200
+    optimizers = {item["name"]: item for item in response.json()}
+    assert set(optimizers) == set(OPTIMIZERS)
+    for name, info in OPTIMIZERS.items():
+        assert optimizers[name]["default_lr"] == info.default_lr
+    assert optimizers["adam"]["presets"]["paper"]["betas"] == [0.0, 0.999]
+    assert "beta" in optimizers["nero"]["hyperparameters"]
+
+
+def test_healthz_checks_the_database(client: TestClient) -> None:
+    response = client.get("/healthz")
+
+    assert response.status_code == 200
+    health = response.json()
+    assert health["status"] == "ok"
+    assert health["revision"] is not None and health["revision"] == health["head"]
+
+
+def test_app_creation_connects_nowhere_and_healthz_reports_a_dead_database() -> None:
+    # Nothing listens on port 9: creating the app must still work; the health check then says 503.
+    app = create_app(Settings(database_url="postgresql://nobody:secret@127.0.0.1:9/none"))
+    with TestClient(app) as client:
+        response = client.get("/healthz")
+        assert client.get("/api/optimizers").status_code == 200
+
+    assert response.status_code == 503
+    assert response.json()["status"] == "error"
+    assert "secret" not in response.text
+
+
+def test_creating_the_app_opens_no_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("create_app opened a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+    app = create_app(Settings(database_url="postgresql://u:p@db.invalid:5432/x"))
+
+    assert app.title == "nero-study"
+
+
+@pytest.mark.slow
+def test_importing_the_api_connects_nowhere() -> None:
+    code = (
+        "import socket\n"
+        "def refuse(*args, **kwargs): raise AssertionError('connected at import')\n"
+        "socket.socket.connect = refuse\n"
+        "import api, api.main, api.routes.sweeps\n"
+        "from nero_study.settings import Settings\n"
+        "api.create_app(Settings(database_url='postgresql://u:p@db.invalid:5432/x'))\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_migrations_run_at_startup_when_asked(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    with TestClient(create_app(Settings(database_url=url), migrate=True)) as client:
+        assert client.get("/api/sweeps").json()["total"] == 0
+        assert client.get("/healthz").json()["revision"] is not None
+
+
+def test_openapi_documents_the_body_with_a_quick_example_and_bearer_auth(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+
+    post = schema["paths"]["/api/sweeps"]["post"]
+    body = post["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": "#/components/schemas/SweepCreate"}
+    quick = body["examples"]["quick"]["value"]
+    assert quick["budget"] == "smoke" and quick["tasks"] == ["digits-mlp"]
+    spec_schema = schema["components"]["schemas"]["SweepCreate"]
+    assert {"tasks", "optimizers", "lrs"} <= set(spec_schema["required"])
+    assert {"201", "200", "401", "409", "413", "422"} <= set(post["responses"])
+    assert post["security"] == [{"HTTPBearer": []}]
+    assert "security" not in schema["paths"]["/api/sweeps"]["get"]
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert client.get("/docs").status_code == 200
+
+
+def test_the_quick_example_is_a_valid_sweep(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    example = schema["paths"]["/api/sweeps"]["post"]["requestBody"]["content"]["application/json"]["examples"]
+
+    for name in ("quick", "paper"):
+        response = client.post(
+            "/api/sweeps", json=example[name]["value"], headers={"Authorization": "Bearer test-token"}
+        )
+        assert response.status_code == 201, (name, response.text)
+
+
+def test_status_filters_offer_exactly_the_store_statuses() -> None:
+    assert get_args(SweepStatus) == SWEEP_STATUSES
+    assert get_args(TrialStatus) == TRIAL_STATUSES
+
+
+def test_openapi_lists_401_on_reads_only_when_reads_need_a_token(database_url: str) -> None:
+    open_schema = create_app(Settings(database_url=database_url)).openapi()
+    closed_schema = create_app(Settings(database_url=database_url, require_token_for_reads=True)).openapi()
+
+    assert "401" not in open_schema["paths"]["/api/tasks"]["get"]["responses"]
+    assert "401" in closed_schema["paths"]["/api/tasks"]["get"]["responses"]
+    assert closed_schema["paths"]["/api/sweeps"]["get"]["security"] == [{"HTTPBearer": []}]

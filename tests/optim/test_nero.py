@@ -1,0 +1,461 @@
+"""Nero against a float64 reference written straight from the paper's equations, and torch.optim conventions."""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from nero_study.optim.nero import Nero
+
+MODES = {
+    True: (True, True),
+    "both": (True, True),
+    "mean": (True, False),
+    "norm": (False, True),
+    False: (False, False),
+    "none": (False, False),
+}
+
+
+class TinyNet(nn.Module):
+    """Conv2d, Embedding, LayerNorm and Linear, with zero-initialised biases."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3)  # 4x4 images -> (4, 2, 2) = 16 features
+        self.embed = nn.Embedding(7, 5)
+        self.norm = nn.LayerNorm(21)
+        self.head = nn.Linear(21, 3)
+        with torch.no_grad():
+            self.conv.bias.zero_()
+            self.head.bias.zero_()
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        features = torch.cat([self.conv(images).relu().flatten(1), self.embed(tokens)], dim=1)
+        return self.head(self.norm(features))
+
+
+def make_batches(steps: int, dtype: torch.dtype = torch.float64) -> list[tuple[torch.Tensor, ...]]:
+    generator = torch.Generator().manual_seed(1)
+    batches = []
+    for _ in range(steps):
+        images = torch.randn(8, 2, 4, 4, generator=generator, dtype=dtype)
+        tokens = torch.randint(0, 6, (8,), generator=generator)  # embedding row 6 never gets a gradient
+        labels = torch.randint(0, 3, (8,), generator=generator)
+        batches.append((images, tokens, labels))
+    return batches
+
+
+def loss_of(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    images, tokens, labels = batch
+    return nn.functional.cross_entropy(model(images, tokens), labels)
+
+
+def make_model(dtype: torch.dtype = torch.float64, seed: int = 0) -> TinyNet:
+    torch.manual_seed(seed)
+    return TinyNet().to(dtype)
+
+
+class ReferenceNero:
+    """Nero from the paper's equations: one neuron (row) at a time for >1-D tensors, with Python floats for
+    the per-neuron scalars; 1-D tensors elementwise."""
+
+    def __init__(self, weights: list[torch.Tensor], lr: float, beta: float, center: bool, normalize: bool):
+        self.lr, self.beta, self.center, self.normalize = lr, beta, center, normalize
+        self.t = 0
+        self.weights = [self._project(w.detach().clone()) for w in weights]
+        self.scales = []
+        for w in self.weights:
+            if w.dim() > 1:
+                mean_norm = sum(self._norm(w[i].reshape(-1)) for i in range(w.shape[0])) / w.shape[0]
+            else:
+                mean_norm = float(w.abs().mean())
+            self.scales.append(mean_norm if mean_norm != 0 else 0.01)
+        self.v = [[0.0] * w.shape[0] if w.dim() > 1 else torch.zeros_like(w) for w in self.weights]
+
+    @staticmethod
+    def _norm(x: torch.Tensor) -> float:
+        return math.sqrt(float(torch.dot(x, x)))
+
+    def _project_neuron(self, x: torch.Tensor) -> torch.Tensor:
+        if self.center:
+            x = x - float(x.sum()) / len(x)
+        if self.normalize:
+            norm = self._norm(x)
+            x = x / norm if norm > 0 else x
+        return x
+
+    def _project(self, w: torch.Tensor) -> torch.Tensor:
+        if w.dim() <= 1:
+            return w
+        return torch.stack([self._project_neuron(w[i].reshape(-1)) for i in range(w.shape[0])]).reshape(w.shape)
+
+    def step(self, grads: list[torch.Tensor]) -> None:
+        self.t += 1
+        bias_correction = 1 - self.beta**self.t
+        for k, (w, g) in enumerate(zip(self.weights, grads, strict=True)):
+            if w.dim() <= 1:  # elementwise, never projected
+                self.v[k] = self.beta * self.v[k] + (1 - self.beta) * g**2
+                denom = torch.sqrt(self.v[k] / bias_correction)
+                update = torch.where(denom > 0, g / denom, torch.zeros_like(g))  # 0/0 -> 0
+                self.weights[k] = w - self.lr * self.scales[k] * update
+                continue
+            new_rows = []
+            for i in range(w.shape[0]):
+                w_i, g_i = w[i].reshape(-1), g[i].reshape(-1)
+                self.v[k][i] = self.beta * self.v[k][i] + (1 - self.beta) * self._norm(g_i) ** 2
+                denom = math.sqrt(self.v[k][i] / bias_correction)
+                update = g_i / denom if denom > 0 else torch.zeros_like(g_i)  # 0/0 -> 0
+                new_rows.append(self._project_neuron(w_i - self.lr * self.scales[k] * update))
+            self.weights[k] = torch.stack(new_rows).reshape(w.shape)
+
+
+def max_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return max(float((x.detach() - y.detach()).abs().max()) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize("foreach", [False, True], ids=["loop", "fast"])
+@pytest.mark.parametrize("constraints", [True, "mean", "norm", "none"])
+def test_matches_float64_reference_over_30_steps(foreach: bool, constraints: bool | str) -> None:
+    model = make_model()
+    reference_model = copy.deepcopy(model)
+    center, normalize = MODES[constraints]
+    lr, beta = 0.05, 0.99
+    reference = ReferenceNero(list(reference_model.parameters()), lr, beta, center, normalize)
+    optimizer = Nero(model.parameters(), lr=lr, beta=beta, constraints=constraints, foreach=foreach)
+    assert max_difference(list(model.parameters()), reference.weights) <= 1e-10
+    start = [p.detach().clone() for p in model.parameters()]
+
+    for batch in make_batches(30):
+        optimizer.zero_grad()
+        loss_of(model, batch).backward()
+        optimizer.step()
+
+        with torch.no_grad():
+            for param, weight in zip(reference_model.parameters(), reference.weights, strict=True):
+                param.copy_(weight)
+        reference_model.zero_grad()
+        loss_of(reference_model, batch).backward()
+        reference.step([p.grad for p in reference_model.parameters()])
+
+        assert max_difference(list(model.parameters()), reference.weights) <= 1e-10
+
+    moved = max_difference(list(model.parameters()), start)
+    assert moved > 0.05, "the weights should have moved well beyond the tolerance"
+    assert torch.isfinite(model.embed.weight).all()
+
+
+def test_a_neuron_whose_gradient_stays_zero_does_not_move() -> None:
+    model = make_model()
+    optimizer = Nero(model.parameters())
+    never_used_row = model.embed.weight[6].detach().clone()
+    used_row = model.embed.weight[0].detach().clone()
+    for batch in make_batches(5):
+        optimizer.zero_grad()
+        loss_of(model, batch).backward()
+        optimizer.step()
+    # 0/0 -> 0: only the re-projection's rounding touches it.
+    torch.testing.assert_close(model.embed.weight[6].detach(), never_used_row, rtol=0, atol=1e-15)
+    assert float((model.embed.weight[0].detach() - used_row).abs().max()) > 1e-3
+
+
+def test_first_steps_of_a_zero_bias_by_hand() -> None:
+    bias = nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    optimizer = Nero([bias], lr=0.1, beta=0.9)
+    # scale = mean |b| = 0, so 0.01. Step 1: v = 0.1 g^2, v_hat = g^2, update = lr * 0.01 * sign(g), 0 for g = 0.
+    bias.grad = torch.tensor([2.0, -3.0, 0.0], dtype=torch.float64)
+    optimizer.step()
+    torch.testing.assert_close(bias.detach(), torch.tensor([-0.001, 0.001, 0.0], dtype=torch.float64))
+    # Step 2 with g = [1, 1, 1]: v = 0.9 * 0.1 * g1^2 + 0.1 * 1 = [0.46, 0.91, 0.1], v_hat = v / 0.19.
+    bias.grad = torch.ones(3, dtype=torch.float64)
+    optimizer.step()
+    expected = [
+        -0.001 - 0.1 * 0.01 / math.sqrt(0.46 / 0.19),
+        0.001 - 0.1 * 0.01 / math.sqrt(0.91 / 0.19),
+        -0.1 * 0.01 / math.sqrt(0.1 / 0.19),
+    ]
+    torch.testing.assert_close(bias.detach(), torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-15)
+
+
+def test_each_neuron_turns_by_about_lr_per_step() -> None:
+    torch.manual_seed(0)
+    layer = nn.Linear(50, 8, bias=False).double()
+    optimizer = Nero(layer.parameters(), lr=0.01)
+    before = layer.weight.detach().clone()
+    # A gradient orthogonal to each (centred, unit) neuron and itself centred, so no part of the step is undone
+    # by the projection: the turn is then atan(lr).
+    grad = torch.randn(8, 50, dtype=torch.float64)
+    grad -= grad.mean(dim=1, keepdim=True)
+    grad -= (grad * before).sum(dim=1, keepdim=True) * before
+    layer.weight.grad = grad
+    optimizer.step()
+    cosines = (layer.weight.detach() * before).sum(dim=1)
+    torch.testing.assert_close(torch.arccos(cosines), torch.full((8,), math.atan(0.01), dtype=torch.float64))
+
+
+def _random_params(dtype: torch.dtype) -> list[nn.Parameter]:
+    generator = torch.Generator().manual_seed(3)
+    shapes = [(16, 8, 3, 3), (16,), (10, 20), (10,), (7, 5), (), (5, 1, 4)]
+    params = [nn.Parameter(torch.randn(shape, generator=generator, dtype=dtype)) for shape in shapes]
+    channels_last = torch.randn(6, 4, 3, 3, generator=generator, dtype=dtype)
+    params.append(nn.Parameter(channels_last.to(memory_format=torch.channels_last)))
+    params.append(nn.Parameter(torch.zeros(4, 3, dtype=dtype)))  # zero rows: stay finite
+    return params
+
+
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("constraints", [True, "mean", "norm", False])
+def test_fast_path_agrees_with_loop(dtype: torch.dtype, tolerance: float, constraints: bool | str) -> None:
+    loop_params, fast_params = _random_params(dtype), _random_params(dtype)
+    loop = Nero(loop_params, lr=0.05, beta=0.9, constraints=constraints, foreach=False)
+    fast = Nero(fast_params, lr=0.05, beta=0.9, constraints=constraints, foreach=True)
+    generator = torch.Generator().manual_seed(4)
+    for step in range(12):
+        for a, b in zip(loop_params, fast_params, strict=True):
+            grad = torch.randn(a.shape, generator=generator, dtype=dtype)
+            if step < 3 and a.dim() > 1:
+                grad[0] = 0  # a row with zero gradient (0/0 -> 0)
+            a.grad, b.grad = grad.clone(), grad.clone()
+        loop.step()
+        fast.step()
+        assert max_difference(loop_params, fast_params) <= tolerance
+        assert all(torch.isfinite(p).all() for p in fast_params)
+    assert fast_params[7].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_fast_path_handles_mixed_dtypes_in_one_group() -> None:
+    params = [nn.Parameter(torch.randn(4, 3, dtype=torch.float64)), nn.Parameter(torch.randn(4, 3))]
+    reference = [nn.Parameter(p.detach().clone()) for p in params]
+    fast = Nero(params, foreach=True)
+    loop = Nero(reference, foreach=False)
+    for p, q in zip(params, reference, strict=True):
+        p.grad = torch.ones_like(p)
+        q.grad = torch.ones_like(q)
+    fast.step()
+    loop.step()
+    assert params[1].dtype == torch.float32
+    assert max_difference(params, reference) <= 1e-6
+
+
+def _train(model: nn.Module, optimizer: torch.optim.Optimizer, batches: list) -> None:
+    for batch in batches:
+        optimizer.zero_grad()
+        loss_of(model, batch).backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("foreach", [False, True], ids=["loop", "fast"])
+@pytest.mark.parametrize("constraints", [True, "mean", "none"])
+def test_state_dict_round_trip_continues_bit_identically(foreach: bool, constraints: bool | str) -> None:
+    batches = make_batches(10, torch.float32)
+    model = make_model(torch.float32)
+    optimizer = Nero(model.parameters(), lr=0.05, constraints=constraints, foreach=foreach)
+    _train(model, optimizer, batches[:5])
+
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
+    _train(model, optimizer, batches[5:])
+
+    buffer.seek(0)
+    checkpoint = torch.load(buffer, weights_only=True)
+    resumed = make_model(torch.float32, seed=123)
+    resumed.load_state_dict(checkpoint["model"])
+    resumed_optimizer = Nero(resumed.parameters(), lr=0.05, constraints=constraints, foreach=foreach)
+    # Building Nero on weights it trained leaves them exactly as they are.
+    for name, value in resumed.state_dict().items():
+        assert torch.equal(value, checkpoint["model"][name]), name
+    resumed_optimizer.load_state_dict(checkpoint["optimizer"])
+    saved_scales = [state["scale"] for state in checkpoint["optimizer"]["state"].values()]
+    loaded_scales = [resumed_optimizer.state[p]["scale"] for p in resumed.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(saved_scales, loaded_scales, strict=True))
+    _train(resumed, resumed_optimizer, batches[5:])
+
+    for (name, value), resumed_value in zip(model.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(value, resumed_value), name
+    assert resumed_optimizer.state_dict()["param_groups"][0]["constraints"] == constraints
+
+
+def test_per_group_lr_and_beta_match_separate_optimisers() -> None:
+    grouped = make_model()
+    separate = copy.deepcopy(grouped)
+    optimizer = Nero(
+        [
+            {"params": grouped.conv.parameters(), "lr": 0.1, "beta": 0.9},
+            {
+                "params": list(grouped.embed.parameters())
+                + list(grouped.norm.parameters())
+                + list(grouped.head.parameters())
+            },
+        ],
+        lr=0.02,
+        beta=0.99,
+    )
+    conv_only = Nero(separate.conv.parameters(), lr=0.1, beta=0.9)
+    rest = Nero(
+        list(separate.embed.parameters()) + list(separate.norm.parameters()) + list(separate.head.parameters()),
+        lr=0.02,
+        beta=0.99,
+    )
+    for batch in make_batches(5):
+        for model, optimizers in ((grouped, [optimizer]), (separate, [conv_only, rest])):
+            model.zero_grad()
+            loss_of(model, batch).backward()
+            for opt in optimizers:
+                opt.step()
+    for a, b in zip(grouped.parameters(), separate.parameters(), strict=True):
+        assert torch.equal(a, b)
+    groups = optimizer.state_dict()["param_groups"]
+    assert (groups[0]["lr"], groups[0]["beta"], groups[1]["lr"], groups[1]["beta"]) == (0.1, 0.9, 0.02, 0.99)
+
+
+def test_closure_runs_with_grad_enabled_and_its_loss_is_returned() -> None:
+    model = make_model()
+    optimizer = Nero(model.parameters())
+    batch = make_batches(1)[0]
+    seen = {}
+
+    def closure() -> torch.Tensor:
+        seen["grad_enabled"] = torch.is_grad_enabled()
+        optimizer.zero_grad()
+        loss = loss_of(model, batch)
+        loss.backward()
+        return loss
+
+    before = model.head.weight.detach().clone()
+    loss = optimizer.step(closure)
+    assert seen["grad_enabled"] is True
+    assert loss is not None and loss.requires_grad
+    assert not torch.equal(model.head.weight, before)
+
+
+def test_params_without_grad_are_skipped() -> None:
+    model = make_model()
+    optimizer = Nero(model.parameters())
+    model.head.weight.requires_grad_(False)
+    frozen = model.head.weight.detach().clone()
+    _train(model, optimizer, make_batches(3))
+    assert model.head.weight.grad is None
+    assert torch.equal(model.head.weight, frozen)
+    assert float(optimizer.state[model.head.weight]["step"]) == 0
+    assert float(optimizer.state[model.conv.weight]["step"]) == 3
+
+
+def test_empty_param_group_is_fine() -> None:
+    weight = nn.Parameter(torch.randn(3, 4))
+    optimizer = Nero([{"params": [], "lr": 0.5}, {"params": [weight]}])
+    weight.grad = torch.randn(3, 4)
+    optimizer.step()
+    optimizer.add_param_group({"params": []})
+    optimizer.step()
+    assert len(optimizer.param_groups) == 3
+    assert float(optimizer.state[weight]["step"]) == 2
+
+
+def test_sparse_gradients_are_refused() -> None:
+    embedding = nn.Embedding(10, 4, sparse=True)
+    optimizer = Nero(embedding.parameters())
+    embedding(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match="sparse"):
+        optimizer.step()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lr": -0.1}, "Invalid learning rate: -0.1"),
+        ({"lr": float("nan")}, "Invalid learning rate: nan"),
+        ({"beta": 1.0}, "Invalid beta: 1.0"),
+        ({"beta": -0.5}, "Invalid beta: -0.5"),
+        ({"constraints": "centre"}, "Invalid constraints: 'centre'; valid: True, False, 'both', 'mean', 'norm'"),
+        ({"constraints": 1}, "Invalid constraints: 1"),
+        ({"foreach": "yes"}, "Invalid foreach: 'yes'"),
+    ],
+)
+def test_invalid_settings_name_the_bad_value(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Nero([nn.Parameter(torch.randn(2, 2))], **kwargs)
+
+
+def test_invalid_setting_in_an_added_group_is_refused() -> None:
+    optimizer = Nero([nn.Parameter(torch.randn(2, 2))])
+    with pytest.raises(ValueError, match="Invalid beta: 2"):
+        optimizer.add_param_group({"params": [nn.Parameter(torch.randn(2, 2))], "beta": 2})
+    with pytest.raises(ValueError, match="Invalid constraints: 'sideways'"):
+        optimizer.add_param_group({"params": [nn.Parameter(torch.randn(2, 2))], "constraints": "sideways"})
+    assert len(optimizer.param_groups) == 1
+
+
+def _neuron_stats(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    matrices = [p.detach().reshape(p.shape[0], -1) for p in model.parameters() if p.dim() > 1]
+    means = torch.cat([m.mean(dim=1) for m in matrices])
+    norms = torch.cat([m.norm(dim=1) for m in matrices])
+    return means, norms
+
+
+@pytest.mark.parametrize("constraints", [True, "both", "mean", "norm", False, "none"])
+def test_each_constraint_mode_keeps_exactly_its_invariants(constraints: bool | str) -> None:
+    model = make_model()
+    original = copy.deepcopy(model)
+    center, normalize = MODES[constraints]
+    vectors_before = [p.detach().clone() for p in model.parameters() if p.dim() <= 1]
+    optimizer = Nero(model.parameters(), lr=0.05, constraints=constraints)
+    if not center and not normalize:
+        for a, b in zip(model.parameters(), original.parameters(), strict=True):
+            assert torch.equal(a, b), "'none' must not project at construction"
+    for a, b in zip([p for p in model.parameters() if p.dim() <= 1], vectors_before, strict=True):
+        assert torch.equal(a, b), "1-D tensors are never projected"
+
+    for batch in [None, *make_batches(10)]:
+        if batch is not None:
+            _train(model, optimizer, [batch])
+        means, norms = _neuron_stats(model)
+        # Rows are centred iff 'both'/'mean'; unit norm iff 'both'/'norm'.
+        assert (means.abs().max() <= 1e-12) == center
+        assert ((norms - 1).abs().max() <= 1e-12) == normalize
+    assert model.norm.weight.detach().norm() != pytest.approx(1.0), "LayerNorm gain is not constrained"
+
+
+def test_rebuilding_on_projected_weights_changes_no_bit() -> None:
+    for constraints in (True, "mean", "norm"):
+        model = make_model(torch.float32)
+        optimizer = Nero(model.parameters(), lr=0.1, constraints=constraints)
+        _train(model, optimizer, make_batches(4, torch.float32))
+        trained = copy.deepcopy(model.state_dict())
+        Nero(model.parameters(), constraints=constraints)
+        for name, value in model.state_dict().items():
+            assert torch.equal(value, trained[name]), (constraints, name)
+
+
+def test_zero_tensors_stay_finite() -> None:
+    weight = nn.Parameter(torch.zeros(2, 2))
+    bias = nn.Parameter(torch.zeros(2))
+    optimizer = Nero([weight, bias])
+    assert float(optimizer.state[weight]["scale"]) == pytest.approx(0.01)
+    weight.grad = torch.zeros(2, 2)
+    bias.grad = torch.zeros(2)
+    optimizer.step()
+    assert torch.equal(weight, torch.zeros(2, 2)) and torch.equal(bias, torch.zeros(2))
+
+
+@pytest.mark.gpu
+def test_fast_path_agrees_with_loop_on_cuda() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    cpu_params = _random_params(torch.float64)
+    loop_params = [nn.Parameter(p.detach().clone()) for p in cpu_params]
+    cuda_params = [nn.Parameter(p.detach().to("cuda")) for p in cpu_params]
+    loop = Nero(loop_params, lr=0.05, beta=0.9, foreach=False)
+    fast = Nero(cuda_params, lr=0.05, beta=0.9)  # foreach=None picks the fast path on CUDA
+    generator = torch.Generator().manual_seed(5)
+    for _ in range(10):
+        for a, b in zip(loop_params, cuda_params, strict=True):
+            grad = torch.randn(a.shape, generator=generator, dtype=torch.float64)
+            a.grad, b.grad = grad.clone(), grad.to("cuda")
+        loop.step()
+        fast.step()
+    assert max_difference(loop_params, [p.cpu() for p in cuda_params]) <= 1e-12
