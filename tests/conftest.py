@@ -21,3 +21,10 @@ def ray_session() -> Iterator[None]:
     ensure_ray(num_cpus=os.cpu_count() or 2)
     yield
     ray.shutdown()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # One intra-op thread: the suite shares two cores with Ray workers and servers it starts.
+    import torch
+
+    torch.set_num_threads(1)
