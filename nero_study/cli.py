@@ -104,6 +104,7 @@ def trial(
     ] = None,
     option: Annotated[list[str] | None, typer.Option(help="Task option NAME=VALUE (JSON value), repeatable")] = None,
     device: Annotated[str | None, typer.Option(help="cpu | cuda | auto (default: the task's)")] = None,
+    threads: Annotated[int, typer.Option(help="CPU threads for torch (proxy budgets are sized for one)")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with the result")] = False,
 ) -> None:
     """Run one trial and print its result (a learning curve, final metric, status)."""
@@ -150,6 +151,9 @@ def trial(
             status=f"step {point.step}  loss {point.train_loss:.4g}  {task_obj.metric_name} {point.metric:.4g}",
         )
 
+    import torch
+
+    torch.set_num_threads(max(1, threads))
     try:
         with progress:
             result = run_trial(spec, reporter=report)

@@ -1,0 +1,139 @@
+"""The `nero-study` command line, through typer's runner (in process) as a user would call it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nero_study.cli import app
+from nero_study.store import db, repo
+from nero_study.tasks.base import TrialSpec, run_trial
+
+runner = CliRunner()
+
+
+def test_optimizers_lists_the_registry_with_default_lrs() -> None:
+    result = runner.invoke(app, ["optimizers", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.output)}
+    assert {name: rows[name]["default_lr"] for name in ("nero", "sgd", "adam", "lamb")} == {
+        "nero": 0.01,
+        "sgd": 0.1,
+        "adam": 0.001,
+        "lamb": 0.01,
+    }
+    assert rows["adam"]["presets"]["paper"]["betas"] == [0.0, 0.999]
+
+
+def test_tasks_lists_every_task_with_metric_and_budgets() -> None:
+    result = runner.invoke(app, ["tasks", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.output)}
+    assert {"digits-mlp", "text-lm", "ppo-cartpole", "cifar10-vgg11", "ppo-pong"} <= set(rows)
+    assert rows["ppo-cartpole"]["lower_is_better"] is False
+    assert rows["digits-mlp"]["budgets"] == ["smoke", "proxy", "paper"]
+
+
+def test_trial_json_is_complete_and_the_same_twice() -> None:
+    args = ["trial", "--task", "digits-mlp", "--optimizer", "nero", "--lr", "0.01", "--budget", "smoke", "--json"]
+    first = runner.invoke(app, args)
+    second = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    one, two = json.loads(first.stdout), json.loads(second.stdout)
+    for key in ("status", "metric", "metric_name", "lower_is_better", "curve", "wall_s", "device"):
+        assert key in one
+    assert one["status"] == "succeeded" and one["metric_name"] == "test_error"
+    assert one["curve"][0]["step"] == 0 and set(one["curve"][0]) >= {"step", "metric", "train_loss"}
+    assert (one["metric"], one["curve"]) == (two["metric"], two["curve"])
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--task", "nope", "--optimizer", "nero"], "valid: digits-mlp"),
+        (["--task", "digits-mlp", "--optimizer", "rmsprop"], "valid: nero, sgd, adam, lamb"),
+        (["--task", "digits-mlp", "--optimizer", "nero", "--lr", "-1"], "Invalid lr: -1.0"),
+        (["--task", "digits-mlp", "--optimizer", "nero", "--lr", "0"], "positive"),
+        (["--task", "digits-mlp", "--optimizer", "adam", "--set", "betaz=[0,1]"], "valid: betas"),
+        (["--task", "digits-mlp", "--optimizer", "nero", "--budget", "huge"], "valid: smoke, proxy, paper"),
+    ],
+)
+def test_trial_bad_input_exits_2_naming_the_valid_values(args: list[str], expected: str) -> None:
+    result = runner.invoke(app, ["trial", *args, "--budget", "smoke"] if "--budget" not in args else ["trial", *args])
+    assert result.exit_code == 2
+    assert expected in " ".join(result.output.split())
+
+
+def test_a_diverging_trial_is_a_normal_result() -> None:
+    args = ["trial", "--task", "digits-mlp", "--optimizer", "adam", "--lr", "10", "--budget", "smoke", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["status"] == "diverged"
+
+
+@pytest.fixture
+def stored_sweep(tmp_path: Path) -> tuple[str, str]:
+    """A finished sweep written through the store (trials run in process, no Ray)."""
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    db.upgrade(url)
+    factory = db.session_factory(db.make_engine(url))
+    spec = {"tasks": ["digits-mlp"], "optimizers": ["nero", "sgd"], "lrs": [0.01, 0.1], "budget": "smoke"}
+    with factory() as session:
+        sweep = repo.create_sweep(session, spec=spec, name="cli-report")
+        rows = repo.add_trials(
+            session,
+            sweep_id=sweep.id,
+            trials=[
+                {**TrialSpec(task="digits-mlp", optimizer=o, lr=lr, budget="smoke").to_dict(), "phase": "grid"}
+                for o in ("nero", "sgd")
+                for lr in (0.01, 0.1)
+            ],
+        )
+        for row in rows:
+            result = run_trial(TrialSpec(task=row.task, optimizer=row.optimizer, lr=row.lr, budget="smoke"))
+            repo.record_trial_result(session, trial_id=row.id, result=result)
+    return url, sweep.id
+
+
+def test_report_prints_the_paper_table_and_machine_formats(stored_sweep: tuple[str, str]) -> None:
+    url, sweep_id = stored_sweep
+    table = runner.invoke(app, ["report", sweep_id, "--db", url], env={"COLUMNS": "160"})
+    assert table.exit_code == 0, table.output
+    assert "digits-mlp" in table.output and "out of the box" in table.output and "nero" in table.output
+    as_json = json.loads(runner.invoke(app, ["report", sweep_id, "--db", url, "--format", "json"]).stdout)
+    labels = {row["label"] for row in as_json["per_optimizer"]}
+    assert labels == {"nero", "sgd"}
+    csv = runner.invoke(app, ["report", sweep_id, "--db", url, "--format", "csv"]).stdout
+    assert csv.splitlines()[0].startswith("task,label")
+    assert len(csv.strip().splitlines()) == 3
+
+
+def test_report_of_an_unknown_sweep_fails_clearly(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    db.upgrade(url)
+    result = runner.invoke(app, ["report", "nosuchsweep", "--db", url])
+    assert result.exit_code == 2 and "Unknown sweep 'nosuchsweep'" in result.output
+
+
+def test_db_upgrade_and_token_create_store_only_a_hash(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'tok.db'}"
+    assert runner.invoke(app, ["db", "upgrade", "--db", url]).exit_code == 0
+    result = runner.invoke(app, ["token", "create", "--name", "ci", "--db", url])
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip().splitlines()[-1]
+    factory = db.session_factory(db.make_engine(url))
+    with factory() as session:
+        assert repo.verify_token(session, token=token)
+        stored = [t.token_hash for t in repo.list_tokens(session)]
+    assert token not in stored and len(stored) == 1
+
+
+def test_sweep_with_a_bad_spec_names_the_field(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("tasks: [digits-mlp, nope]\noptimizers: [nero]\nlrs: [0.01]\n")
+    result = runner.invoke(app, ["sweep", str(spec), "--db", f"sqlite:///{tmp_path / 'x.db'}"])
+    assert result.exit_code == 2
+    assert "nope" in result.output and "valid:" in result.output
