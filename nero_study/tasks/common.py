@@ -170,7 +170,7 @@ def batchnorm_gain_penalty(model: nn.Module, strength: float) -> torch.Tensor:
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.weight is not None
     ]
     if not terms:
-        return torch.zeros(())
+        return torch.zeros((), device=next(model.parameters()).device)
     return strength * torch.stack(terms).sum()
 
 
