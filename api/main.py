@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import require_token
 from api.errors import install_error_handlers
-from api.routes import meta, sweeps, trials
+from api.routes import meta, pages, sweeps, trials
 from api.schemas import ErrorPublic, SweepCreate
 from nero_study import __version__
 from nero_study.settings import Settings
@@ -94,6 +94,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     app.include_router(trials.router, dependencies=read_guard, responses=guarded)
     app.include_router(meta.router, dependencies=read_guard, responses=guarded)
     app.include_router(meta.health_router)
+    # HTML dashboards: under the same read guard, so a service that requires tokens for reads keeps its
+    # pages private too (browsers send no bearer token: such a deployment reads through the API).
+    app.include_router(pages.router, dependencies=read_guard)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

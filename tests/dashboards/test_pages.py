@@ -1,0 +1,239 @@
+"""The HTML pages through the app (FastAPI TestClient) on a SQLite file filled through the repo functions."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from dashboards import data, pages
+from nero_study.store import repo
+
+Outcomes = tuple[tuple[str, str, float, int, str, float | None], ...]
+
+
+def embedded(html: str, element_id: str) -> dict:
+    """The JSON of ``<script type="application/json" id=element_id>`` in a page."""
+    match = re.search(rf'<script type="application/json" id="{element_id}">(.*?)</script>', html, re.S)
+    assert match, f"no {element_id} in the page"
+    return json.loads(match.group(1))
+
+
+def test_sweeps_list_shows_status_and_progress(
+    client: TestClient, make_sweep: Callable[..., str], known_outcomes: Outcomes
+) -> None:
+    done = make_sweep("finished sweep")
+    running = make_sweep("running sweep", known_outcomes[:4], status="running")
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    html = response.text
+    assert f'href="/sweeps/{done}"' in html and f'href="/sweeps/{running}"' in html
+    assert "finished sweep" in html and "running sweep" in html
+    assert 'class="badge status-succeeded"' in html and 'class="badge status-running"' in html
+    # Progress of the running sweep: 4 of the 32 trials its spec plans.
+    row = html[html.index(f'data-sweep="{running}"') :]
+    assert 'aria-valuenow="4"' in row[:2000] and "4 / 32 trials finished" in row[:3000]
+    assert html.index("running sweep") < html.index("finished sweep")  # newest first
+
+
+def test_sweeps_list_empty(client: TestClient) -> None:
+    response = client.get("/")
+    assert response.status_code == 200 and "No sweeps yet" in response.text
+
+
+def test_sweep_page_figures_and_tables(client: TestClient, make_sweep: Callable[..., str]) -> None:
+    sweep_id = make_sweep("known sweep")
+    response = client.get(f"/sweeps/{sweep_id}")
+    assert response.status_code == 200
+    html = response.text
+    figures = embedded(html, "page-figures")
+    assert set(figures) == {key for key, _ in pages.SWEEP_FIGURES}
+    for key in figures:
+        assert f'id="figure-{key}"' in html
+    lr = figures["lr-sensitivity"]
+    assert [a["text"] for a in lr["layout"]["annotations"]] == ["digits-mlp", "ppo-cartpole"]
+    assert lr["layout"]["xaxis"]["type"] == "log" and lr["layout"]["xaxis2"]["type"] == "log"
+    assert {t["legendgroup"] for t in lr["data"]} - {"marks"} == {"nero", "adam"}
+    # The paper-style table: digits-mlp adam 0.25 ± 0.071 at lr 0.01, out of the box 0.4 at 0.001.
+    table = html[html.index('data-task="digits-mlp"') :]
+    adam_row = table[table.index('data-label="adam"') :][:800]
+    assert "0.25 ± 0.071" in adam_row and "0.4<" in adam_row and "0.001" in adam_row
+    assert "Robustness metrics" in html and "20.0%" in html  # nero's out-of-the-box regret on digits-mlp
+    assert 'id="page-live"' not in html  # a finished sweep does not poll
+    assert '<script src="/static/plotly.min.js"></script>' in html
+    assert "cdn" not in html.lower() and "https://" not in html
+
+
+def test_running_sweep_page_polls_and_updates(
+    client: TestClient, session: Session, make_sweep: Callable[..., str], known_outcomes: Outcomes
+) -> None:
+    sweep_id = make_sweep("live", known_outcomes[:4], status="running", pending=[("digits-mlp", "nero", 0.1, 0)])
+    html = client.get(f"/sweeps/{sweep_id}?refresh=0.5").text
+    live = embedded(html, "page-live")
+    assert live["url"] == f"/sweeps/{sweep_id}/figures.json"
+    assert live["interval_ms"] == 500 and live["finished"] is False
+    unchanged = client.get(live["url"], params={"version": live["version"]}).json()
+    assert unchanged == {"changed": False, "version": live["version"], "status": "running", "finished": False}
+
+    # A trial finishes: the version changes and the answer carries the new figures and fragments.
+    pending = repo.list_trials(session, sweep_id=sweep_id, status="pending")[0][0]
+    repo.mark_trial_running(session, trial_id=pending.id, attempt=1)
+    repo.finish_trial(
+        session,
+        trial_id=pending.id,
+        status="succeeded",
+        metric=0.8,
+        initial_metric=0.9,
+        metric_name="test_error",
+        lower_is_better=True,
+        attempt=1,
+    )
+    update = client.get(live["url"], params={"version": live["version"]}).json()
+    assert update["changed"] is True and update["version"] != live["version"]
+    assert update["counts"]["succeeded"] == 5 and update["finished"] is False
+    line = next(
+        t
+        for t in update["figures"]["lr-sensitivity"]["data"]
+        if t.get("legendgroup") == "nero" and t.get("mode") == "lines+markers"
+    )
+    assert line["x"] == [0.001, 0.01, 0.1]
+    assert set(update["fragments"]) == {"sweep-summary", "sweep-tables", "sweep-trials"}
+    assert "succeeded <b>5</b>" in update["fragments"]["sweep-summary"]
+
+    repo.finish_sweep(session, sweep_id=sweep_id, owner="tests", status="succeeded")
+    final = client.get(live["url"], params={"version": update["version"]}).json()
+    assert final["finished"] is True and final["status"] == "succeeded"
+
+
+def test_unknown_ids_get_a_404_page(client: TestClient, make_sweep: Callable[..., str]) -> None:
+    sweep_id = make_sweep()
+    for url in ("/sweeps/nope", "/trials/999999", "/trials/abc", "/trials/0", f"/compare?sweeps={sweep_id},nope"):
+        response = client.get(url)
+        assert response.status_code == 404, url
+        assert response.headers["content-type"].startswith("text/html")
+        assert "Not found" in response.text and 'href="/"' in response.text
+    assert client.get("/sweeps/nope/figures.json").status_code == 404
+    assert client.get("/trials/999999/figures.json").status_code == 404
+    assert client.get("/static/nope.js").status_code == 404
+
+
+def test_compare_page_two_sweeps_side_by_side(
+    client: TestClient, make_sweep: Callable[..., str], known_outcomes: Outcomes
+) -> None:
+    paper = make_sweep("paper presets")
+    library = make_sweep("library presets", known_outcomes[:8])
+    response = client.get(f"/compare?sweeps={paper},{library}")
+    assert response.status_code == 200
+    html = response.text
+    assert html.index(f'data-sweep="{paper}"') < html.index(f'data-sweep="{library}"')
+    figures = embedded(html, "page-figures")
+    assert set(figures) == {"lr-sensitivity-0", "lr-sensitivity-1"}
+    assert "paper presets" in figures["lr-sensitivity-0"]["layout"]["title"]["text"]
+    # Each sweep's own panels: the second has only digits-mlp with nero.
+    assert [a["text"] for a in figures["lr-sensitivity-1"]["layout"]["annotations"]] == ["digits-mlp"]
+    nero_colors = {
+        t["line"]["color"]
+        for fig in figures.values()
+        for t in fig["data"]
+        if t.get("legendgroup") == "nero" and t.get("mode") == "lines+markers"
+    }
+    assert nero_colors == {data.KNOWN_OPTIMIZER_COLORS["nero"]}  # the same colour in both columns
+    assert html.count('class="paper-table"') == 3  # two tasks in the first sweep, one in the second
+    assert client.get(f"/compare?sweeps={paper}").status_code == 400
+
+
+def test_trial_page_curve_and_details(client: TestClient, session: Session, make_sweep: Callable[..., str]) -> None:
+    sweep_id = make_sweep()
+    diverged = next(t for t in repo.list_trials(session, sweep_id=sweep_id, status="diverged")[0] if t.lr == 0.1)
+    response = client.get(f"/trials/{diverged.id}")
+    assert response.status_code == 200
+    html = response.text
+    assert f"Trial {diverged.id}: digits-mlp / nero / lr 0.1 / seed 0" in html
+    assert "loss became nan" in html and f'href="/sweeps/{sweep_id}"' in html
+    figure = embedded(html, "page-figures")["curve"]
+    loss = next(t for t in figure["data"] if t.get("xaxis") == "x2" and t["mode"] == "lines")
+    assert loss["x"] == [0, 5, 10] and loss["y"][-1] is None
+    marks = next(t for t in figure["data"] if t.get("xaxis") == "x2" and t["mode"] == "markers")
+    assert marks["x"] == [10]  # the NaN training loss where it diverged
+    assert 'id="page-live"' not in html
+
+
+def test_trial_curve_downsampled(
+    client: TestClient, session: Session, make_sweep: Callable[..., str], known_outcomes: Outcomes
+) -> None:
+    sweep_id = make_sweep("long", known_outcomes[:1], status="running", pending=[("digits-mlp", "adam", 0.01, 0)])
+    trial = repo.list_trials(session, sweep_id=sweep_id, status="pending")[0][0]
+    repo.mark_trial_running(session, trial_id=trial.id, attempt=1)
+    points = [{"step": step, "metric": 0.9 - step * 1e-4, "train_loss": 2.0 / (1 + step)} for step in range(2000)]
+    points[1234]["metric"] = 0.05  # a spike that must survive the downsampling
+    repo.add_metric_points(session, trial_id=trial.id, points=points)
+    html = client.get(f"/trials/{trial.id}").text
+    figure = embedded(html, "page-figures")["curve"]
+    metric = next(t for t in figure["data"] if t.get("xaxis", "x") == "x" and t["mode"] == "lines")
+    assert len(metric["x"]) <= data.MAX_CURVE_POINTS
+    assert metric["x"][0] == 0 and metric["x"][-1] == 1999 and 1234 in metric["x"]
+    assert min(metric["y"]) == 0.05
+    live = embedded(html, "page-live")  # a running trial's page polls too
+    answer = client.get(live["url"], params={"version": live["version"]}).json()
+    assert answer["changed"] is False
+
+
+def test_sweep_page_with_many_trials_stays_small(
+    client: TestClient, make_sweep: Callable[..., str], store_trials: Callable[..., list[int]]
+) -> None:
+    # 600 finished trials: 2 tasks x 3 optimisers x 10 lrs x 10 seeds, without curves (to keep the test quick).
+    lrs = [10 ** (-4 + i / 3) for i in range(10)]
+    outcomes = [
+        (
+            task,
+            label,
+            lr,
+            seed,
+            "succeeded",
+            0.1 + 0.05 * abs(i - 4) + 0.001 * seed if task == "digits-mlp" else 100.0 - 5 * abs(i - 5) + seed,
+        )
+        for task in ("digits-mlp", "ppo-cartpole")
+        for label in ("nero", "adam", "sgd")
+        for i, lr in enumerate(lrs)
+        for seed in range(10)
+    ]
+    spec = {
+        "tasks": ["digits-mlp", "ppo-cartpole"],
+        "optimizers": ["nero", "adam", "sgd"],
+        "lrs": lrs,
+        "seeds": list(range(10)),
+        "budget": "smoke",
+    }
+    sweep_id = make_sweep("big", [], spec=spec)
+    store_trials(sweep_id, outcomes, curves=False)
+    response = client.get(f"/sweeps/{sweep_id}")
+    assert response.status_code == 200
+    assert len(response.content) < 1_000_000  # aggregated per lr, not per trial
+    lr = embedded(response.text, "page-figures")["lr-sensitivity"]
+    lines = [t for t in lr["data"] if t.get("mode") == "lines+markers"]
+    assert len(lines) == 6 and all(len(t["x"]) <= 12 for t in lines)  # the grid (+ default lr), not 100 points
+    progress = embedded(response.text, "page-figures")["progress"]
+    assert all(len(t["x"]) <= data.MAX_CURVE_POINTS for t in progress["data"])
+
+
+def test_static_files_come_from_the_installed_packages(client: TestClient) -> None:
+    response = client.get("/static/plotly.min.js")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/javascript")
+    assert response.content == pages.plotly_js_path().read_bytes()
+    own = client.get("/static/dashboards.js")
+    assert own.status_code == 200 and b"Plotly.react" in own.content
+    assert client.get("/static/dashboards.css").headers["content-type"].startswith("text/css")
+    assert client.get("/static/..%2Fpages.py").status_code == 404
+
+
+def test_report_download(client: TestClient, make_sweep: Callable[..., str]) -> None:
+    sweep_id = make_sweep()
+    response = client.get(f"/sweeps/{sweep_id}/report.html")
+    assert response.status_code == 200
+    assert "attachment" in response.headers["content-disposition"]
+    assert "<script src=" not in response.text
