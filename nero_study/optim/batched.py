@@ -40,11 +40,6 @@ def _neuron_norms(tensor: Tensor) -> Tensor:
     return tensor.abs()
 
 
-def _apply(param: Tensor, new_value: Tensor, active: Tensor) -> None:
-    """``param <- new_value`` for active members only (frozen members keep their values, NaN or not)."""
-    param.copy_(torch.where(_per_member(active, param), new_value, param))
-
-
 class BatchedOptimizer:
     """Base: stacked parameters, a per-member base lr, and ``step(grads, active, lr_factor)``."""
 
@@ -67,13 +62,24 @@ class BatchedOptimizer:
 
     @torch.no_grad()
     def step(self, grads: Sequence[Tensor], active: Tensor, lr_factor: float = 1.0) -> None:
+        """One step for every member; frozen members (``active`` False) keep parameters and state."""
         self.steps += 1
         lrs = self.lrs * lr_factor
+        # The usual case, every member live, takes in-place updates; otherwise masked ones.
+        mask = None if bool(active.all()) else active
         for index, (param, grad) in enumerate(zip(self.params, grads, strict=True)):
-            self._update(index, param, grad, _per_member(lrs, param), active)
+            self._update(index, param, grad, _per_member(lrs, param), mask)
 
-    def _update(self, index: int, param: Tensor, grad: Tensor, lr: Tensor, active: Tensor) -> None:
+    def _update(self, index: int, param: Tensor, grad: Tensor, lr: Tensor, active: Tensor | None) -> None:
         raise NotImplementedError
+
+
+def _blend_(target: Tensor, new_value: Tensor, active: Tensor | None) -> None:
+    """``target <- new_value`` for the active members (all of them when ``active`` is None)."""
+    if active is None:
+        target.copy_(new_value)
+    else:
+        target.copy_(torch.where(_per_member(active, target), new_value, target))
 
 
 class BatchedSGD(BatchedOptimizer):
@@ -89,7 +95,7 @@ class BatchedSGD(BatchedOptimizer):
         super().__init__(params, lrs, settings)
         self.buffers: list[Tensor | None] = [None] * len(self.params)
 
-    def _update(self, index: int, param: Tensor, grad: Tensor, lr: Tensor, active: Tensor) -> None:
+    def _update(self, index: int, param: Tensor, grad: Tensor, lr: Tensor, active: Tensor | None) -> None:
         momentum = float(self.settings.get("momentum", 0.0))
         dampening = float(self.settings.get("dampening", 0.0))
         weight_decay = float(self.settings.get("weight_decay", 0.0))
@@ -100,10 +106,13 @@ class BatchedSGD(BatchedOptimizer):
             if buffer is None:
                 buffer = grad.clone()
             else:
-                buffer = torch.where(_per_member(active, buffer), buffer * momentum + (1 - dampening) * grad, buffer)
+                _blend_(buffer, buffer * momentum + (1 - dampening) * grad, active)
             self.buffers[index] = buffer
             grad = grad.add(buffer, alpha=momentum) if self.settings.get("nesterov", False) else buffer
-        _apply(param, param - lr * grad, active)
+        if active is None:
+            param.addcmul_(grad, lr, value=-1)
+        else:
+            _blend_(param, param - lr * grad, active)
 
 
 class BatchedAdam(BatchedOptimizer):
@@ -120,20 +129,26 @@ class BatchedAdam(BatchedOptimizer):
         self.exp_avgs = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sqs = [torch.zeros_like(p) for p in self.params]
 
-    def _update(self, index: int, param: Tensor, grad: Tensor, lr: Tensor, active: Tensor) -> None:
+    def _update(self, index: int, param: Tensor, grad: Tensor, lr: Tensor, active: Tensor | None) -> None:
         beta1, beta2 = self.settings.get("betas", (0.9, 0.999))
         eps = float(self.settings.get("eps", 1e-8))
         weight_decay = float(self.settings.get("weight_decay", 0.0))
         if weight_decay:
             grad = grad.add(param, alpha=weight_decay)
         exp_avg, exp_avg_sq = self.exp_avgs[index], self.exp_avg_sqs[index]
-        mask = _per_member(active, param)
-        exp_avg.copy_(torch.where(mask, exp_avg.lerp(grad, 1 - beta1), exp_avg))
-        exp_avg_sq.copy_(torch.where(mask, exp_avg_sq * beta2 + (1 - beta2) * grad * grad, exp_avg_sq))
+        if active is None:
+            exp_avg.lerp_(grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        else:
+            _blend_(exp_avg, exp_avg.lerp(grad, 1 - beta1), active)
+            _blend_(exp_avg_sq, exp_avg_sq * beta2 + (1 - beta2) * grad * grad, active)
         bias_correction1 = 1 - beta1**self.steps
         bias_correction2_sqrt = math.sqrt(1 - beta2**self.steps)
-        denom = exp_avg_sq.sqrt() / bias_correction2_sqrt + eps
-        _apply(param, param - (lr / bias_correction1) * exp_avg / denom, active)
+        denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+        if active is None:
+            param.addcdiv_(exp_avg * (lr / bias_correction1), denom, value=-1)
+        else:
+            _blend_(param, param - (lr / bias_correction1) * exp_avg / denom, active)
 
 
 class BatchedLamb(BatchedOptimizer):
@@ -146,21 +161,28 @@ class BatchedLamb(BatchedOptimizer):
         self.exp_avgs = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sqs = [torch.zeros_like(p) for p in self.params]
 
-    def _update(self, index: int, param: Tensor, grad: Tensor, lr: Tensor, active: Tensor) -> None:
+    def _update(self, index: int, param: Tensor, grad: Tensor, lr: Tensor, active: Tensor | None) -> None:
         beta1, beta2 = self.settings.get("betas", (0.9, 0.999))
         eps = float(self.settings.get("eps", 1e-6))
         weight_decay = float(self.settings.get("weight_decay", 0.0))
         exp_avg, exp_avg_sq = self.exp_avgs[index], self.exp_avg_sqs[index]
-        mask = _per_member(active, param)
-        exp_avg.copy_(torch.where(mask, exp_avg * beta1 + (1 - beta1) * grad, exp_avg))
-        exp_avg_sq.copy_(torch.where(mask, exp_avg_sq * beta2 + (1 - beta2) * grad * grad, exp_avg_sq))
+        if active is None:
+            exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        else:
+            _blend_(exp_avg, exp_avg * beta1 + (1 - beta1) * grad, active)
+            _blend_(exp_avg_sq, exp_avg_sq * beta2 + (1 - beta2) * grad * grad, active)
         adam_step = exp_avg / (exp_avg_sq.sqrt() + eps)
         if weight_decay:
-            adam_step = adam_step + weight_decay * param
+            adam_step.add_(param, alpha=weight_decay)
         weight_norm = _member_norms(param).clamp(0, 10)
         step_norm = _member_norms(adam_step)
         trust = torch.where((weight_norm > 0) & (step_norm > 0), weight_norm / step_norm, torch.ones_like(step_norm))
-        _apply(param, param - lr * _per_member(trust, param) * adam_step, active)
+        factor = lr * _per_member(trust, param)
+        if active is None:
+            param.addcmul_(adam_step, factor, value=-1)
+        else:
+            _blend_(param, param - factor * adam_step, active)
 
 
 class BatchedNero(BatchedOptimizer):
@@ -190,41 +212,41 @@ class BatchedNero(BatchedOptimizer):
         self.exp_avg_sqs = [torch.zeros_like(_neuron_norms(p)) for p in self.params]
 
     def _project(self, param: Tensor) -> None:
+        """Centre and/or normalise every neuron of every member of a stacked >1-D tensor, in place."""
         if param.dim() <= 2 or not (self.center or self.normalize):
             return
-        rows = param.reshape(param.shape[0], param.shape[1], -1)
+        rows = param.view(param.shape[0], param.shape[1], -1)
         if self.center:
-            rows = rows - rows.mean(dim=2, keepdim=True)
+            rows.sub_(rows.mean(dim=2, keepdim=True))
         if self.normalize:
             norms = torch.linalg.vector_norm(rows, dim=2, keepdim=True)
-            rows = rows / torch.where(norms > 0, norms, torch.ones_like(norms))
-        param.copy_(rows.reshape(param.shape))
+            rows.div_(torch.where(norms > 0, norms, torch.ones_like(norms)))
 
-    def _update(self, index: int, param: Tensor, grad: Tensor, lr: Tensor, active: Tensor) -> None:
+    def _update(self, index: int, param: Tensor, grad: Tensor, lr: Tensor, active: Tensor | None) -> None:
         beta = float(self.settings.get("beta", 0.999))
         exp_avg_sq = self.exp_avg_sqs[index]
-        grad_norms = _neuron_norms(grad)
-        exp_avg_sq.copy_(
-            torch.where(
-                _per_member(active, exp_avg_sq), exp_avg_sq * beta + (1 - beta) * grad_norms.square(), exp_avg_sq
-            )
-        )
-        bias_correction = 1 - beta**self.steps
-        denom = (exp_avg_sq / bias_correction).sqrt()
         if param.dim() > 2:
-            denom = denom.reshape(*denom.shape, *([1] * (param.dim() - 2)))
-        update = torch.where(denom > 0, grad / denom, torch.zeros_like(grad))
-        scale = _per_member(self.scales[index], param)
-        new_value = param - lr * scale * update
-        if param.dim() > 2 and (self.center or self.normalize):
-            rows = new_value.reshape(param.shape[0], param.shape[1], -1)
-            if self.center:
-                rows = rows - rows.mean(dim=2, keepdim=True)
-            if self.normalize:
-                norms = torch.linalg.vector_norm(rows, dim=2, keepdim=True)
-                rows = rows / torch.where(norms > 0, norms, torch.ones_like(norms))
-            new_value = rows.reshape(param.shape)
-        _apply(param, new_value, active)
+            grad_sq = grad.reshape(grad.shape[0], grad.shape[1], -1).square().sum(dim=2)
+        else:
+            grad_sq = grad.square()
+        if active is None:
+            exp_avg_sq.mul_(beta).add_(grad_sq, alpha=1 - beta)
+        else:
+            _blend_(exp_avg_sq, exp_avg_sq * beta + (1 - beta) * grad_sq, active)
+        denom = (exp_avg_sq / (1 - beta**self.steps)).sqrt_()
+        # lr * scale / sqrt(v_hat) per neuron (0 where v_hat is 0: a 0/0 becomes 0), then one fused update.
+        scale = self.scales[index].reshape(-1, *([1] * (denom.dim() - 1)))
+        lr_rows = lr.reshape(lr.shape[0], *([1] * (denom.dim() - 1)))
+        factor = torch.where(denom > 0, lr_rows * scale / denom, torch.zeros_like(denom))
+        if param.dim() > 2:
+            factor = factor.reshape(*factor.shape, *([1] * (param.dim() - 2)))
+        if active is None:
+            param.addcmul_(grad, factor, value=-1)
+            self._project(param)
+        else:
+            new_value = param - factor * grad
+            self._project(new_value)
+            _blend_(param, new_value, active)
 
 
 class BatchedMadam(BatchedOptimizer):
@@ -242,18 +264,20 @@ class BatchedMadam(BatchedOptimizer):
             self.bounds.append(torch.where(bound > 0, bound, torch.full_like(bound, 0.01 * p_scale)))
         self.exp_avg_sqs = [torch.zeros_like(p) for p in self.params]
 
-    def _update(self, index: int, param: Tensor, grad: Tensor, lr: Tensor, active: Tensor) -> None:
+    def _update(self, index: int, param: Tensor, grad: Tensor, lr: Tensor, active: Tensor | None) -> None:
         beta = float(self.settings.get("beta", 0.999))
         g_bound = float(self.settings.get("g_bound", 10.0))
         exp_avg_sq = self.exp_avg_sqs[index]
-        mask = _per_member(active, param)
-        exp_avg_sq.copy_(torch.where(mask, exp_avg_sq * beta + (1 - beta) * grad * grad, exp_avg_sq))
-        bias_correction = 1 - beta**self.steps
-        denom = (exp_avg_sq / bias_correction).sqrt()
-        g_normed = torch.where(denom > 0, grad / denom, torch.zeros_like(grad)).clamp(-g_bound, g_bound)
-        new_value = param * torch.exp(-lr * g_normed * torch.sign(param))
+        if active is None:
+            exp_avg_sq.mul_(beta).addcmul_(grad, grad, value=1 - beta)
+        else:
+            _blend_(exp_avg_sq, exp_avg_sq * beta + (1 - beta) * grad * grad, active)
+        denom = (exp_avg_sq / (1 - beta**self.steps)).sqrt_()
+        g_normed = torch.where(denom > 0, grad / denom, torch.zeros_like(grad)).clamp_(-g_bound, g_bound)
         bound = _per_member(self.bounds[index], param)
-        _apply(param, torch.maximum(torch.minimum(new_value, bound), -bound), active)
+        new_value = param * torch.exp(-lr * g_normed * torch.sign(param))
+        new_value = torch.maximum(torch.minimum(new_value, bound), -bound)
+        _blend_(param, new_value, active)
 
 
 BATCHED: dict[str, type[BatchedOptimizer]] = {

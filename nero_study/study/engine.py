@@ -26,9 +26,9 @@ from ray.tune import Callback, Stopper
 from sqlalchemy.orm import Session, sessionmaker
 
 from nero_study.store import repo
-from nero_study.study.execute import EventBuffer, run_bundle
 from nero_study.study.plan import plan_seed_repeats, plan_trials, tpe_space
 from nero_study.study.spec import SweepSpec
+from nero_study.study.trainables import bundle_trainable, tpe_trainable
 from nero_study.tasks.base import TrialSpec
 
 logger = logging.getLogger(__name__)
@@ -102,45 +102,6 @@ def choose_bundle_size(spec: SweepSpec, pending_in_task: int, slots: int, execut
     if execution == "batched":
         return max(1, math.ceil(pending_in_task / slots))  # one stacked run per slot
     return max(1, math.ceil(pending_in_task / (2 * slots)))
-
-
-def _bundle_trainable(config: dict[str, Any]) -> None:
-    """One Tune trial: run a bundle of trials, reporting their events in batches."""
-    import torch
-    from ray import tune
-
-    threads = int(config.get("threads", 1))
-    torch.set_num_threads(max(1, threads))
-    specs = [TrialSpec.from_dict(item) for item in config["work"]["bundle"]]
-    buffer = EventBuffer(lambda events: tune.report({"nero_events": events}), config.get("flush_seconds", 0.5))
-    used = run_bundle(specs, buffer.emit, execution=config["work"].get("execution", "packed"))
-    buffer.emit({"event": "execution", "member": -1, "mode": used})
-    buffer.flush()
-
-
-def _tpe_trainable(config: dict[str, Any]) -> None:
-    """One Tune trial proposed by Optuna's TPE: one trial at ``config['lr']``; reports its objective.
-
-    Tune checks that every report carries the searcher's metric, so the trial's events go in one
-    report at its end together with the objective (lower is better; a diverged or failed trial counts
-    as its metric at initialisation, as in the analysis).
-    """
-    import torch
-    from ray import tune
-
-    from nero_study.study.execute import run_member
-
-    torch.set_num_threads(max(1, int(config.get("threads", 1))))
-    spec = TrialSpec.from_dict({**config["base"], "lr": float(config["lr"])})
-    events: list[dict[str, Any]] = []
-    result = run_member(0, spec, events.append)
-    if result is None or result.status != "succeeded" or not math.isfinite(result.metric):
-        initial = result.initial_metric if result is not None else math.nan
-        value = initial if math.isfinite(initial) else 1e12
-        oriented = value if (result is None or result.lower_is_better) else -value
-    else:
-        oriented = result.metric if result.lower_is_better else -result.metric
-    tune.report({"nero_events": events, "objective": float(oriented)})
 
 
 class StoreWriter(Callback):
@@ -407,7 +368,7 @@ class SweepEngine:
 
         threads = max(1, int(resources["cpu"]))
         self._fit(
-            tune.with_resources(_bundle_trainable, resources),
+            tune.with_resources(bundle_trainable, resources),
             param_space={"work": tune.grid_search(bundles), "threads": threads},
             writer=writer,
             slots=slots,
@@ -527,7 +488,7 @@ class SweepEngine:
                     attempt=self.attempt,
                 )
                 self._fit(
-                    tune.with_resources(_tpe_trainable, resources),
+                    tune.with_resources(tpe_trainable, resources),
                     param_space={"base": base, "threads": max(1, int(resources["cpu"]))},
                     writer=writer,
                     slots=min(slots, remaining),
