@@ -94,6 +94,10 @@ def nero_study_engine(spec_data: dict[str, Any]) -> tuple[float, str, dict[str, 
 
 
 def start_ray(slots: int) -> None:
+    """Start local Ray and import every path's driver-side modules, so no timed run pays first imports."""
+    import ray.tune  # noqa: F401
+
+    import nero_study.store.repo  # noqa: F401
     from nero_study.study.engine import ensure_ray
 
     ensure_ray(num_cpus=slots)
