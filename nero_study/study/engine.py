@@ -347,8 +347,11 @@ class SweepEngine:
             execution = self._execution_mode(members)
             modes.add(execution)
             size = choose_bundle_size(self.spec, len(members), slots, execution)
-            for start in range(0, len(members), size):
-                chunk = members[start : start + size]
+            # Deal the trials round-robin: each bundle gets a mix of lrs, so bundles of early-diverging
+            # (short) trials and of long ones do not leave a slot idle at the end.
+            count = math.ceil(len(members) / size)
+            for first in range(count):
+                chunk = members[first::count]
                 bundles.append(
                     {
                         "trial_ids": [trial_id for trial_id, _ in chunk],
