@@ -176,6 +176,12 @@ class TrialContext:
             self.steps = max(self.steps, int(step))
         if not math.isfinite(value):
             raise Diverged(f"training loss became {value} at training step {self.losses_checked}")
+        ceiling = self.task.divergence_ceiling
+        if ceiling is not None and value > ceiling:
+            raise Diverged(
+                f"training loss {value:.4g} at training step {self.losses_checked} "
+                f"exceeds the task's ceiling {ceiling:g}"
+            )
         if self._first_loss is None:
             self._first_loss = value
         elif self._divergence_factor is not None:
@@ -213,7 +219,8 @@ class Task(ABC):
     chance_metric: ClassVar[float]
     kind: ClassVar[str] = "proxy"  # "proxy" (CPU) or "paper" (paper settings, GPU scale)
     default_device: ClassVar[str] = "cpu"  # "cpu", "cuda" or "auto" (cuda when available)
-    divergence_factor: ClassVar[float | None] = 5.0
+    divergence_factor: ClassVar[float | None] = 5.0  # diverged: loss above this many times the first loss
+    divergence_ceiling: ClassVar[float | None] = None  # diverged: loss above this absolute value
     budgets: ClassVar[dict[str, Any]]
 
     def config(self, budget: str, options: dict[str, Any] | None = None) -> Any:

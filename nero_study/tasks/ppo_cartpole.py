@@ -24,10 +24,11 @@ O(1). With a 4-number observation, Nero's zero-mean constraint on the first laye
 of the four input directions: measured, Nero plateaus around 140-180 here at lr 1e-3 to 1e-1, and reaches
 ~450 when the first layer alone is left unconstrained (seed 0, proxy budget).
 
-Divergence: the PPO loss is not a useful "far above its start" signal, so ``divergence_factor`` is None;
+Divergence: the PPO loss is not a useful "far above its start" signal, so ``divergence_factor`` is None and
+a loss above ``divergence_ceiling`` (100, with rewards scaled into [0, 1]) counts instead;
 a NaN/inf loss (``ctx.check_loss``) or a NaN/inf parameter after an update ends the trial as ``diverged``.
-With grad-norm clipping a huge lr usually stays finite: Adam at lr 10 blows the loss up to ~1e4 and
-collapses the policy (return below chance) but ends ``succeeded``; the metric shows the failure.
+With grad-norm clipping a huge lr usually stays finite: Adam at lr 10 blows the loss up to ~1e4 (and
+collapses the policy), which the ceiling turns into ``diverged``.
 The curve's ``step`` counts optimiser steps and ``epoch`` counts PPO iterations (rollout + update).
 
 Budgets: ``smoke`` seconds; ``proxy`` 4 envs x 128 steps, 120 iterations (61k environment steps,
@@ -169,6 +170,9 @@ class PPOCartPole(Task):
     kind: ClassVar[str] = "proxy"
     default_device: ClassVar[str] = "cpu"
     divergence_factor: ClassVar[float | None] = None
+    # Rewards are scaled into [0, 1], so a healthy PPO loss stays around 0.01-1; a loss above 100 means the
+    # value function blew up (e.g. Adam at lr 10), which is divergence even though nothing became NaN.
+    divergence_ceiling: ClassVar[float | None] = 100.0
     budgets: ClassVar[dict[str, Any]] = {
         "smoke": PPOCartPoleConfig(iterations=3, evals=1, rollout_steps=32, update_epochs=2, eval_episodes=2),
         "proxy": PPOCartPoleConfig(iterations=120, evals=8),
