@@ -23,6 +23,7 @@ from torch import nn
 
 from nero_study.data.digits import DIGITS_CLASSES, DIGITS_IMAGE_SHAPE, load_digits_split
 from nero_study.tasks.base import Task, TaskConfigError, TrialContext
+from nero_study.tasks.cifar10_resnet18 import BasicBlock  # the same block as the paper's ResNet-18
 from nero_study.tasks.common import (
     batchnorm_gain_penalty,
     classification_error,
@@ -31,28 +32,6 @@ from nero_study.tasks.common import (
     train_supervised,
 )
 from nero_study.tasks.models_small import check_positive
-
-
-class BasicBlock(nn.Module):
-    """Two 3x3 conv-BN layers with a residual connection (a 1x1 conv-BN projection when shapes differ)."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_channels),
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return torch.relu(out + self.shortcut(x))
 
 
 class SmallResNet(nn.Module):
