@@ -21,6 +21,7 @@ DIGITS_SPLIT_SEED = 20210101
 DIGITS_TRAIN_SIZE = 1440
 DIGITS_TEST_SIZE = 357
 DIGITS_IMAGE_SHAPE = (1, 8, 8)
+DIGITS_FEATURES = 64  # pixels per flattened image (the tensors hold images as rows of 64)
 DIGITS_CLASSES = 10
 
 

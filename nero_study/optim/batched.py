@@ -14,6 +14,7 @@ reach the others.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -40,7 +41,7 @@ def _neuron_norms(tensor: Tensor) -> Tensor:
     return tensor.abs()
 
 
-class BatchedOptimizer:
+class BatchedOptimizer(ABC):
     """Base: stacked parameters, a per-member base lr, and ``step(grads, active, lr_factor)``."""
 
     #: settings this batched form implements; anything else falls back to packed execution
@@ -70,8 +71,9 @@ class BatchedOptimizer:
         for index, (param, grad) in enumerate(zip(self.params, grads, strict=True)):
             self._update(index, param, grad, _per_member(lrs, param), mask)
 
+    @abstractmethod
     def _update(self, index: int, param: Tensor, grad: Tensor, lr: Tensor, active: Tensor | None) -> None:
-        raise NotImplementedError
+        """Update stacked tensor ``index`` in place; ``active`` None means every member is live."""
 
 
 def _blend_(target: Tensor, new_value: Tensor, active: Tensor | None) -> None:

@@ -13,6 +13,7 @@ at most one dimension (biases, norm gains) are handled elementwise and never con
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -31,6 +32,33 @@ _VALID_CONSTRAINTS = "True, False, 'both', 'mean', 'norm', 'none'"
 # they are when an optimiser is built, so that rebuilding Nero on weights it has trained (to resume from a
 # checkpoint) does not move them.
 _ALREADY_PROJECTED_ULPS = 64
+
+
+def gather_group(
+    optimizer: torch.optim.Optimizer,
+    group: dict,
+    keys: tuple[str, ...],
+    init_state: Callable[[Tensor, dict], None],
+) -> tuple[list[Tensor], list[Tensor], list[list[Tensor]]]:
+    """The bookkeeping every optimiser's ``step`` shares: the group's parameters that have a gradient, their
+    gradients, and per key of ``keys`` the list of that state tensor (``init_state(param, group)`` fills an
+    empty state first). Sparse gradients are refused, naming the optimiser."""
+    params: list[Tensor] = []
+    grads: list[Tensor] = []
+    states: list[list[Tensor]] = [[] for _ in keys]
+    for param in group["params"]:
+        if param.grad is None:
+            continue
+        if param.grad.is_sparse:
+            raise RuntimeError(f"{type(optimizer).__name__} does not support sparse gradients")
+        state = optimizer.state[param]
+        if not state:
+            init_state(param, group)
+        params.append(param)
+        grads.append(param.grad)
+        for bucket, key in zip(states, keys, strict=True):
+            bucket.append(state[key])
+    return params, grads, states
 
 
 def parse_constraints(constraints: bool | str) -> tuple[bool, bool]:

@@ -97,6 +97,13 @@ class Lamb(Optimizer):
         )
         super().add_param_group(param_group)
 
+    def _init_state(self, param: Tensor, group: dict[str, Any]) -> None:
+        """Both moments start at zero; ``step`` only counts (LAMB as used here has no bias correction)."""
+        state = self.state[param]
+        state["step"] = torch.tensor(0.0)
+        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One LAMB step for every parameter that has a gradient; returns the closure's loss if given."""
@@ -105,26 +112,9 @@ class Lamb(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params: list[Tensor] = []
-            grads: list[Tensor] = []
-            exp_avgs: list[Tensor] = []
-            exp_avg_sqs: list[Tensor] = []
-            steps: list[Tensor] = []
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                if param.grad.is_sparse:
-                    raise RuntimeError("Lamb does not support sparse gradients")
-                state = self.state[param]
-                if not state:
-                    state["step"] = torch.tensor(0.0)
-                    state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                params.append(param)
-                grads.append(param.grad)
-                exp_avgs.append(state["exp_avg"])
-                exp_avg_sqs.append(state["exp_avg_sq"])
-                steps.append(state["step"])
+            params, grads, (exp_avgs, exp_avg_sqs, steps) = functional.gather_group(
+                self, group, ("exp_avg", "exp_avg_sq", "step"), self._init_state
+            )
             if not params:
                 continue
             beta1, beta2 = group["betas"]

@@ -90,24 +90,9 @@ class Madam(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params: list[Tensor] = []
-            grads: list[Tensor] = []
-            exp_avg_sqs: list[Tensor] = []
-            max_magnitudes: list[Tensor] = []
-            steps: list[Tensor] = []
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                if param.grad.is_sparse:
-                    raise RuntimeError("Madam does not support sparse gradients")
-                state = self.state[param]
-                if not state:
-                    self._init_state(param, group)
-                params.append(param)
-                grads.append(param.grad)
-                exp_avg_sqs.append(state["exp_avg_sq"])
-                max_magnitudes.append(state["max"])
-                steps.append(state["step"])
+            params, grads, (exp_avg_sqs, max_magnitudes, steps) = functional.gather_group(
+                self, group, ("exp_avg_sq", "max", "step"), self._init_state
+            )
             if params:
                 functional.madam(
                     params,

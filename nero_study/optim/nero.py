@@ -116,24 +116,9 @@ class Nero(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params: list[Tensor] = []
-            grads: list[Tensor] = []
-            exp_avg_sqs: list[Tensor] = []
-            scales: list[Tensor] = []
-            steps: list[Tensor] = []
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                if param.grad.is_sparse:
-                    raise RuntimeError("Nero does not support sparse gradients")
-                state = self.state[param]
-                if not state:
-                    self._init_state(param, group)
-                params.append(param)
-                grads.append(param.grad)
-                exp_avg_sqs.append(state["exp_avg_sq"])
-                scales.append(state["scale"])
-                steps.append(state["step"])
+            params, grads, (exp_avg_sqs, scales, steps) = functional.gather_group(
+                self, group, ("exp_avg_sq", "scale", "step"), self._init_state
+            )
             if not params:
                 continue
             center, normalize = parse_constraints(group["constraints"])

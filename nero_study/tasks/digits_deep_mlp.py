@@ -24,10 +24,10 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from nero_study.data.digits import DIGITS_CLASSES, load_digits_split
+from nero_study.data.digits import DIGITS_CLASSES, DIGITS_FEATURES
 from nero_study.tasks.base import Task, TaskConfigError, TrialContext
 from nero_study.tasks.common import ExponentialSchedule, SupervisedSetup
-from nero_study.tasks.models_small import MLP, check_positive
+from nero_study.tasks.models_small import MLP, check_positive, digits_setup
 
 
 @dataclass(frozen=True)
@@ -64,20 +64,10 @@ class DigitsDeepMLP(Task):
 
     def supervised_setup(self, config: DigitsDeepMLPConfig) -> SupervisedSetup:
         """The run as data: the same setup trains one model here or K stacked members (batched lrs)."""
-        data = load_digits_split()
-        return SupervisedSetup(
-            make_model=lambda: MLP(
-                data.train_x.shape[1], config.width, config.depth, DIGITS_CLASSES, activation_gain=math.sqrt(2)
-            ),
-            train_x=data.train_x,
-            train_y=data.train_y,
-            test_x=data.test_x,
-            test_y=data.test_y,
-            batch_size=config.batch_size,
-            epochs=config.epochs,
-            evals_per_epoch=config.evals_per_epoch,
-            max_steps=config.max_steps,
-            schedule=ExponentialSchedule(config.lr_decay),
+        return digits_setup(
+            config,
+            lambda: MLP(DIGITS_FEATURES, config.width, config.depth, DIGITS_CLASSES, activation_gain=math.sqrt(2)),
+            ExponentialSchedule(config.lr_decay),
         )
 
     def train(self, config: DigitsDeepMLPConfig, ctx: TrialContext) -> None:

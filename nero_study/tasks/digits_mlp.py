@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from nero_study.data.digits import DIGITS_CLASSES, load_digits_split
+from nero_study.data.digits import DIGITS_CLASSES, DIGITS_FEATURES
 from nero_study.tasks.base import Task, TrialContext
 from nero_study.tasks.common import SupervisedSetup
-from nero_study.tasks.models_small import MLP, check_positive
+from nero_study.tasks.models_small import MLP, check_positive, digits_setup
 
 
 @dataclass(frozen=True)
@@ -49,18 +49,7 @@ class DigitsMLP(Task):
 
     def supervised_setup(self, config: DigitsMLPConfig) -> SupervisedSetup:
         """The run as data: the same setup trains one model here or K stacked members (batched lrs)."""
-        data = load_digits_split()
-        return SupervisedSetup(
-            make_model=lambda: MLP(data.train_x.shape[1], config.width, config.depth, DIGITS_CLASSES),
-            train_x=data.train_x,
-            train_y=data.train_y,
-            test_x=data.test_x,
-            test_y=data.test_y,
-            batch_size=config.batch_size,
-            epochs=config.epochs,
-            evals_per_epoch=config.evals_per_epoch,
-            max_steps=config.max_steps,
-        )
+        return digits_setup(config, lambda: MLP(DIGITS_FEATURES, config.width, config.depth, DIGITS_CLASSES))
 
     def train(self, config: DigitsMLPConfig, ctx: TrialContext) -> None:
         self.supervised_setup(config).run(ctx)

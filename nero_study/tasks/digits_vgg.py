@@ -18,10 +18,10 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from nero_study.data.digits import DIGITS_CLASSES, DIGITS_IMAGE_SHAPE, load_digits_split
+from nero_study.data.digits import DIGITS_CLASSES, DIGITS_IMAGE_SHAPE
 from nero_study.tasks.base import Task, TrialContext
 from nero_study.tasks.common import SupervisedSetup
-from nero_study.tasks.models_small import check_positive
+from nero_study.tasks.models_small import check_positive, digits_setup
 
 
 class SmallVGG(nn.Module):
@@ -74,18 +74,7 @@ class DigitsVGG(Task):
 
     def supervised_setup(self, config: DigitsVGGConfig) -> SupervisedSetup:
         """The run as data: the same setup trains one model here or K stacked members (batched lrs)."""
-        data = load_digits_split()
-        return SupervisedSetup(
-            make_model=lambda: SmallVGG(config.width),
-            train_x=data.train_x,
-            train_y=data.train_y,
-            test_x=data.test_x,
-            test_y=data.test_y,
-            batch_size=config.batch_size,
-            epochs=config.epochs,
-            evals_per_epoch=config.evals_per_epoch,
-            max_steps=config.max_steps,
-        )
+        return digits_setup(config, lambda: SmallVGG(config.width))
 
     def train(self, config: DigitsVGGConfig, ctx: TrialContext) -> None:
         self.supervised_setup(config).run(ctx)

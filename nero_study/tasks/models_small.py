@@ -7,12 +7,15 @@ generator that :func:`nero_study.tasks.run_trial` seeds with the trial's seed.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
+from nero_study.data.digits import load_digits_split
 from nero_study.tasks.base import TaskConfigError
+from nero_study.tasks.common import SupervisedSetup, constant_schedule
 
 
 class MLP(nn.Module):
@@ -61,3 +64,23 @@ def check_positive(config: Any, *names: str) -> None:
         value = getattr(config, name)
         if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
             raise TaskConfigError(f"Invalid {name}: {value!r}; must be a positive number")
+
+
+def digits_setup(
+    config: Any, make_model: Callable[[], nn.Module], schedule: Callable[[float], float] | None = None
+) -> SupervisedSetup:
+    """A digits classifier's run as data (the fixed split, the config's batch, epochs and cadence), shared
+    by the stackable digits tasks so that one run and K batched members see the same data and schedule."""
+    data = load_digits_split()
+    return SupervisedSetup(
+        make_model=make_model,
+        train_x=data.train_x,
+        train_y=data.train_y,
+        test_x=data.test_x,
+        test_y=data.test_y,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        evals_per_epoch=config.evals_per_epoch,
+        max_steps=config.max_steps,
+        schedule=schedule or constant_schedule,
+    )
