@@ -7,12 +7,13 @@ several apps with different settings can live in one process (the tests make one
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, authenticate, unauthorized
 from nero_study.settings import Settings
@@ -28,8 +29,11 @@ bearer_scheme = HTTPBearer(
 )
 
 
-def get_settings(request: Request) -> Settings:
-    """The app's settings."""
+T = TypeVar("T")
+
+
+async def get_settings(request: Request) -> Settings:
+    """The app's settings (``async``: a plain attribute read needs no worker thread)."""
     return request.app.state.settings
 
 
@@ -37,6 +41,21 @@ def get_session(request: Request) -> Iterator[Session]:
     """One database session per request, closed (and rolled back unless committed) at the end."""
     with request.app.state.session_factory() as session:
         yield session
+
+
+async def in_session(request: Request, work: Callable[[Session], T]) -> T:
+    """``work(session)`` in one worker thread with its own session, closed afterwards.
+
+    For the hot read endpoints (listings): an ``async`` endpoint that calls this crosses to a worker thread
+    once, where a sync endpoint with ``SessionDep`` crosses for the session, the endpoint and the response
+    validation. Exceptions (an ``HTTPException`` for a 404) propagate to the caller.
+    """
+
+    def call() -> T:
+        with request.app.state.session_factory() as session:
+            return work(session)
+
+    return await run_in_threadpool(call)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

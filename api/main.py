@@ -9,6 +9,7 @@ Run it with ``uvicorn --factory api.main:create_app``.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -51,6 +52,17 @@ def _should_migrate(settings: Settings, migrate: bool | None) -> bool:
     return bool(getattr(settings, "migrate_on_startup", False))
 
 
+def warm_up() -> None:
+    """Validate a sweep spec once, before the first request needs to.
+
+    Validation builds each optimiser, and the first optimiser built imports torch's lazy parts (dynamo,
+    sympy: about 800 modules, a second of CPU) that would otherwise land on the first submission.
+    """
+    from nero_study.study.spec import demo_spec
+
+    demo_spec()
+
+
 def create_app(settings: Settings | None = None, *, migrate: bool | None = None) -> FastAPI:
     """The nero-study API for ``settings`` (from the environment when ``None``).
 
@@ -67,6 +79,12 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
         if run_migrations:
             logger.info("migrating the database to the newest revision")
             await run_in_threadpool(db.upgrade, engine)
+        await run_in_threadpool(warm_up)
+        # Everything loaded so far (torch and its lazy parts, pydantic models, the registries) lives as long
+        # as the process; freezing it keeps the collector's full passes off it. Without this, full passes
+        # over those objects paused all requests for 50-270 ms at a time (benchmarks/api_load.py).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

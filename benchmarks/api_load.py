@@ -49,6 +49,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def planned(spec: dict[str, Any]) -> int:
+    from nero_study.study.plan import count_trials
+    from nero_study.study.spec import SweepSpec
+
+    limit = {"max_trials_per_sweep": 10**9}
+    return count_trials(SweepSpec.model_validate({**spec, "max_trials": 10**9}, context=limit))
+
+
 def populate(url: str, *, trials: int, sweeps: int, proposed_index: bool = False, seed: int = 0) -> str:
     """Migrate the database and store the big sweep (``trials`` finished trials) and ``sweeps`` small ones.
 
@@ -68,9 +76,11 @@ def populate(url: str, *, trials: int, sweeps: int, proposed_index: bool = False
         "seeds": list(range(100)),
     }
     with factory() as session:
+        # Stored with their planned trial counts, as the API and the CLI store a submitted sweep.
+        small = {**spec, "seeds": [0]}
         for index in range(sweeps):
-            repo.create_sweep(session, spec={**spec, "seeds": [0]}, name=f"small sweep {index}")
-        big = repo.create_sweep(session, spec=spec, name="load test: 10k trials")
+            repo.create_sweep(session, spec=small, name=f"small sweep {index}", planned_trials=planned(small))
+        big = repo.create_sweep(session, spec=spec, name="load test: 10k trials", planned_trials=planned(spec))
         items = []
         for index in range(trials):
             task, label = TASKS[index % len(TASKS)], LABELS[(index // len(TASKS)) % len(LABELS)]

@@ -1161,6 +1161,13 @@ def planned_trials(sweep_id: str, spec: Mapping[str, Any]) -> int | None:
     return _planned_trials(sweep_id, json.dumps(dict(spec), sort_keys=True, default=str))
 
 
+def sweep_planned_trials(sweep: Any) -> int | None:
+    """The count stored with the sweep at submission, else counted from its spec (sweeps stored before it)."""
+    if getattr(sweep, "planned_trials", None) is not None:
+        return int(sweep.planned_trials)
+    return planned_trials(sweep.id, dict(sweep.spec or {}))
+
+
 def safe_analysis(trials: pd.DataFrame) -> tuple[SweepAnalysis, str | None]:
     """The analysis of ``trials``, or an empty one and the reason when the trials cannot be analysed."""
     try:
@@ -1197,7 +1204,7 @@ def load_sweep_snapshot(session: Session, *, sweep_id: str, with_curves: bool = 
         execution=sweep.execution,
         cancel_requested=bool(sweep.cancel_requested),
         counts=dict(counts),
-        planned_trials=planned_trials(sweep.id, spec),
+        planned_trials=sweep_planned_trials(sweep),
         trials=trials,
         analysis=analysis,
         analysis_error=error,
@@ -1253,6 +1260,7 @@ __all__ = [
     "performance_profile_info",
     "planned_trials",
     "profile_score_rows",
+    "sweep_planned_trials",
     "progress_bar",
     "robustness_rows",
     "safe_analysis",

@@ -257,6 +257,7 @@ def sweep(
 
     from nero_study.store import db as store_db
     from nero_study.store import repo
+    from nero_study.study.plan import count_trials
     from workers.worker import SweepWorker
 
     spec = _load_spec(spec_path)
@@ -269,7 +270,11 @@ def sweep(
     worker = SweepWorker(settings, owner=f"cli:{_host_pid()}")
     with worker.session_factory() as session:
         record = repo.create_sweep(
-            session, spec=spec.model_dump(mode="json"), name=spec.name or spec_path, idempotency_key=key
+            session,
+            spec=spec.model_dump(mode="json"),
+            name=spec.name or spec_path,
+            idempotency_key=key,
+            planned_trials=count_trials(spec),
         )
         sweep_id, status = record.id, record.status
     if status == "succeeded":
@@ -477,13 +482,19 @@ def serve(
     settings = settings.model_copy(update=updates)
     store_db.upgrade(settings.database_url)
     if demo and settings.seed_demo:
+        from nero_study.study.plan import count_trials
         from nero_study.study.spec import demo_spec
 
         factory = store_db.session_factory(store_db.make_engine(settings.database_url))
         with factory() as session:
             if repo.list_sweeps(session, offset=0, limit=1)[1] == 0:
                 spec = demo_spec()
-                created = repo.create_sweep(session, spec=spec.model_dump(mode="json"), name=spec.name or "demo")
+                created = repo.create_sweep(
+                    session,
+                    spec=spec.model_dump(mode="json"),
+                    name=spec.name or "demo",
+                    planned_trials=count_trials(spec),
+                )
                 console.print(f"submitted demo sweep {created.id}")
     env = {**os.environ, "NERO_STUDY_DATABASE_URL": settings.database_url}
     children = [

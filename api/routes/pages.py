@@ -70,7 +70,7 @@ def sweeps_page(
         dashboard_data.sweep_list_item(
             sweep,
             counts=repo.sweep_counts(session, sweep_id=sweep.id),
-            planned=dashboard_data.planned_trials(sweep.id, dict(sweep.spec or {})),
+            planned=dashboard_data.sweep_planned_trials(sweep),
         )
         for sweep in sweeps
     ]

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import SessionDep, SettingsDep, TokenDep
+from api.deps import SessionDep, SettingsDep, TokenDep, in_session
 from api.errors import ERROR_RESPONSES
 from api.schemas import (
     PAPER_SWEEP_EXAMPLE,
@@ -33,7 +33,6 @@ from api.schemas import (
     SweepPublic,
     SweepsPublic,
     SweepStatus,
-    TrialPublic,
     TrialsPublic,
     TrialStatus,
     json_safe,
@@ -41,6 +40,7 @@ from api.schemas import (
 from nero_study.settings import Settings
 from nero_study.store import repo
 from nero_study.store.models import Sweep
+from nero_study.study.plan import count_trials
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +191,8 @@ class PlannedTrials:
         self._max_entries = max_entries
 
     def get(self, sweep: Sweep, settings: Settings) -> int | None:
+        if sweep.planned_trials is not None:
+            return sweep.planned_trials  # counted at submission (migration 0002 onwards)
         with self._lock:
             if sweep.id in self._values:
                 self._values.move_to_end(sweep.id)
@@ -204,7 +206,6 @@ class PlannedTrials:
 
 
 def _count_planned(spec: dict[str, Any], settings: Settings) -> int | None:
-    from nero_study.study.plan import count_trials
     from nero_study.study.spec import SweepSpec
 
     try:
@@ -278,7 +279,7 @@ def stored_spec(spec: SweepCreate) -> dict[str, Any]:
 
 
 def _create_or_replay(
-    session: Session, *, spec: dict[str, Any], name: str, idempotency_key: str | None
+    session: Session, *, spec: dict[str, Any], name: str, idempotency_key: str | None, planned_trials: int
 ) -> tuple[Sweep, bool]:
     """``repo.create_sweep`` and whether this call inserted the sweep (``False``: an idempotent replay)."""
     inserted: list[object] = []
@@ -288,7 +289,9 @@ def _create_or_replay(
 
     sa.event.listen(session, "pending_to_persistent", on_insert)
     try:
-        sweep = repo.create_sweep(session, spec=spec, name=name, idempotency_key=idempotency_key)
+        sweep = repo.create_sweep(
+            session, spec=spec, name=name, idempotency_key=idempotency_key, planned_trials=planned_trials
+        )
     finally:
         sa.event.remove(session, "pending_to_persistent", on_insert)
     return sweep, any(instance is sweep for instance in inserted)
@@ -326,7 +329,13 @@ def create_sweep(
     """
     name = spec.name or default_name(spec)
     try:
-        sweep, created = _create_or_replay(session, spec=stored_spec(spec), name=name, idempotency_key=idempotency_key)
+        sweep, created = _create_or_replay(
+            session,
+            spec=stored_spec(spec),
+            name=name,
+            idempotency_key=idempotency_key,
+            planned_trials=count_trials(spec),
+        )
     except repo.IdempotencyKeyReused as exc:
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from None
     if created:
@@ -338,9 +347,8 @@ def create_sweep(
 
 
 @router.get("", response_model=SweepsPublic, summary="List sweeps, newest first")
-def read_sweeps(
+async def read_sweeps(
     request: Request,
-    session: SessionDep,
     settings: SettingsDep,
     status_filter: Annotated[
         SweepStatus | None, Query(alias="status", description="Only sweeps in this status")
@@ -349,19 +357,28 @@ def read_sweeps(
     limit: Annotated[int, Query(ge=1, le=MAX_SWEEPS_PAGE, description="Page size")] = 50,
 ) -> SweepsPublic:
     """A page of sweeps with their progress counts; ``total`` counts all that match ``status``."""
-    sweeps, total = repo.list_sweeps(session, status=status_filter, offset=offset, limit=limit)
-    counts = repo.sweep_counts_many(session, sweep_ids=[sweep.id for sweep in sweeps])
-    planned = _planned_cache(request)
-    data = [
-        sweep_public(sweep, counts=counts[sweep.id], planned_trials=planned.get(sweep, settings)) for sweep in sweeps
-    ]
-    return SweepsPublic(data=data, total=total, offset=offset, limit=limit)
+
+    def page(session: Session) -> SweepsPublic:
+        sweeps, total = repo.list_sweeps(session, status=status_filter, offset=offset, limit=limit)
+        counts = repo.sweep_counts_many(session, sweep_ids=[sweep.id for sweep in sweeps])
+        planned = _planned_cache(request)
+        data = [
+            sweep_public(sweep, counts=counts[sweep.id], planned_trials=planned.get(sweep, settings))
+            for sweep in sweeps
+        ]
+        return SweepsPublic(data=data, total=total, offset=offset, limit=limit)
+
+    return await in_session(request, page)
 
 
 @router.get("/{sweep_id}", response_model=SweepPublic, summary="Read a sweep", responses=_NOT_FOUND)
-def read_sweep(sweep_id: SweepId, request: Request, session: SessionDep, settings: SettingsDep) -> SweepPublic:
+async def read_sweep(sweep_id: SweepId, request: Request, settings: SettingsDep) -> SweepPublic:
     """The sweep's spec, status, trial counts by status, timestamps, error and execution mode."""
-    return _present(request, session, settings, _get_or_404(session, sweep_id))
+
+    def present(session: Session) -> SweepPublic:
+        return _present(request, session, settings, _get_or_404(session, sweep_id))
+
+    return await in_session(request, present)
 
 
 @router.post(
@@ -416,9 +433,9 @@ def _check_filter(sweep: Sweep, field: str, value: str | None, valid: list[str])
 
 
 @router.get("/{sweep_id}/trials", response_model=TrialsPublic, summary="List a sweep's trials", responses=_NOT_FOUND)
-def read_sweep_trials(
+async def read_sweep_trials(
     sweep_id: SweepId,
-    session: SessionDep,
+    request: Request,
     status_filter: Annotated[
         TrialStatus | None, Query(alias="status", description="Only trials in this status")
     ] = None,
@@ -429,24 +446,28 @@ def read_sweep_trials(
     ] = None,
     offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_TRIALS_PAGE, description="Page size")] = 100,
-) -> TrialsPublic:
+) -> dict[str, Any]:
     """A page of the sweep's trials (by id); filters must name a task, label or optimiser of the sweep."""
-    sweep = _get_or_404(session, sweep_id)
-    _check_filter(sweep, "task", task, _spec_values(sweep, "tasks"))
-    _check_filter(sweep, "label", label, _spec_values(sweep, "labels"))
-    _check_filter(sweep, "optimizer", optimizer, _spec_values(sweep, "optimizers"))
-    trials, total = repo.list_trials(
-        session,
-        sweep_id=sweep.id,
-        status=status_filter,
-        task=task,
-        label=label,
-        optimizer=optimizer,
-        offset=offset,
-        limit=limit,
-    )
-    data = [TrialPublic.model_validate(trial) for trial in trials]
-    return TrialsPublic(data=data, total=total, offset=offset, limit=limit)
+
+    def page(session: Session) -> dict[str, Any]:
+        sweep = _get_or_404(session, sweep_id)
+        _check_filter(sweep, "task", task, _spec_values(sweep, "tasks"))
+        _check_filter(sweep, "label", label, _spec_values(sweep, "labels"))
+        _check_filter(sweep, "optimizer", optimizer, _spec_values(sweep, "optimizers"))
+        rows, total = repo.trial_rows(
+            session,
+            sweep_id=sweep.id,
+            status=status_filter,
+            task=task,
+            label=label,
+            optimizer=optimizer,
+            offset=offset,
+            limit=limit,
+        )
+        # Plain dicts: FastAPI validates them into ``TrialsPublic`` once, then pydantic writes the JSON.
+        return {"data": rows, "total": total, "offset": offset, "limit": limit}
+
+    return await in_session(request, page)
 
 
 class AnalysisPublic(BaseModel):

@@ -149,6 +149,8 @@ class Sweep(Base):
     error: Mapped[str | None] = mapped_column(sa.Text)
     execution: Mapped[str | None] = mapped_column(sa.String(32))
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    #: Trials the spec plans, counted when the sweep is submitted (``None`` for sweeps stored before 0002).
+    planned_trials: Mapped[int | None] = mapped_column(sa.Integer)
 
     trials: Mapped[list[Trial]] = relationship(
         back_populates="sweep", cascade="all, delete-orphan", passive_deletes=True

@@ -165,11 +165,18 @@ def hash_token(token: str) -> str:
 
 
 def create_sweep(
-    session: Session, *, spec: Mapping[str, Any], name: str, idempotency_key: str | None = None
+    session: Session,
+    *,
+    spec: Mapping[str, Any],
+    name: str,
+    idempotency_key: str | None = None,
+    planned_trials: int | None = None,
 ) -> Sweep:
     """Queue a new sweep, or return the sweep already created with the same ``idempotency_key``.
 
-    Raises :class:`IdempotencyKeyReused` when the key exists with a different name or spec.
+    ``planned_trials``: the number of trials the spec plans (``nero_study.study.plan.count_trials``), kept
+    so that listings show progress without validating every spec again. Raises
+    :class:`IdempotencyKeyReused` when the key exists with a different name or spec.
     """
     spec = dict(spec)
 
@@ -188,7 +195,9 @@ def create_sweep(
     found = existing_for_key()
     if found is not None:
         return found
-    sweep = Sweep(name=name, spec=spec, idempotency_key=idempotency_key, status="queued")
+    sweep = Sweep(
+        name=name, spec=spec, idempotency_key=idempotency_key, status="queued", planned_trials=planned_trials
+    )
     try:
         with _write(session):
             session.add(sweep)
@@ -533,6 +542,25 @@ def pending_trials(session: Session, *, sweep_id: str) -> list[Trial]:
     return trials
 
 
+def _trial_filters(
+    sweep_id: str,
+    status: str | Sequence[str] | None,
+    task: str | None,
+    optimizer: str | None,
+    label: str | None,
+) -> list[Any]:
+    conditions = [Trial.sweep_id == sweep_id]
+    if status is not None:
+        conditions.append(Trial.status.in_([status] if isinstance(status, str) else list(status)))
+    if task is not None:
+        conditions.append(Trial.task == task)
+    if optimizer is not None:
+        conditions.append(Trial.optimizer == optimizer)
+    if label is not None:
+        conditions.append(Trial.label == label)
+    return conditions
+
+
 def list_trials(
     session: Session,
     *,
@@ -545,15 +573,7 @@ def list_trials(
     limit: int = 100,
 ) -> tuple[list[Trial], int]:
     """A page of the sweep's trials (by id) matching the filters, and the total number that match."""
-    conditions = [Trial.sweep_id == sweep_id]
-    if status is not None:
-        conditions.append(Trial.status.in_([status] if isinstance(status, str) else list(status)))
-    if task is not None:
-        conditions.append(Trial.task == task)
-    if optimizer is not None:
-        conditions.append(Trial.optimizer == optimizer)
-    if label is not None:
-        conditions.append(Trial.label == label)
+    conditions = _trial_filters(sweep_id, status, task, optimizer, label)
     query = (
         sa.select(Trial)
         .where(*conditions)
@@ -566,6 +586,32 @@ def list_trials(
         total = session.scalar(sa.select(sa.func.count()).select_from(Trial).where(*conditions)) or 0
         items = list(session.scalars(query))
     return items, total
+
+
+def trial_rows(
+    session: Session,
+    *,
+    sweep_id: str,
+    status: str | Sequence[str] | None = None,
+    task: str | None = None,
+    optimizer: str | None = None,
+    label: str | None = None,
+    offset: int = 0,
+    limit: int = 100,
+) -> tuple[list[dict[str, Any]], int]:
+    """:func:`list_trials` as plain dicts of column values, for read-only listings (the API's pages).
+
+    The same page and total without building ORM objects, which cost more than the query for a page of 100.
+    """
+    conditions = _trial_filters(sweep_id, status, task, optimizer, label)
+    table = Trial.__table__
+    query = sa.select(table).where(*conditions).order_by(table.c.id).offset(offset).limit(limit)
+    with _read(session):
+        total = session.scalar(sa.select(sa.func.count()).select_from(table).where(*conditions)) or 0
+        result = session.execute(query)
+        keys = list(result.keys())
+        rows = [dict(zip(keys, row, strict=True)) for row in result]
+    return rows, total
 
 
 def mark_trial_running(

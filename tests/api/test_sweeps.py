@@ -49,6 +49,23 @@ def test_submit_queues_the_sweep_with_its_planned_trial_count(client: TestClient
     assert again.json()["created_at"] == sweep["created_at"]
 
 
+def test_planned_count_is_stored_at_submission_and_listed(client: TestClient, session: Session) -> None:
+    sweep = client.post("/api/sweeps", json=QUICK_SPEC, headers=AUTH).json()
+
+    assert repo.get_sweep(session, sweep_id=sweep["id"]).planned_trials == 6
+    listed = client.get("/api/sweeps").json()["data"]
+    assert [(s["id"], s["planned_trials"]) for s in listed] == [(sweep["id"], 6)]
+
+
+def test_sweep_stored_without_a_planned_count_is_counted_from_its_spec(client: TestClient, session: Session) -> None:
+    # A sweep written before migration 0002 (or by a tool that does not count): NULL planned_trials.
+    old = repo.create_sweep(session, spec={**QUICK_SPEC, "lrs": [0.1, 1.0]}, name="old")
+    assert old.planned_trials is None
+
+    assert client.get(f"/api/sweeps/{old.id}").json()["planned_trials"] == 6  # 2 lrs + each default lr
+    assert client.get("/api/sweeps").json()["data"][0]["planned_trials"] == 6
+
+
 def test_unnamed_sweep_gets_a_descriptive_name(client: TestClient, submit: Submit) -> None:
     spec = {key: value for key, value in QUICK_SPEC.items() if key != "name"}
     assert submit(spec)["name"] == "digits-mlp x nero, adam (grid)"

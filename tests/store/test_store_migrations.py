@@ -27,9 +27,9 @@ def test_upgrade_from_empty_creates_the_tables_at_head(empty_db_url, tmp_path, m
         assert TABLES.isdisjoint(sa.inspect(engine).get_table_names())
         db.upgrade(empty_db_url)
         assert TABLES <= set(sa.inspect(engine).get_table_names())
-        assert db.current_revision(engine) == db.head_revision() == "0001"
+        assert db.current_revision(engine) == db.head_revision() == "0002"
         db.upgrade(empty_db_url)  # a second upgrade is a no-op
-        assert db.current_revision(engine) == "0001"
+        assert db.current_revision(engine) == "0002"
     finally:
         engine.dispose()
 
@@ -44,6 +44,28 @@ def test_migrated_schema_matches_the_models(empty_db_url):
     finally:
         engine.dispose()
     assert differences == []
+
+
+def test_upgrade_from_0001_keeps_sweeps_and_leaves_their_planned_count_unknown(empty_db_url):
+    engine = db.make_engine(empty_db_url)
+    try:
+        with engine.begin() as connection:
+            config = db.alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0001")
+            connection.exec_driver_sql(
+                "INSERT INTO sweeps (id, name, spec, status, created_at, updated_at, cancel_requested, attempts) "
+                "VALUES ('a' , 'before 0002', '{}', 'queued', '2026-11-01 00:00:00', '2026-11-01 00:00:00', false, 0)"
+            )
+        db.upgrade(empty_db_url)
+        factory = db.session_factory(engine)
+        with factory() as session:
+            sweep = repo.get_sweep(session, sweep_id="a")
+            assert (sweep.name, sweep.planned_trials) == ("before 0002", None)
+            new = repo.create_sweep(session, spec={}, name="after", planned_trials=12)
+            assert repo.get_sweep(session, sweep_id=new.id).planned_trials == 12
+    finally:
+        engine.dispose()
 
 
 def test_unique_key_and_indexes_exist(db_url):
@@ -121,6 +143,6 @@ def test_alembic_command_line_uses_the_packaged_ini(tmp_path):
     assert completed.returncode == 0, completed.stderr
     engine = db.make_engine(url)
     try:
-        assert db.current_revision(engine) == "0001"
+        assert db.current_revision(engine) == "0002"
     finally:
         engine.dispose()
