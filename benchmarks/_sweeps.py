@@ -58,26 +58,41 @@ def _bare_trainable(config: dict[str, Any]) -> None:
     torch.set_num_threads(1)
     result = run_trial(TrialSpec.from_dict(config["spec"]))
     metric = result.metric if math.isfinite(result.metric) else 1e9
-    tune.report({"metric": metric, "status": result.status})
+    tune.report({"metric": metric, "status": result.status, "trial_wall_s": result.wall_s})
 
 
-def bare_tuner(specs: list[Any], slots: int) -> float:
-    """What a user would write by hand: one Tune trial per spec, ``reuse_actors=True``."""
+def bare_tuner(specs: list[Any], slots: int) -> tuple[float, float]:
+    """What a user would write by hand: one Tune trial per spec, ``reuse_actors=True``.
+
+    Returns the wall time and the trials' own training time summed (each trial times itself).
+    """
     from ray import tune
+
+    own: list[float] = []
+
+    class TrialTimes(tune.Callback):  # the trials' own times, from their reports (no result files needed)
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            own.append(float(result.get("trial_wall_s", 0.0)))
 
     start = time.perf_counter()
     tuner = tune.Tuner(
         tune.with_resources(_bare_trainable, {"cpu": 1}),
         param_space={"spec": tune.grid_search([spec.to_dict() for spec in specs])},
         tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=slots),
-        run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(prefix="bench-bare-"), verbose=0),
+        run_config=tune.RunConfig(
+            storage_path=tempfile.mkdtemp(prefix="bench-bare-"), verbose=0, callbacks=[TrialTimes()]
+        ),
     )
     tuner.fit()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, sum(own)
 
 
-def nero_study_engine(spec_data: dict[str, Any]) -> tuple[float, str, dict[str, int]]:
-    """nero-study's own path: store the sweep in a fresh SQLite file and run it through the engine."""
+def nero_study_engine(spec_data: dict[str, Any]) -> tuple[float, str, dict[str, int], float]:
+    """nero-study's own path: store the sweep in a fresh SQLite file and run it through the engine.
+
+    Returns the wall time, the execution mode used, the trial counts by status, and the trials' own
+    training time summed as stored (for batched members: each member's share of its stacked run).
+    """
     from nero_study.store import db, repo
     from nero_study.study.engine import SweepEngine
     from nero_study.study.spec import SweepSpec
@@ -90,7 +105,11 @@ def nero_study_engine(spec_data: dict[str, Any]) -> tuple[float, str, dict[str, 
         sweep = repo.create_sweep(session, spec=spec.model_dump(mode="json"), name="bench")
     start = time.perf_counter()
     outcome = SweepEngine(session_factory=factory, sweep_id=sweep.id, spec=spec).run()
-    return time.perf_counter() - start, outcome.execution, outcome.counts
+    wall = time.perf_counter() - start
+    with factory() as session:
+        trials, _ = repo.list_trials(session, sweep_id=sweep.id, limit=100_000)
+    compute = sum(trial.wall_s or 0.0 for trial in trials)
+    return wall, outcome.execution, outcome.counts, compute
 
 
 def start_ray(slots: int) -> None:

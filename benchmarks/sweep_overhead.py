@@ -35,10 +35,10 @@ def main() -> None:
     print(f"{len(specs)} trials of {args.task} at the {args.budget} budget, {args.slots} slots")
     compute_s, _ = sequential_compute(specs)
     start_ray(args.slots)
-    rows = [Timing("bare Tune Tuner (reuse_actors)", bare_tuner(specs, args.slots), len(specs))]
-    wall, execution, counts = nero_study_engine({**spec_data, "execution": "separate"})
+    rows = [Timing("bare Tune Tuner (reuse_actors)", bare_tuner(specs, args.slots)[0], len(specs))]
+    wall, execution, counts, _ = nero_study_engine({**spec_data, "execution": "separate"})
     rows.append(Timing("nero-study, separate", wall, len(specs), f"{execution} {counts}"))
-    wall, execution, counts = nero_study_engine({**spec_data, "execution": "packed"})
+    wall, execution, counts, _ = nero_study_engine({**spec_data, "execution": "packed"})
     rows.append(Timing("nero-study, packed", wall, len(specs), f"{execution} {counts}"))
     print_table(rows, compute_s, args.slots, reference="bare Tune Tuner (reuse_actors)")
     bare, separate = rows[0].wall_s, rows[1].wall_s

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -27,6 +30,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def test_digits_are_read_as_scikit_learn_loads_them_without_importing_it():
+    from sklearn.datasets import load_digits
+
+    from nero_study.data.digits import _read_digits
+
+    data, target = _read_digits()
+    bunch = load_digits()
+    assert np.array_equal(data, bunch.data) and np.array_equal(target, bunch.target)
+    # A fresh process (a new Ray worker) loads the split without paying scikit-learn's import.
+    code = (
+        "import sys; from nero_study.data.digits import load_digits_split; load_digits_split(); "
+        "print('sklearn' in sys.modules)"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "False"
 
 
 def test_digits_split_is_fixed_1440_train_357_test_standardised_with_train_statistics():
