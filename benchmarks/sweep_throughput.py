@@ -9,9 +9,10 @@ Two measures of overhead per trial, because this 2-core machine's speed drifts b
   the slots spent on anything else (Ray and Tune start-up, imports in fresh workers, data loading,
   reporting, store writes), measured in the same run. Per trial, that is the issue's "overhead per trial
   over the trials' own compute". Not for batched (its members share one stacked run).
-* fixed + marginal: each Ray path runs at n and 3n trials; the difference splits its wall time into a
-  fixed start-up cost and a marginal cost per trial, whose excess over the one-by-one compute per slot
-  is the marginal overhead.
+* fixed + marginal: each Ray path runs at n and 3n trials; the difference splits that in-run overhead
+  into a fixed start-up part and a marginal part per trial (what one more trial costs beyond its own
+  training). For batched, the same split of its wall time gives its marginal cost per trial, compared
+  with the one-by-one compute per trial ("x marginal").
 
 Targets on a 2-core machine: (b) <= 0.1 s of overhead per trial; (c) >= 1.5x the throughput of running
 the trials one by one in one process. ``--repeats`` runs the Ray paths again, interleaved, and prints each
@@ -23,6 +24,7 @@ repeat's figures (medians at the end). Usage:
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 
 from _sweeps import bare_tuner, lr_grid, nero_study_engine, sequential_compute, start_ray
@@ -71,21 +73,27 @@ def main() -> None:
                 walls[name][n], own[name][n] = wall, trial_s
                 notes[name] = f"ran as {execution}"
         print(f"\nrepeat {repeat + 1}/{args.repeats}")
-        print(f"{'path':<26}{'wall n':>8}{'wall 3n':>8}{'in-run ovh/trial n':>20}{'fixed s':>9}{'s/trial':>9}"
-              f"{'marg. ovh/trial':>17}{'x 1-by-1 (n)':>14}{'x marginal':>12}")
-        print(f"{'one by one, one process':<26}{compute_s:>8.2f}{3 * compute_s:>8.2f}{'':>20}{0:>9.2f}"
-              f"{per_trial:>9.3f}{'':>17}{1:>14.2f}{1:>12.2f}")
+        print(f"{'path':<26}{'wall n':>8}{'wall 3n':>8}{'ovh/trial n':>13}{'ovh fixed s':>13}{'ovh marg./trial':>17}"
+              f"{'s/trial':>9}{'x 1-by-1 (n)':>14}{'x marginal':>12}")
+        print(f"{'one by one, one process':<26}{compute_s:>8.2f}{3 * compute_s:>8.2f}{'':>13}{'':>13}{'':>17}"
+              f"{per_trial:>9.3f}{1:>14.2f}{1:>12.2f}")
         for name in PATHS:
             wall = walls[name]
             marginal = (wall[large] - wall[small]) / (large - small)
-            fixed = wall[small] - marginal * small
-            overhead = marginal - per_trial / args.slots
-            in_run = (wall[small] - own[name][small] / args.slots) / small
-            in_run_text = "(shared runs)" if name == PATHS[2] else f"{in_run:.3f}"
             speedup = compute_s / wall[small]
-            summary[name].append((in_run, overhead, speedup, per_trial / marginal))
-            print(f"{name:<26}{wall[small]:>8.2f}{wall[large]:>8.2f}{in_run_text:>20}{fixed:>9.2f}{marginal:>9.3f}"
-                  f"{overhead:>17.3f}{speedup:>14.2f}{per_trial / marginal:>12.2f}  {notes.get(name, '')}")
+            if name == PATHS[2]:  # batched members share stacked runs: no per-trial own time to subtract
+                in_run, fixed, marginal_overhead = math.nan, math.nan, math.nan
+                columns = f"{'shared runs':>13}{'':>13}{'':>17}"
+            else:
+                # slot-seconds not spent inside a trial, at n and at 3n: a fixed part and a part per trial
+                idle = {size: wall[size] - own[name][size] / args.slots for size in sizes}
+                marginal_overhead = (idle[large] - idle[small]) / (large - small)
+                fixed = idle[small] - marginal_overhead * small
+                in_run = idle[small] / small
+                columns = f"{in_run:>13.3f}{fixed:>13.2f}{marginal_overhead:>17.3f}"
+            summary[name].append((in_run, marginal_overhead, speedup, per_trial / marginal))
+            print(f"{name:<26}{wall[small]:>8.2f}{wall[large]:>8.2f}{columns}{marginal:>9.3f}{speedup:>14.2f}"
+                  f"{per_trial / marginal:>12.2f}  {notes.get(name, '')}")
 
     def median(name: str, field: int) -> float:
         return statistics.median(row[field] for row in summary[name])
