@@ -52,15 +52,27 @@ def _should_migrate(settings: Settings, migrate: bool | None) -> bool:
     return bool(getattr(settings, "migrate_on_startup", False))
 
 
-def warm_up() -> None:
-    """Validate a sweep spec once, before the first request needs to.
+_frozen = False
 
-    Validation builds each optimiser, and the first optimiser built imports torch's lazy parts (dynamo,
-    sympy: about 800 modules, a second of CPU) that would otherwise land on the first submission.
+
+def freeze_long_lived_objects() -> None:
+    """Load what requests will need, then move every object so far out of the garbage collector's way.
+
+    Validating a spec builds each optimiser, and the first optimiser built imports torch's lazy parts
+    (dynamo, sympy: about 800 modules, a second of CPU) that would otherwise land on the first
+    submission. Those objects, torch's and the registries', live as long as the process; once frozen,
+    the collector's full passes skip them. Without this, full passes paused all requests for 50-270 ms
+    at a time (benchmarks/api_load.py). Once per process (several apps may share one, as in the tests).
     """
+    global _frozen
+    if _frozen:
+        return
     from nero_study.study.spec import demo_spec
 
     demo_spec()
+    gc.collect()
+    gc.freeze()
+    _frozen = True
 
 
 def create_app(settings: Settings | None = None, *, migrate: bool | None = None) -> FastAPI:
@@ -79,12 +91,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
         if run_migrations:
             logger.info("migrating the database to the newest revision")
             await run_in_threadpool(db.upgrade, engine)
-        await run_in_threadpool(warm_up)
-        # Everything loaded so far (torch and its lazy parts, pydantic models, the registries) lives as long
-        # as the process; freezing it keeps the collector's full passes off it. Without this, full passes
-        # over those objects paused all requests for 50-270 ms at a time (benchmarks/api_load.py).
-        gc.collect()
-        gc.freeze()
+        await run_in_threadpool(freeze_long_lived_objects)
         try:
             yield
         finally:

@@ -138,3 +138,22 @@ def test_openapi_lists_401_on_reads_only_when_reads_need_a_token(database_url: s
     assert "401" not in open_schema["paths"]["/api/tasks"]["get"]["responses"]
     assert "401" in closed_schema["paths"]["/api/tasks"]["get"]["responses"]
     assert closed_schema["paths"]["/api/sweeps"]["get"]["security"] == [{"HTTPBearer": []}]
+
+
+def test_app_start_up_loads_what_requests_need_and_freezes_it(database_url: str) -> None:
+    # In a fresh process: after start-up, torch's lazily imported parts are loaded and the long-lived
+    # objects are frozen, so the first submission and later full GC passes do not pause requests.
+    code = (
+        "import gc, sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "from api.main import create_app\n"
+        "from nero_study.settings import Settings\n"
+        f"app = create_app(Settings(database_url={database_url!r}), migrate=True)\n"
+        "before = 'torch._dynamo' in sys.modules, gc.get_freeze_count()\n"
+        "with TestClient(app) as client:\n"
+        "    assert client.get('/healthz').status_code == 200\n"
+        "    print(before, 'torch._dynamo' in sys.modules, gc.get_freeze_count() > 100_000)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip().splitlines()[-1] == "(False, 0) True True"
