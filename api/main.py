@@ -107,7 +107,6 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory
-    app.state.planned_trials = sweeps.PlannedTrials()
     install_error_handlers(app)
 
     # Reads are open unless settings say otherwise; then the same token check guards them as well.

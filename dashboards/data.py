@@ -19,8 +19,6 @@ Conventions:
 
 from __future__ import annotations
 
-import functools
-import json
 import math
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -1143,31 +1141,6 @@ def sweep_version(status: str, counts: Mapping[str, int]) -> str:
     return status + ":" + ",".join(f"{k}={int(counts[k])}" for k in sorted(counts))
 
 
-@functools.lru_cache(maxsize=4096)
-def _planned_trials(sweep_id: str, spec_json: str) -> int | None:
-    from pydantic import ValidationError
-
-    from nero_study.study.plan import count_trials
-    from nero_study.study.spec import SweepSpec
-
-    try:
-        return count_trials(SweepSpec.model_validate(json.loads(spec_json)))
-    except (ValidationError, ValueError, TypeError, KeyError):
-        return None  # a spec stored under older rules: the count is unknown, the sweep still shows
-
-
-def planned_trials(sweep_id: str, spec: Mapping[str, Any]) -> int | None:
-    """How many trials the sweep's spec plans (cached: a stored spec never changes); ``None`` if unknown."""
-    return _planned_trials(sweep_id, json.dumps(dict(spec), sort_keys=True, default=str))
-
-
-def sweep_planned_trials(sweep: Any) -> int | None:
-    """The count stored with the sweep at submission, else counted from its spec (sweeps stored before it)."""
-    if getattr(sweep, "planned_trials", None) is not None:
-        return int(sweep.planned_trials)
-    return planned_trials(sweep.id, dict(sweep.spec or {}))
-
-
 def safe_analysis(trials: pd.DataFrame) -> tuple[SweepAnalysis, str | None]:
     """The analysis of ``trials``, or an empty one and the reason when the trials cannot be analysed."""
     try:
@@ -1180,6 +1153,7 @@ def load_sweep_snapshot(session: Session, *, sweep_id: str, with_curves: bool = 
     """Read a sweep, its trial counts and trials, analyse them and (``with_curves``) load the learning curves
     of each optimiser's best-lr trial, all through :mod:`nero_study.store.repo`. ``None`` for an unknown id."""
     from nero_study.store import repo
+    from nero_study.study.plan import stored_planned_trials  # lazily: it validates specs (torch)
 
     sweep = repo.get_sweep(session, sweep_id=sweep_id)
     if sweep is None:
@@ -1204,7 +1178,7 @@ def load_sweep_snapshot(session: Session, *, sweep_id: str, with_curves: bool = 
         execution=sweep.execution,
         cancel_requested=bool(sweep.cancel_requested),
         counts=dict(counts),
-        planned_trials=sweep_planned_trials(sweep),
+        planned_trials=stored_planned_trials(sweep),
         trials=trials,
         analysis=analysis,
         analysis_error=error,
@@ -1258,9 +1232,7 @@ __all__ = [
     "optimizer_colors",
     "paper_tables",
     "performance_profile_info",
-    "planned_trials",
     "profile_score_rows",
-    "sweep_planned_trials",
     "progress_bar",
     "robustness_rows",
     "safe_analysis",

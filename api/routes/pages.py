@@ -19,6 +19,7 @@ from api.deps import SessionDep
 from dashboards import data as dashboard_data
 from dashboards import pages
 from nero_study.store import repo
+from nero_study.study.plan import stored_planned_trials
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -70,7 +71,7 @@ def sweeps_page(
         dashboard_data.sweep_list_item(
             sweep,
             counts=repo.sweep_counts(session, sweep_id=sweep.id),
-            planned=dashboard_data.sweep_planned_trials(sweep),
+            planned=stored_planned_trials(sweep),
         )
         for sweep in sweeps
     ]

@@ -10,8 +10,6 @@ import io
 import json
 import logging
 import math
-import threading
-from collections import OrderedDict
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -40,7 +38,7 @@ from api.schemas import (
 from nero_study.settings import Settings
 from nero_study.store import repo
 from nero_study.store.models import Sweep
-from nero_study.study.plan import count_trials
+from nero_study.study.plan import count_trials, stored_planned_trials
 
 logger = logging.getLogger(__name__)
 
@@ -182,43 +180,6 @@ async def read_sweep_spec(request: Request, settings: SettingsDep) -> SweepCreat
 # --- presenting ---------------------------------------------------------------------------------------
 
 
-class PlannedTrials:
-    """Planned trial counts by sweep id (specs never change, and validating one builds optimisers)."""
-
-    def __init__(self, max_entries: int = 10_000) -> None:
-        self._values: OrderedDict[str, int | None] = OrderedDict()
-        self._lock = threading.Lock()
-        self._max_entries = max_entries
-
-    def get(self, sweep: Sweep, settings: Settings) -> int | None:
-        if sweep.planned_trials is not None:
-            return sweep.planned_trials  # counted at submission (migration 0002 onwards)
-        with self._lock:
-            if sweep.id in self._values:
-                self._values.move_to_end(sweep.id)
-                return self._values[sweep.id]
-        value = _count_planned(sweep.spec, settings)
-        with self._lock:
-            self._values[sweep.id] = value
-            while len(self._values) > self._max_entries:
-                self._values.popitem(last=False)
-        return value
-
-
-def _count_planned(spec: dict[str, Any], settings: Settings) -> int | None:
-    from nero_study.study.spec import SweepSpec
-
-    try:
-        parsed = SweepSpec.model_validate(spec, context={"max_trials_per_sweep": settings.max_trials_per_sweep})
-    except (ValidationError, ValueError):
-        return None  # stored under older rules or registries; the count is unknown, the sweep still shows
-    return count_trials(parsed)
-
-
-def _planned_cache(request: Request) -> PlannedTrials:
-    return request.app.state.planned_trials
-
-
 def sweep_public(sweep: Sweep, *, counts: dict[str, int], planned_trials: int | None) -> SweepPublic:
     """The API's view of a stored sweep."""
     base = f"/api/sweeps/{sweep.id}"
@@ -250,7 +211,7 @@ def sweep_public(sweep: Sweep, *, counts: dict[str, int], planned_trials: int | 
 
 def _present(request: Request, session: Session, settings: Settings, sweep: Sweep) -> SweepPublic:
     counts = repo.sweep_counts(session, sweep_id=sweep.id)
-    return sweep_public(sweep, counts=counts, planned_trials=_planned_cache(request).get(sweep, settings))
+    return sweep_public(sweep, counts=counts, planned_trials=stored_planned_trials(sweep))
 
 
 def _get_or_404(session: Session, sweep_id: str) -> Sweep:
@@ -361,9 +322,8 @@ async def read_sweeps(
     def page(session: Session) -> SweepsPublic:
         sweeps, total = repo.list_sweeps(session, status=status_filter, offset=offset, limit=limit)
         counts = repo.sweep_counts_many(session, sweep_ids=[sweep.id for sweep in sweeps])
-        planned = _planned_cache(request)
         data = [
-            sweep_public(sweep, counts=counts[sweep.id], planned_trials=planned.get(sweep, settings))
+            sweep_public(sweep, counts=counts[sweep.id], planned_trials=stored_planned_trials(sweep))
             for sweep in sweeps
         ]
         return SweepsPublic(data=data, total=total, offset=offset, limit=limit)

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -160,6 +162,29 @@ def count_trials(spec: SweepSpec) -> int:
     return per_task * len(spec.tasks)
 
 
+def stored_planned_trials(sweep: Any) -> int | None:
+    """How many trials a stored sweep plans: the count stored at submission (``sweep.planned_trials``),
+    else counted from its stored spec, for sweeps stored before migration 0002 (cached per sweep: a
+    stored spec never changes, and validating one builds its optimisers). ``None`` when the stored spec
+    no longer validates (older rules or registries): the sweep still shows, its count is unknown.
+    """
+    if getattr(sweep, "planned_trials", None) is not None:
+        return int(sweep.planned_trials)
+    return _count_stored_spec(str(sweep.id), json.dumps(dict(sweep.spec or {}), sort_keys=True, default=str))
+
+
+@functools.lru_cache(maxsize=4096)
+def _count_stored_spec(sweep_id: str, spec_json: str) -> int | None:
+    from pydantic import ValidationError
+
+    try:
+        # The limit applied when the sweep was submitted; counting it now must not depend on today's.
+        spec = SweepSpec.model_validate(json.loads(spec_json), context={"max_trials_per_sweep": 10**9})
+    except (ValidationError, ValueError, TypeError, KeyError):
+        return None
+    return count_trials(spec)
+
+
 __all__ = [
     "Phase",
     "PlannedTrial",
@@ -168,5 +193,6 @@ __all__ = [
     "make_trial_spec",
     "plan_seed_repeats",
     "plan_trials",
+    "stored_planned_trials",
     "tpe_space",
 ]
