@@ -35,7 +35,6 @@ from api.schemas import (
     TrialStatus,
     json_safe,
 )
-from nero_study.settings import Settings
 from nero_study.store import repo
 from nero_study.store.models import Sweep
 from nero_study.study.plan import count_trials, stored_planned_trials
@@ -209,7 +208,7 @@ def sweep_public(sweep: Sweep, *, counts: dict[str, int], planned_trials: int | 
     )
 
 
-def _present(request: Request, session: Session, settings: Settings, sweep: Sweep) -> SweepPublic:
+def _present(session: Session, sweep: Sweep) -> SweepPublic:
     counts = repo.sweep_counts(session, sweep_id=sweep.id)
     return sweep_public(sweep, counts=counts, planned_trials=stored_planned_trials(sweep))
 
@@ -277,10 +276,8 @@ def _create_or_replay(
 def create_sweep(
     principal: TokenDep,
     spec: Annotated[SweepCreate, Depends(read_sweep_spec)],
-    request: Request,
     response: Response,
     session: SessionDep,
-    settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> SweepPublic:
     """Validate the spec, check its planned trial count against the limit, and queue it.
@@ -304,13 +301,12 @@ def create_sweep(
     else:
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = f"/api/sweeps/{sweep.id}"
-    return _present(request, session, settings, sweep)
+    return _present(session, sweep)
 
 
 @router.get("", response_model=SweepsPublic, summary="List sweeps, newest first")
 async def read_sweeps(
     request: Request,
-    settings: SettingsDep,
     status_filter: Annotated[
         SweepStatus | None, Query(alias="status", description="Only sweeps in this status")
     ] = None,
@@ -332,11 +328,11 @@ async def read_sweeps(
 
 
 @router.get("/{sweep_id}", response_model=SweepPublic, summary="Read a sweep", responses=_NOT_FOUND)
-async def read_sweep(sweep_id: SweepId, request: Request, settings: SettingsDep) -> SweepPublic:
+async def read_sweep(sweep_id: SweepId, request: Request) -> SweepPublic:
     """The sweep's spec, status, trial counts by status, timestamps, error and execution mode."""
 
     def present(session: Session) -> SweepPublic:
-        return _present(request, session, settings, _get_or_404(session, sweep_id))
+        return _present(session, _get_or_404(session, sweep_id))
 
     return await in_session(request, present)
 
@@ -352,7 +348,7 @@ async def read_sweep(sweep_id: SweepId, request: Request, settings: SettingsDep)
     },
 )
 def cancel_sweep(
-    principal: TokenDep, sweep_id: SweepId, request: Request, session: SessionDep, settings: SettingsDep
+    principal: TokenDep, sweep_id: SweepId, session: SessionDep
 ) -> SweepPublic:
     """A queued sweep is cancelled at once; a running one stops within seconds (its worker sees the request).
 
@@ -364,7 +360,7 @@ def cancel_sweep(
     if sweep.status in ("succeeded", "failed"):
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=f"Sweep {sweep.id} has already {sweep.status}")
     logger.info("cancel of sweep %s requested by %s", sweep.id, principal.name)
-    return _present(request, session, settings, sweep)
+    return _present(session, sweep)
 
 
 def _spec_values(sweep: Sweep, key: str) -> list[str]:
