@@ -91,8 +91,11 @@ def bare_tuner(specs: list[Any], slots: int) -> tuple[float, float]:
     return time.perf_counter() - start, sum(own)
 
 
-def nero_study_engine(spec_data: dict[str, Any]) -> tuple[float, str, dict[str, int], float]:
+def nero_study_engine(spec_data: dict[str, Any], pools: Any = None) -> tuple[float, str, dict[str, int], float]:
     """nero-study's own path: store the sweep in a fresh SQLite file and run it through the engine.
+
+    ``pools`` (a :class:`nero_study.study.pool.WarmPools`): run on its warm runners, as a worker does
+    from its second sweep on; ``None``: a fresh Tune experiment for this sweep, as `nero-study sweep`.
 
     Returns the wall time, the execution mode used, the trial counts by status, and the trials' own
     training time summed as stored (for batched members: each member's share of its stacked run).
@@ -108,7 +111,7 @@ def nero_study_engine(spec_data: dict[str, Any]) -> tuple[float, str, dict[str, 
     with factory() as session:
         sweep = repo.create_sweep(session, spec=spec.model_dump(mode="json"), name="bench")
     start = time.perf_counter()
-    outcome = SweepEngine(session_factory=factory, sweep_id=sweep.id, spec=spec).run()
+    outcome = SweepEngine(session_factory=factory, sweep_id=sweep.id, spec=spec, pools=pools).run()
     wall = time.perf_counter() - start
     with factory() as session:
         trials, _ = repo.list_trials(session, sweep_id=sweep.id, limit=100_000)

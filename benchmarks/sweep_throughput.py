@@ -3,6 +3,12 @@
 (a) a bare Ray Tune Tuner with actor reuse, (b) nero-study packed, (c) nero-study batched, against the
 trials run one by one in one process (no Ray, measured again in each repeat, while Ray sits idle).
 
+nero-study's paths run twice: on a fresh Tune experiment for the sweep ("fresh": `nero-study sweep`, or
+a worker's first sweep, which pays Ray worker start-up and torch imports), and on warm runners
+("warm": a worker's later sweeps; ``nero_study.study.pool``). The warm pool is started, and warmed by
+one small untimed sweep, after the fresh paths in each repeat and closed before the next (its idle
+runners hold the slots).
+
 Two measures of overhead per trial, because this 2-core machine's speed drifts between runs:
 
 * in-run: each trial times its own training (``wall_s``), so ``wall - sum(wall_s) / slots`` is the time
@@ -29,7 +35,14 @@ import statistics
 
 from _sweeps import bare_tuner, lr_grid, nero_study_engine, sequential_compute, start_ray
 
-PATHS = ("(a) bare Tune Tuner", "(b) nero-study packed", "(c) nero-study batched")
+PATHS = (
+    "(a) bare Tune Tuner",
+    "(b) packed, fresh Tune run",
+    "(c) batched, fresh Tune run",
+    "(b) packed, warm runners",
+    "(c) batched, warm runners",
+)
+BATCHED = {PATHS[2], PATHS[4]}
 
 
 def main() -> None:
@@ -44,6 +57,7 @@ def main() -> None:
 
     from nero_study.optim.registry import get_optimizer
     from nero_study.study.plan import plan_trials
+    from nero_study.study.pool import WarmPools
     from nero_study.study.spec import SweepSpec
 
     def spec_data(n: int) -> dict:
@@ -72,16 +86,27 @@ def main() -> None:
                 wall, execution, _counts, trial_s = nero_study_engine({**spec_data(n), "execution": mode})
                 walls[name][n], own[name][n] = wall, trial_s
                 notes[name] = f"ran as {execution}"
+        pools = WarmPools()
+        try:
+            warm_up, *_ = nero_study_engine({**spec_data(2), "execution": "packed"}, pools)
+            notes[PATHS[3]] = f"pool started by an untimed 2-trial sweep: {warm_up:.2f} s"
+            for n in sizes:
+                for mode, name in (("packed", PATHS[3]), ("batched", PATHS[4])):
+                    wall, execution, _counts, trial_s = nero_study_engine({**spec_data(n), "execution": mode}, pools)
+                    walls[name][n], own[name][n] = wall, trial_s
+                    notes.setdefault(name, f"ran as {execution}")
+        finally:
+            pools.close()
         print(f"\nrepeat {repeat + 1}/{args.repeats}")
-        print(f"{'path':<26}{'wall n':>8}{'wall 3n':>8}{'ovh/trial n':>13}{'ovh fixed s':>13}{'ovh marg./trial':>17}"
+        print(f"{'path':<28}{'wall n':>8}{'wall 3n':>8}{'ovh/trial n':>13}{'ovh fixed s':>13}{'ovh marg./trial':>17}"
               f"{'s/trial':>9}{'x 1-by-1 (n)':>14}{'x marginal':>12}")
-        print(f"{'one by one, one process':<26}{compute_s:>8.2f}{3 * compute_s:>8.2f}{'':>13}{'':>13}{'':>17}"
+        print(f"{'one by one, one process':<28}{compute_s:>8.2f}{3 * compute_s:>8.2f}{'':>13}{'':>13}{'':>17}"
               f"{per_trial:>9.3f}{1:>14.2f}{1:>12.2f}")
         for name in PATHS:
             wall = walls[name]
             marginal = (wall[large] - wall[small]) / (large - small)
             speedup = compute_s / wall[small]
-            if name == PATHS[2]:  # batched members share stacked runs: no per-trial own time to subtract
+            if name in BATCHED:  # batched members share stacked runs: no per-trial own time to subtract
                 in_run, fixed, marginal_overhead = math.nan, math.nan, math.nan
                 columns = f"{'shared runs':>13}{'':>13}{'':>17}"
             else:
@@ -92,7 +117,7 @@ def main() -> None:
                 in_run = idle[small] / small
                 columns = f"{in_run:>13.3f}{fixed:>13.2f}{marginal_overhead:>17.3f}"
             summary[name].append((in_run, marginal_overhead, speedup, per_trial / marginal))
-            print(f"{name:<26}{wall[small]:>8.2f}{wall[large]:>8.2f}{columns}{marginal:>9.3f}{speedup:>14.2f}"
+            print(f"{name:<28}{wall[small]:>8.2f}{wall[large]:>8.2f}{columns}{marginal:>9.3f}{speedup:>14.2f}"
                   f"{per_trial / marginal:>12.2f}  {notes.get(name, '')}")
 
     def median(name: str, field: int) -> float:
@@ -101,10 +126,11 @@ def main() -> None:
     print(f"\nmedians over {args.repeats} repeat(s)")
     a_in_run, a_marginal = median(PATHS[0], 0), median(PATHS[0], 1)
     print(f"(a) bare Tuner overhead per trial: in-run {a_in_run:.3f} s, marginal {a_marginal:.3f} s")
-    print(f"(b) packed overhead per trial: in-run {median(PATHS[1], 0):.3f} s (start-up included), marginal "
-          f"{median(PATHS[1], 1):.3f} s (target <= 0.1)")
-    print(f"(c) batched throughput vs one by one: {median(PATHS[2], 2):.2f}x for the whole n={small} run "
-          f"(start-up included), {median(PATHS[2], 3):.2f}x marginal (target >= 1.5)")
+    for packed, batched in ((PATHS[1], PATHS[2]), (PATHS[3], PATHS[4])):
+        print(f"{packed}: overhead per trial in-run {median(packed, 0):.3f} s (start-up included), marginal "
+              f"{median(packed, 1):.3f} s (target <= 0.1)")
+        print(f"{batched}: throughput vs one by one {median(batched, 2):.2f}x for the whole n={small} run "
+              f"(start-up included), {median(batched, 3):.2f}x marginal (target >= 1.5)")
 
 
 if __name__ == "__main__":

@@ -267,7 +267,8 @@ def sweep(
     key = "cli:" + hashlib.sha256(canonical.encode()).hexdigest()
     if new:
         key = f"{key}:{uuid.uuid4().hex}"
-    worker = SweepWorker(settings, owner=f"cli:{_host_pid()}")
+    # One sweep in the foreground: nothing to keep warm for (the worker's pool pays off from its second sweep).
+    worker = SweepWorker(settings, owner=f"cli:{_host_pid()}", warm_pool=False)
     with worker.session_factory() as session:
         record = repo.create_sweep(
             session,

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from nero_study.settings import Settings
 from nero_study.store import db, repo
 from nero_study.study.engine import ProgressHook, SweepEngine, SweepProgress, ensure_ray
+from nero_study.study.pool import WarmPools
 from nero_study.study.spec import SweepSpec
 
 logger = logging.getLogger("nero_study.worker")
@@ -67,12 +68,15 @@ class _Heartbeat(threading.Thread):
 class SweepWorker:
     """Claims and runs sweeps until stopped (SIGTERM/SIGINT) or, with ``once``, after one sweep."""
 
-    def __init__(self, settings: Settings | None = None, *, owner: str | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, owner: str | None = None, warm_pool: bool = True) -> None:
         self.settings = settings or Settings()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.engine = db.make_engine(self.settings.database_url)
         self.session_factory = db.session_factory(self.engine)
         self.stopping = threading.Event()
+        # Trial processes kept warm between sweeps: a later sweep starts without Ray Tune's start-up.
+        idle = self.settings.warm_pool_idle_seconds
+        self.pools = WarmPools(idle_seconds=idle) if warm_pool and idle > 0 else None
 
     def install_signal_handlers(self) -> None:
         def handle(signum: int, frame: FrameType | None) -> None:
@@ -91,19 +95,29 @@ class SweepWorker:
         """Process sweeps; returns how many were run. ``idle_timeout`` stops after that long with no work."""
         processed = 0
         idle_since = time.monotonic()
-        while not self.stopping.is_set():
-            claimed = self.claim()
-            if claimed is None:
-                if once or (idle_timeout is not None and time.monotonic() - idle_since > idle_timeout):
+        try:
+            while not self.stopping.is_set():
+                claimed = self.claim()
+                if claimed is None:
+                    if once or (idle_timeout is not None and time.monotonic() - idle_since > idle_timeout):
+                        break
+                    if self.pools is not None:
+                        self.pools.close_if_idle()
+                    self.stopping.wait(self.settings.poll_seconds)
+                    continue
+                self.process(*claimed)
+                processed += 1
+                idle_since = time.monotonic()
+                if once:
                     break
-                self.stopping.wait(self.settings.poll_seconds)
-                continue
-            self.process(*claimed)
-            processed += 1
-            idle_since = time.monotonic()
-            if once:
-                break
+        finally:
+            self.close()
         return processed
+
+    def close(self) -> None:
+        """Let the warm trial processes go (their slots return to the Ray cluster)."""
+        if self.pools is not None:
+            self.pools.close()
 
     def process(
         self, sweep_id: str, spec_data: dict, attempt: int = 1, *, on_progress: ProgressHook | None = None
@@ -129,6 +143,7 @@ class SweepWorker:
                 should_cancel=lambda: heartbeat.should_stop() or self.stopping.is_set(),
                 on_progress=on_progress or self._log_progress,
                 attempt=attempt,
+                pools=self.pools,
             )
             outcome = engine.run()
             execution = outcome.execution

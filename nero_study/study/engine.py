@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nero_study.store import repo
 from nero_study.study.plan import plan_seed_repeats, plan_trials, tpe_space
+from nero_study.study.pool import PoolShape, WarmPools
 from nero_study.study.spec import SweepSpec
 from nero_study.study.trainables import bundle_trainable, tpe_trainable
 from nero_study.tasks.base import TrialSpec
@@ -85,13 +86,17 @@ def _cluster_slots(cpu_per_trial: float, gpu_per_trial: float, max_concurrency: 
     return slots
 
 
-def choose_bundle_size(spec: SweepSpec, pending_in_task: int, slots: int, execution: str = "packed") -> int:
-    """How many trials one Tune trial runs back to back.
+def choose_bundle_size(
+    spec: SweepSpec, pending_in_task: int, slots: int, execution: str = "packed", *, warm: bool = False
+) -> int:
+    """How many trials one Tune trial (or, on warm runners, one dispatched bundle) runs back to back.
 
     ``separate`` runs one trial per Tune trial. Otherwise the spec's ``bundle_size`` if given; for the
     paper budget 1 (trials are hours long, the fixed price is negligible) unless batched; batched: one
-    stacked run per slot; else enough to give every slot about two bundles of this task, so that work
-    stays balanced while Tune's price is paid rarely.
+    stacked run per slot. Packed on warm runners: 1, since a dispatched bundle costs milliseconds and
+    runners taking trials one at a time balance the slots best. Packed on a fresh Tune experiment:
+    enough to give every slot about two bundles of this task, so that work stays balanced while Tune's
+    price per trial is paid rarely.
     """
     if execution == "separate":
         return 1
@@ -101,6 +106,8 @@ def choose_bundle_size(spec: SweepSpec, pending_in_task: int, slots: int, execut
         return 1
     if execution == "batched":
         return max(1, math.ceil(pending_in_task / slots))  # one stacked run per slot
+    if warm:
+        return 1
     return max(1, math.ceil(pending_in_task / (2 * slots)))
 
 
@@ -146,17 +153,17 @@ class StoreWriter(Callback):
             self.on_trial_start(iteration, trials, trial)
         events = result.get("nero_events") or []
         if events:
-            self._write(trial.trial_id, events)
+            self.write_events(trial.trial_id, events)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         message = f"Ray Tune trial failed after retries: {getattr(trial, 'error_file', '') or 'see Ray logs'}"
         error_text = _read_error(trial)
-        self._fail_unfinished(trial.trial_id, error_text or message)
+        self.fail_unfinished(trial.trial_id, error_text or message)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._fail_unfinished(trial.trial_id, "the bundle ended without a result for this trial")
+        self.fail_unfinished(trial.trial_id, "the bundle ended without a result for this trial")
 
-    def _write(self, tune_trial_id: str, events: Sequence[dict[str, Any]]) -> None:
+    def write_events(self, tune_trial_id: str, events: Sequence[dict[str, Any]]) -> None:
         ids = self.members.get(tune_trial_id, [])
         points: dict[int, list[dict[str, float]]] = {}
         with self.session_factory() as session:
@@ -189,7 +196,7 @@ class StoreWriter(Callback):
         if self.on_progress is not None:
             self.on_progress(self.progress)
 
-    def _fail_unfinished(self, tune_trial_id: str, message: str) -> None:
+    def fail_unfinished(self, tune_trial_id: str, message: str) -> None:
         unfinished = [t for t in self.members.get(tune_trial_id, []) if t not in self.finished]
         if not unfinished:
             return
@@ -272,7 +279,9 @@ class SweepEngine:
         should_cancel: Callable[[], bool] | None = None,
         max_failures: int = 2,
         attempt: int = 1,
+        pools: WarmPools | None = None,
     ) -> None:
+        self.pools = pools
         self.session_factory = session_factory
         self.attempt = attempt
         self.sweep_id = sweep_id
@@ -346,7 +355,7 @@ class SweepEngine:
         for members in by_task.values():
             execution = self._execution_mode(members)
             modes.add(execution)
-            size = choose_bundle_size(self.spec, len(members), slots, execution)
+            size = choose_bundle_size(self.spec, len(members), slots, execution, warm=self.pools is not None)
             # Deal the trials round-robin: each bundle gets a mix of lrs, so bundles of early-diverging
             # (short) trials and of long ones do not leave a slot idle at the end.
             count = math.ceil(len(members) / size)
@@ -367,9 +376,14 @@ class SweepEngine:
             on_progress=self.on_progress,
             attempt=self.attempt,
         )
+        threads = max(1, int(resources["cpu"]))
+        if self.pools is not None:
+            pool = self.pools.get(PoolShape(resources["cpu"], resources["gpu"], slots, threads))
+            pool.run(bundles, writer, self.stopper.stop_all)
+            self.execution_used |= writer.execution_used
+            return
         from ray import tune
 
-        threads = max(1, int(resources["cpu"]))
         self._fit(
             tune.with_resources(bundle_trainable, resources),
             param_space={"work": tune.grid_search(bundles), "threads": threads},
@@ -438,6 +452,8 @@ class SweepEngine:
             shutil.rmtree(storage, ignore_errors=True)
 
     def _run_tpe(self) -> None:
+        if self.pools is not None:
+            self.pools.close()  # TPE runs its own Tune experiment; the idle runners would hold its slots
         import optuna
         from ray import tune
         from ray.tune.search.optuna import OptunaSearch

@@ -108,6 +108,11 @@ class EventBuffer:
         if event["event"] == "done" or time.monotonic() - self._last_flush >= self._flush_seconds:
             self.flush()
 
+    def take(self) -> list[Event]:
+        """The events not sent yet, removed from the buffer (for a caller that sends them itself)."""
+        events, self._events = self._events, []
+        return events
+
     def flush(self) -> None:
         if self._events:
             events, self._events = self._events, []

@@ -48,3 +48,46 @@ def tpe_trainable(config: dict[str, Any]) -> None:
     else:
         oriented = result.metric if result.lower_is_better else -result.metric
     tune.report({"nero_events": events, "objective": float(oriented)})
+
+
+class _Withdrawn(BaseException):
+    """Raised at a report when the sweep withdrew the bundle (cancel, lost lease, shutdown).
+
+    A ``BaseException``, so the members' ``except Exception`` (a member's own error fails only that
+    member) lets it through to the runner loop.
+    """
+
+
+def runner_trainable(config: dict[str, Any]) -> None:
+    """One warm runner of a :class:`~nero_study.study.pool.WarmPool`: bundles from its dispatcher until closed."""
+    import os
+
+    import ray
+    import torch
+    from ray import tune
+
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    runner = int(config["runner"])
+    dispatcher = ray.get_actor(config["pool"], namespace=config["namespace"])
+    tune.report({"nero_runner_pid": os.getpid()})
+    while True:
+        work = ray.get(dispatcher.take.remote(runner))
+        if work is None:
+            return
+        work_id = work["work_id"]
+
+        def send(events: list[dict[str, Any]], work_id: str = work_id) -> None:
+            tune.report({"nero_events": events, "nero_work": work_id})
+            if ray.get(dispatcher.is_withdrawn.remote(work_id)):
+                raise _Withdrawn
+
+        buffer = EventBuffer(send, config.get("flush_seconds", 0.5))
+        specs = [TrialSpec.from_dict(item) for item in work["bundle"]]
+        try:
+            used = run_bundle(specs, buffer.emit, execution=work.get("execution", "packed"))
+            buffer.emit({"event": "execution", "member": -1, "mode": used})
+            final = buffer.take()
+        except _Withdrawn:
+            final = []
+        tune.report({"nero_events": final, "nero_work": work_id, "nero_work_done": True})
+        ray.get(dispatcher.finish.remote(runner, work_id))

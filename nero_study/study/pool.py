@@ -1,0 +1,321 @@
+"""Warm runners: Ray Tune trials that outlive one sweep, so a worker's later sweeps start at once.
+
+A fresh ``Tuner.fit`` starts its trial actors in fresh processes: Ray worker start-up, Ray Tune, torch
+and ``torch._dynamo`` imports, data loading; about 6 s per sweep on two CPUs before the first trial
+trains, whatever packing saves per trial. A long-running worker instead keeps one Tune experiment
+going in a background thread whose trials are *runners*, one per slot. Each runner loops: take a
+bundle from a dispatcher (a small async Ray actor), run it with :func:`execute.run_bundle` and report
+its events through Tune, take the next. Sweeps put bundles in; the driver-side Tune callback hands the
+events to the sweep's own :class:`~nero_study.study.engine.StoreWriter`, called in the sweep's thread,
+so what reaches the store is exactly what the one-fit-per-sweep path writes.
+
+* Cancel (or a lost lease, or shutdown): queued bundles are withdrawn and in-flight ones stop at their
+  next report; the runners stay warm.
+* A runner process that dies (a segfault, the OOM killer) is restarted by Tune; its bundle is run again
+  up to ``max_failures`` times (finished members keep their first result), then its unfinished
+  members fail with the runner's error.
+* The pool holds its slots' resources while idle: the worker closes it after an idle time, before a
+  sweep that needs other resources, and before a TPE sweep (which runs its own Tune experiment).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ray.tune import Callback
+
+if TYPE_CHECKING:
+    from nero_study.study.engine import StoreWriter
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "nero-study"
+
+
+class Dispatcher:
+    """The runners' work queue (an async Ray actor): bundles in, one at a time out to each runner."""
+
+    def __init__(self, max_retries: int) -> None:
+        import asyncio
+
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.max_retries = max_retries
+        self.in_flight: dict[int, dict[str, Any]] = {}  # runner -> the bundle it is running
+        self.attempts: dict[str, int] = {}
+        self.withdrawn: set[str] = set()
+        self.notices: list[tuple[str, str, int]] = []  # (work id, what happened, runner)
+        self.taken = 0
+        self.closed = False
+
+    async def put(self, works: list[dict[str, Any]]) -> None:
+        for work in works:
+            self.attempts[work["work_id"]] = 0
+            self.queue.put_nowait(work)
+
+    async def take(self, runner: int) -> dict[str, Any] | None:
+        interrupted = self.in_flight.pop(runner, None)
+        if interrupted is not None:  # this runner died mid-bundle and Tune restarted it
+            work_id = interrupted["work_id"]
+            if work_id in self.withdrawn:
+                self.notices.append((work_id, "stopped", runner))
+            elif self.attempts[work_id] < self.max_retries:
+                self.attempts[work_id] += 1
+                self.notices.append((work_id, "retried", runner))
+                self.queue.put_nowait(interrupted)
+            else:
+                self.notices.append((work_id, "lost", runner))
+        while True:
+            if self.closed:
+                return None
+            work = await self.queue.get()
+            if work is None:
+                return None
+            if work["work_id"] in self.withdrawn:
+                continue
+            self.in_flight[runner] = work
+            self.taken += 1
+            return work
+
+    async def finish(self, runner: int, work_id: str) -> None:
+        if self.in_flight.get(runner, {}).get("work_id") == work_id:
+            del self.in_flight[runner]
+
+    async def is_withdrawn(self, work_id: str) -> bool:
+        return work_id in self.withdrawn
+
+    async def withdraw(self, work_ids: list[str]) -> None:
+        """Queued bundles are dropped when reached; running ones stop at their next report."""
+        self.withdrawn.update(work_ids)
+
+    async def take_notices(self) -> list[tuple[str, str, int]]:
+        notices, self.notices = self.notices, []
+        return notices
+
+    async def in_flight_works(self) -> list[str]:
+        return [work["work_id"] for work in self.in_flight.values()]
+
+    async def stats(self) -> dict[str, int]:
+        return {"taken": self.taken, "queued": self.queue.qsize(), "in_flight": len(self.in_flight)}
+
+    async def close(self, runners: int) -> None:
+        self.closed = True
+        for _ in range(runners):
+            self.queue.put_nowait(None)
+
+
+class _Outbox(Callback):
+    """Driver-side Tune callback of the pool's experiment: passes runners' reports to the sweep thread."""
+
+    def __init__(self) -> None:
+        self.items: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.runner_errors: dict[int, str] = {}
+        self.pids: set[int] = set()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # Tune pickles callbacks into its experiment state; this one lives only in the driver
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
+        if "nero_runner_pid" in result:
+            self.pids.add(int(result["nero_runner_pid"]))
+        if "nero_work" in result:
+            self.items.put(("result", result))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        from nero_study.study.engine import _read_error
+
+        self.runner_errors[int(trial.config["runner"])] = _read_error(trial) or "the runner process died"
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.on_trial_recover(iteration, trials, trial)
+        self.items.put(("runner_gone", int(trial.config["runner"])))
+
+
+@dataclass(frozen=True)
+class PoolShape:
+    """What a pool's runners hold: per-runner resources, how many runners, torch threads each."""
+
+    cpu: float
+    gpu: float
+    slots: int
+    threads: int
+
+
+class WarmPool:
+    """One long-lived Tune experiment of ``shape.slots`` runner trials, fed bundles by :meth:`run`."""
+
+    def __init__(self, shape: PoolShape, *, max_failures: int = 2, flush_seconds: float = 0.5) -> None:
+        import ray
+
+        self.shape = shape
+        self.max_failures = max_failures
+        self.name = f"pool-{uuid.uuid4().hex[:10]}"
+        self.outbox = _Outbox()
+        self.dispatcher = (
+            ray.remote(num_cpus=0)(Dispatcher)
+            .options(name=self.name, namespace=NAMESPACE, max_concurrency=1000)
+            .remote(max_failures)
+        )
+        self.flush_seconds = flush_seconds
+        self.storage = tempfile.mkdtemp(prefix="nero-study-pool-")
+        self.error: BaseException | None = None
+        self.gone: set[int] = set()
+        self.last_used = time.monotonic()
+        self.sweeps_run = 0
+        self.retries = 0  # bundles run again after their runner died
+        self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
+        self._thread.start()
+
+    # -- the experiment, in its own thread ------------------------------------------------------
+    def _serve(self) -> None:
+        from ray import tune
+
+        from nero_study.study.trainables import runner_trainable
+
+        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        # Tune's end-of-run summary complains that runners wrote no result files (file loggers are off).
+        for name in ("ray.tune", "ray.train", "ray.air"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        try:
+            tune.Tuner(
+                tune.with_resources(runner_trainable, {"cpu": self.shape.cpu, "gpu": self.shape.gpu}),
+                param_space={
+                    "runner": tune.grid_search(list(range(self.shape.slots))),
+                    "pool": self.name,
+                    "namespace": NAMESPACE,
+                    "threads": self.shape.threads,
+                    "flush_seconds": self.flush_seconds,
+                },
+                tune_config=tune.TuneConfig(max_concurrent_trials=self.shape.slots),
+                run_config=tune.RunConfig(
+                    name=self.name,
+                    storage_path=self.storage,
+                    callbacks=[self.outbox],
+                    # A runner that dies is restarted; its bundle's retries are counted by the dispatcher.
+                    failure_config=tune.FailureConfig(max_failures=20),
+                    verbose=0,
+                    log_to_file=False,
+                ),
+            ).fit()
+        except BaseException as exc:  # noqa: BLE001 - surfaced to the sweep that is waiting on the pool
+            logger.exception("warm pool %s stopped", self.name)
+            self.error = exc
+        finally:
+            self.outbox.items.put(("closed", None))
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and self.error is None and len(self.gone) < self.shape.slots
+
+    # -- a sweep's bundles, run from the sweep's thread -----------------------------------------
+    def run(self, bundles: Sequence[dict[str, Any]], writer: StoreWriter, should_stop: Callable[[], bool]) -> bool:
+        """Run ``bundles`` on the runners, writing their events through ``writer``; ``False`` if stopped."""
+        import ray
+
+        works: dict[str, dict[str, Any]] = {}
+        for bundle in bundles:
+            work_id = uuid.uuid4().hex[:12]
+            works[work_id] = {**bundle, "work_id": work_id}
+            writer.members[work_id] = list(bundle["trial_ids"])
+        ray.get(self.dispatcher.put.remote(list(works.values())))
+        pending = set(works)
+        stopped = False
+        next_notice_check = time.monotonic() + 0.5
+        while pending:
+            try:
+                kind, payload = self.outbox.items.get(timeout=0.2)
+            except queue.Empty:
+                if not self._thread.is_alive() or len(self.gone) >= self.shape.slots:
+                    break  # the experiment ended (or every runner failed for good): nothing more will come
+                kind, payload = "", None
+            if kind == "result":
+                work_id = payload["nero_work"]
+                if work_id in works:
+                    events = payload.get("nero_events") or []
+                    if events:
+                        writer.write_events(work_id, events)
+                    if payload.get("nero_work_done"):
+                        pending.discard(work_id)
+                        if not stopped:
+                            writer.fail_unfinished(work_id, "the bundle ended without a result for this trial")
+            elif kind == "runner_gone":
+                self.gone.add(payload)
+            if time.monotonic() >= next_notice_check:
+                next_notice_check = time.monotonic() + 0.5
+                for work_id, what, runner in ray.get(self.dispatcher.take_notices.remote()):
+                    if work_id not in works:
+                        continue
+                    if what == "retried":
+                        self.retries += 1
+                        logger.warning("runner %s died running bundle %s; running it again", runner, work_id)
+                    else:
+                        pending.discard(work_id)
+                        if what == "lost":
+                            error = self.outbox.runner_errors.get(runner, "the runner process died")
+                            writer.fail_unfinished(work_id, f"Ray Tune runner failed after retries: {error}")
+            if not stopped and should_stop():
+                stopped = True
+                ray.get(self.dispatcher.withdraw.remote(list(pending)))
+                # Queued bundles are dropped; wait only for those in flight to stop at their next report.
+                pending &= set(ray.get(self.dispatcher.in_flight_works.remote()))
+        if pending and not stopped:
+            reason = repr(self.error) if self.error else "every runner of the warm pool is gone"
+            for work_id in pending:
+                writer.fail_unfinished(work_id, f"Ray Tune runner failed after retries: {reason}")
+        self.last_used = time.monotonic()
+        self.sweeps_run += 1
+        return not stopped
+
+    def runner_pids(self) -> set[int]:
+        """The process ids of the runners so far (a restarted runner adds one)."""
+        return set(self.outbox.pids)
+
+    def close(self, timeout: float = 30.0) -> None:
+        import ray
+
+        try:
+            ray.get(self.dispatcher.close.remote(self.shape.slots), timeout=10)
+        except Exception:  # noqa: BLE001 - the actor may already be gone with Ray
+            logger.debug("warm pool %s: dispatcher already gone", self.name)
+        self._thread.join(timeout)
+        try:
+            ray.kill(self.dispatcher)
+        except Exception:  # noqa: BLE001
+            pass
+        shutil.rmtree(self.storage, ignore_errors=True)
+
+
+class WarmPools:
+    """The worker's warm pool: made on first use, replaced when a sweep needs another shape."""
+
+    def __init__(self, *, idle_seconds: float = 120.0, max_failures: int = 2) -> None:
+        self.idle_seconds = idle_seconds
+        self.max_failures = max_failures
+        self.pool: WarmPool | None = None
+
+    def get(self, shape: PoolShape) -> WarmPool:
+        if self.pool is not None and (self.pool.shape != shape or not self.pool.alive):
+            self.close()
+        if self.pool is None:
+            self.pool = WarmPool(shape, max_failures=self.max_failures)
+        return self.pool
+
+    def close_if_idle(self) -> None:
+        if self.pool is not None and time.monotonic() - self.pool.last_used > self.idle_seconds:
+            logger.info("closing the warm pool after %.0f s idle", self.idle_seconds)
+            self.close()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            pool, self.pool = self.pool, None
+            pool.close()

@@ -1,0 +1,169 @@
+"""Warm runners (``nero_study.study.pool``): sweeps after the first reuse the same trial processes.
+
+Real Ray Tune and a real SQLite store. Every test closes its pool, so the session's Ray has its CPUs
+back for the next test.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nero_study.store import db, repo
+from nero_study.study.engine import SweepEngine
+from nero_study.study.pool import WarmPools
+from nero_study.study.spec import SweepSpec
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+SPEC = {
+    "tasks": ["digits-mlp"],
+    "optimizers": ["nero", "adam"],
+    "lrs": [0.01, 10.0],
+    "budget": "smoke",
+    "execution": "packed",
+}
+
+
+@pytest.fixture
+def pools() -> Iterator[WarmPools]:
+    keeper = WarmPools()
+    yield keeper
+    keeper.close()
+
+
+def _factory(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'pool.db'}"
+    db.upgrade(url)
+    return db.session_factory(db.make_engine(url))
+
+
+def _run(factory, spec: SweepSpec, **kwargs):
+    with factory() as session:
+        sweep = repo.create_sweep(session, spec=spec.model_dump(mode="json"), name="t")
+    outcome = SweepEngine(session_factory=factory, sweep_id=sweep.id, spec=spec, **kwargs).run()
+    with factory() as session:
+        trials, _ = repo.list_trials(session, sweep_id=sweep.id, limit=1000)
+    return outcome, {(t.label, t.lr, t.seed): t for t in trials}
+
+
+def _same_results(left: dict, right: dict) -> None:
+    assert left.keys() == right.keys()
+    for key, trial in left.items():
+        other = right[key]
+        assert trial.status == other.status, key
+        if math.isfinite(trial.metric):
+            assert trial.metric == pytest.approx(other.metric, rel=1e-5, abs=1e-6), key
+        else:
+            assert not math.isfinite(other.metric), key
+
+
+def test_later_sweeps_run_in_the_same_processes_and_match_a_fresh_tune_run(tmp_path: Path, pools: WarmPools) -> None:
+    factory = _factory(tmp_path)
+    spec = SweepSpec.model_validate(SPEC)
+    fresh, fresh_trials = _run(factory, spec)  # one Tune experiment for this sweep alone
+    first, first_trials = _run(factory, spec, pools=pools)
+    pids = pools.pool.runner_pids()
+    second, second_trials = _run(factory, spec, pools=pools)
+
+    assert fresh.status == first.status == second.status == "succeeded"
+    assert first.execution == second.execution == "packed"
+    assert len(pids) == 2 and pools.pool.runner_pids() == pids  # no new process for the second sweep
+    _same_results(first_trials, fresh_trials)
+    _same_results(second_trials, fresh_trials)
+    with factory() as session:  # curves are stored as on the fresh path
+        for key, trial in second_trials.items():
+            curve = repo.trial_curve(session, trial_id=trial.id)
+            assert len(curve) == len(repo.trial_curve(session, trial_id=fresh_trials[key].id)) >= 1
+
+
+def test_cancel_withdraws_the_sweep_and_keeps_the_runners_warm(tmp_path: Path, pools: WarmPools) -> None:
+    factory = _factory(tmp_path)
+    long = SweepSpec.model_validate(
+        {
+            "tasks": ["digits-mlp"],
+            "optimizers": ["nero"],
+            "lrs": [0.01],
+            "seeds": list(range(12)),
+            "budget": "proxy",
+            "execution": "packed",
+        }
+    )  # about a second a trial: the stop comes while trials still run and wait
+    done: list[int] = []
+    outcome, trials = _run(
+        factory,
+        long,
+        pools=pools,
+        on_progress=lambda progress: done.append(progress.done),
+        should_cancel=lambda: bool(done) and done[-1] >= 2,
+    )
+    assert outcome.status == "stopped"
+    finished = [t for t in trials.values() if t.status in {"succeeded", "diverged", "failed"}]
+    assert 0 < len(finished) < 12
+    assert all(t.status == "succeeded" for t in finished)  # the stop fails nothing
+    pids = pools.pool.runner_pids()
+
+    after, after_trials = _run(factory, SweepSpec.model_validate(SPEC), pools=pools)
+    assert after.status == "succeeded"
+    assert all(t.status in {"succeeded", "diverged"} for t in after_trials.values())
+    assert pools.pool.runner_pids() == pids
+
+
+def test_a_killed_runner_is_restarted_and_its_bundle_run_again(tmp_path: Path, pools: WarmPools) -> None:
+    """A runner process killed mid-bundle (as the OOM killer would): Tune restarts it, nothing is lost."""
+    factory = _factory(tmp_path)
+    warm_up, _ = _run(factory, SweepSpec.model_validate(SPEC), pools=pools)
+    assert warm_up.status == "succeeded"
+    victim = min(pools.pool.runner_pids())
+    spec = SweepSpec.model_validate(
+        {
+            "tasks": ["digits-mlp"],
+            "optimizers": ["nero"],
+            "lrs": [0.01],
+            "seeds": list(range(8)),
+            "budget": "proxy",
+            "execution": "packed",
+        }
+    )
+    killed = []
+
+    def kill_once() -> bool:  # polled by the engine while the sweep runs
+        if not killed and time.monotonic() - start > 1.0:
+            os.kill(victim, signal.SIGKILL)
+            killed.append(time.monotonic())
+        return False
+
+    start = time.monotonic()
+    outcome, trials = _run(factory, spec, pools=pools, should_cancel=kill_once)
+    assert killed, "the sweep ended before the runner could be killed"
+    assert outcome.status == "succeeded"
+    assert sorted(t.seed for t in trials.values()) == list(range(8))
+    assert all(t.status == "succeeded" for t in trials.values())
+    pids = pools.pool.runner_pids()
+    assert victim in pids and len(pids) == 3  # the two first runners and the victim's replacement
+    assert pools.pool.retries == 1
+
+
+def test_a_tpe_sweep_lets_the_warm_runners_go_first(tmp_path: Path, pools: WarmPools) -> None:
+    factory = _factory(tmp_path)
+    _run(factory, SweepSpec.model_validate(SPEC), pools=pools)
+    assert pools.pool is not None
+    tpe = SweepSpec.model_validate(
+        {
+            "tasks": ["digits-mlp"],
+            "optimizers": ["adam"],
+            "lrs": {"min": 1e-4, "max": 1e-1, "points_per_decade": 1},
+            "protocol": "tpe",
+            "tpe_trials": 2,
+            "budget": "smoke",
+        }
+    )
+    outcome, trials = _run(factory, tpe, pools=pools)
+    assert outcome.status == "succeeded" and len(trials) == 2
+    assert pools.pool is None  # closed: its idle runners would have held the slots TPE's trials need

@@ -1,0 +1,53 @@
+"""The sweep worker in this process: queued sweeps run on one warm pool, closed when the worker stops."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from nero_study.settings import Settings
+from nero_study.store import db, repo
+from nero_study.study.spec import SweepSpec
+from workers.worker import SweepWorker
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def test_worker_runs_queued_sweeps_on_the_same_warm_runners_and_closes_them_on_exit(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'worker.db'}"
+    db.upgrade(url)
+    settings = Settings(database_url=url, poll_seconds=0.1, seed_demo=False)
+    worker = SweepWorker(settings, owner="test-worker")
+    spec = SweepSpec.model_validate(
+        {"tasks": ["digits-mlp"], "optimizers": ["nero", "sgd"], "lrs": [0.01, 0.1], "budget": "smoke"}
+    )
+    factory = db.session_factory(db.make_engine(url))
+    with factory() as session:
+        ids = [repo.create_sweep(session, spec=spec.model_dump(mode="json"), name=f"s{i}").id for i in range(2)]
+
+    pools_seen = []
+    process = worker.process
+
+    def process_and_note_pool(*args, **kwargs):
+        status = process(*args, **kwargs)
+        pools_seen.append(worker.pools.pool)
+        return status
+
+    worker.process = process_and_note_pool  # type: ignore[method-assign]
+    start = time.monotonic()
+    ran = worker.run_forever(idle_timeout=2.0)
+
+    assert ran == 2
+    with factory() as session:
+        for sweep_id in ids:
+            sweep = repo.get_sweep(session, sweep_id=sweep_id)
+            assert sweep.status == "succeeded" and sweep.execution == "packed"
+            counts = repo.sweep_counts(session, sweep_id=sweep_id)
+            assert counts["succeeded"] + counts["diverged"] == 4  # both defaults (0.01, 0.1) are in the grid
+    first, second = pools_seen
+    assert first is not None and second is first  # the second sweep ran on the first one's runners
+    assert len(first.runner_pids()) == 2
+    assert worker.pools.pool is None and not first.alive  # its Tune experiment has ended
+    assert time.monotonic() - start < 120
