@@ -89,6 +89,8 @@ def main() -> None:
         pools = WarmPools()
         try:
             warm_up, *_ = nero_study_engine({**spec_data(2), "execution": "packed"}, pools)
+            if not pools.pool.wait_until_warm(120):
+                raise RuntimeError("the warm pool's runners did not all start within 120 s")
             notes[PATHS[3]] = f"pool started by an untimed 2-trial sweep: {warm_up:.2f} s"
             for n in sizes:
                 for mode, name in (("packed", PATHS[3]), ("batched", PATHS[4])):

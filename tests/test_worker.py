@@ -48,6 +48,5 @@ def test_worker_runs_queued_sweeps_on_the_same_warm_runners_and_closes_them_on_e
             assert counts["succeeded"] + counts["diverged"] == 4  # both defaults (0.01, 0.1) are in the grid
     first, second = pools_seen
     assert first is not None and second is first  # the second sweep ran on the first one's runners
-    assert len(first.runner_pids()) == 2
     assert worker.pools.pool is None and not first.alive  # its Tune experiment has ended
     assert time.monotonic() - start < 120

@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nero_study.settings import Settings
 from nero_study.store import db, repo
-from nero_study.study.engine import ProgressHook, SweepEngine, SweepProgress, ensure_ray
+from nero_study.study.engine import ProgressHook, SweepEngine, SweepProgress, ensure_ray, pool_shape
 from nero_study.study.pool import WarmPools
-from nero_study.study.spec import SweepSpec
+from nero_study.study.spec import Resources, SweepSpec
 
 logger = logging.getLogger("nero_study.worker")
 
@@ -95,6 +95,11 @@ class SweepWorker:
         """Process sweeps; returns how many were run. ``idle_timeout`` stops after that long with no work."""
         processed = 0
         idle_since = time.monotonic()
+        if self.pools is not None:
+            # Start the runners for the default per-trial resources now, while the queue may still be
+            # empty: the first sweep then finds them warm too (a sweep needing others replaces them).
+            ensure_ray()
+            self.pools.get(pool_shape(Resources()))
         try:
             while not self.stopping.is_set():
                 claimed = self.claim()

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from nero_study.store import repo
 from nero_study.study.plan import plan_seed_repeats, plan_trials, tpe_space
 from nero_study.study.pool import PoolShape, WarmPools
-from nero_study.study.spec import SweepSpec
+from nero_study.study.spec import Resources, SweepSpec
 from nero_study.study.trainables import bundle_trainable, tpe_trainable
 from nero_study.tasks.base import TrialSpec
 
@@ -84,6 +84,12 @@ def _cluster_slots(cpu_per_trial: float, gpu_per_trial: float, max_concurrency: 
     if max_concurrency:
         slots = min(slots, max_concurrency)
     return slots
+
+
+def pool_shape(resources: Resources, max_concurrency: int | None = None) -> PoolShape:
+    """The warm runners a sweep with these per-trial resources runs on: one per slot of the cluster."""
+    slots = _cluster_slots(float(resources.cpu), float(resources.gpu), max_concurrency)
+    return PoolShape(float(resources.cpu), float(resources.gpu), slots, max(1, int(resources.cpu)))
 
 
 def choose_bundle_size(
@@ -378,7 +384,7 @@ class SweepEngine:
         )
         threads = max(1, int(resources["cpu"]))
         if self.pools is not None:
-            pool = self.pools.get(PoolShape(resources["cpu"], resources["gpu"], slots, threads))
+            pool = self.pools.get(pool_shape(self.spec.resources, self.spec.max_concurrency))
             pool.run(bundles, writer, self.stopper.stop_all)
             self.execution_used |= writer.execution_used
             return

@@ -276,6 +276,13 @@ class WarmPool:
         self.sweeps_run += 1
         return not stopped
 
+    def wait_until_warm(self, timeout: float = 60.0) -> bool:
+        """Wait until every runner has started (imports done); ``False`` if that took over ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while len(self.outbox.pids) < self.shape.slots and time.monotonic() < deadline and self.alive:
+            time.sleep(0.05)
+        return len(self.outbox.pids) >= self.shape.slots
+
     def runner_pids(self) -> set[int]:
         """The process ids of the runners so far (a restarted runner adds one)."""
         return set(self.outbox.pids)

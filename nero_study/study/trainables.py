@@ -69,6 +69,10 @@ def runner_trainable(config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     runner = int(config["runner"])
     dispatcher = ray.get_actor(config["pool"], namespace=config["namespace"])
+    # While no bundle waits yet: the first optimiser built imports torch._dynamo (torch.optim wraps
+    # add_param_group with it), seconds that the runner's first bundle would otherwise pay.
+    import torch._dynamo  # noqa: F401
+
     tune.report({"nero_runner_pid": os.getpid()})
     while True:
         work = ray.get(dispatcher.take.remote(runner))

@@ -69,6 +69,7 @@ def test_later_sweeps_run_in_the_same_processes_and_match_a_fresh_tune_run(tmp_p
     spec = SweepSpec.model_validate(SPEC)
     fresh, fresh_trials = _run(factory, spec)  # one Tune experiment for this sweep alone
     first, first_trials = _run(factory, spec, pools=pools)
+    assert pools.pool.wait_until_warm(60)  # a runner may still be starting if the other took every trial
     pids = pools.pool.runner_pids()
     second, second_trials = _run(factory, spec, pools=pools)
 
@@ -107,6 +108,7 @@ def test_cancel_withdraws_the_sweep_and_keeps_the_runners_warm(tmp_path: Path, p
     finished = [t for t in trials.values() if t.status in {"succeeded", "diverged", "failed"}]
     assert 0 < len(finished) < 12
     assert all(t.status == "succeeded" for t in finished)  # the stop fails nothing
+    assert pools.pool.wait_until_warm(60)
     pids = pools.pool.runner_pids()
 
     after, after_trials = _run(factory, SweepSpec.model_validate(SPEC), pools=pools)
@@ -119,7 +121,7 @@ def test_a_killed_runner_is_restarted_and_its_bundle_run_again(tmp_path: Path, p
     """A runner process killed mid-bundle (as the OOM killer would): Tune restarts it, nothing is lost."""
     factory = _factory(tmp_path)
     warm_up, _ = _run(factory, SweepSpec.model_validate(SPEC), pools=pools)
-    assert warm_up.status == "succeeded"
+    assert warm_up.status == "succeeded" and pools.pool.wait_until_warm(60)
     victim = min(pools.pool.runner_pids())
     spec = SweepSpec.model_validate(
         {
