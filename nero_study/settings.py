@@ -30,8 +30,9 @@ class Settings(BaseSettings):
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 5.0
     poll_seconds: float = 1.0
-    # Workers keep their Tune trial processes warm between sweeps (nero_study.study.pool) and let
-    # them go after this many idle seconds, giving the slots back to the Ray cluster; 0 turns it off.
+    # Workers keep their Tune trial processes warm between sweeps (nero_study.study.pool). On a shared
+    # Ray cluster (RAY_ADDRESS) they let them go after this many idle seconds, giving the slots back;
+    # on a local Ray of their own they keep them. 0 turns warm runners off.
     warm_pool_idle_seconds: float = Field(default=120.0, ge=0)
     seed_demo: bool = True
     migrate_on_startup: bool = False  # the API runs the packaged migrations when it starts

@@ -50,3 +50,15 @@ def test_worker_runs_queued_sweeps_on_the_same_warm_runners_and_closes_them_on_e
     assert first is not None and second is first  # the second sweep ran on the first one's runners
     assert worker.pools.pool is None and not first.alive  # its Tune experiment has ended
     assert time.monotonic() - start < 120
+
+
+def test_idle_runners_are_kept_on_a_local_ray_and_let_go_on_a_shared_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'w.db'}", warm_pool_idle_seconds=30)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert SweepWorker(settings).pools.idle_seconds is None
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert SweepWorker(settings).pools.idle_seconds == 30
+    assert SweepWorker(settings.model_copy(update={"warm_pool_idle_seconds": 0})).pools is None
+    assert SweepWorker(settings, warm_pool=False).pools is None

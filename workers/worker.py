@@ -75,8 +75,11 @@ class SweepWorker:
         self.session_factory = db.session_factory(self.engine)
         self.stopping = threading.Event()
         # Trial processes kept warm between sweeps: a later sweep starts without Ray Tune's start-up.
+        # Idle runners hold their slots: on a shared cluster they go after the idle time; on the local
+        # Ray this worker starts for itself no one else wants those slots, so they stay warm.
         idle = self.settings.warm_pool_idle_seconds
-        self.pools = WarmPools(idle_seconds=idle) if warm_pool and idle > 0 else None
+        shared = bool(os.environ.get("RAY_ADDRESS"))
+        self.pools = WarmPools(idle_seconds=idle if shared else None) if warm_pool and idle > 0 else None
 
     def install_signal_handlers(self) -> None:
         def handle(signum: int, frame: FrameType | None) -> None:

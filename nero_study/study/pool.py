@@ -14,8 +14,10 @@ so what reaches the store is exactly what the one-fit-per-sweep path writes.
 * A runner process that dies (a segfault, the OOM killer) is restarted by Tune; its bundle is run again
   up to ``max_failures`` times (finished members keep their first result), then its unfinished
   members fail with the runner's error.
-* The pool holds its slots' resources while idle: the worker closes it after an idle time, before a
-  sweep that needs other resources, and before a TPE sweep (which runs its own Tune experiment).
+* The pool holds its slots' resources while idle. On a shared Ray cluster (``RAY_ADDRESS``) the worker
+  lets it go after an idle time; on the local Ray the worker started for itself nothing else wants
+  them, so it stays. It is also closed before a sweep that needs other resources (and replaced), before
+  a TPE sweep (which runs its own Tune experiment), and when the worker stops.
 """
 
 from __future__ import annotations
@@ -305,7 +307,7 @@ class WarmPool:
 class WarmPools:
     """The worker's warm pool: made on first use, replaced when a sweep needs another shape."""
 
-    def __init__(self, *, idle_seconds: float = 120.0, max_failures: int = 2) -> None:
+    def __init__(self, *, idle_seconds: float | None = 120.0, max_failures: int = 2) -> None:
         self.idle_seconds = idle_seconds
         self.max_failures = max_failures
         self.pool: WarmPool | None = None
@@ -318,7 +320,10 @@ class WarmPools:
         return self.pool
 
     def close_if_idle(self) -> None:
-        if self.pool is not None and time.monotonic() - self.pool.last_used > self.idle_seconds:
+        """Let the runners go after ``idle_seconds`` without a sweep (``None``: keep them)."""
+        if self.idle_seconds is None or self.pool is None:
+            return
+        if time.monotonic() - self.pool.last_used > self.idle_seconds:
             logger.info("closing the warm pool after %.0f s idle", self.idle_seconds)
             self.close()
 

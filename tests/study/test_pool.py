@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from nero_study.store import db, repo
-from nero_study.study.engine import SweepEngine
+from nero_study.study.engine import SweepEngine, pool_shape
 from nero_study.study.pool import WarmPools
-from nero_study.study.spec import SweepSpec
+from nero_study.study.spec import Resources, SweepSpec
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -169,3 +169,20 @@ def test_a_tpe_sweep_lets_the_warm_runners_go_first(tmp_path: Path, pools: WarmP
     outcome, trials = _run(factory, tpe, pools=pools)
     assert outcome.status == "succeeded" and len(trials) == 2
     assert pools.pool is None  # closed: its idle runners would have held the slots TPE's trials need
+
+
+def test_idle_runners_are_let_go_only_when_an_idle_time_is_set() -> None:
+    shape = pool_shape(Resources())
+    keep = WarmPools(idle_seconds=None)  # a worker on its own local Ray
+    try:
+        pool = keep.get(shape)
+        time.sleep(0.5)
+        keep.close_if_idle()
+        assert keep.pool is pool and pool.alive
+    finally:
+        keep.close()
+    timed = WarmPools(idle_seconds=0.2)  # a worker on a shared cluster
+    pool = timed.get(shape)
+    time.sleep(0.5)
+    timed.close_if_idle()
+    assert timed.pool is None and not pool.alive
