@@ -95,3 +95,5 @@ def runner_trainable(config: dict[str, Any]) -> None:
             final = []
         tune.report({"nero_events": final, "nero_work": work_id, "nero_work_done": True})
         ray.get(dispatcher.finish.remote(runner, work_id))
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # an idle runner keeps no cached GPU memory from the bundle it ran

@@ -53,6 +53,20 @@ def _run(factory, spec: SweepSpec, **kwargs):
     return outcome, {(t.label, t.lr, t.seed): t for t in trials}
 
 
+def _seeds(count: int) -> SweepSpec:
+    """``count`` packed proxy trials of about a second each: long enough to stop or kill mid-sweep."""
+    return SweepSpec.model_validate(
+        {
+            "tasks": ["digits-mlp"],
+            "optimizers": ["nero"],
+            "lrs": [0.01],
+            "seeds": list(range(count)),
+            "budget": "proxy",
+            "execution": "packed",
+        }
+    )
+
+
 def _same_results(left: dict, right: dict) -> None:
     assert left.keys() == right.keys()
     for key, trial in left.items():
@@ -86,16 +100,7 @@ def test_later_sweeps_run_in_the_same_processes_and_match_a_fresh_tune_run(tmp_p
 
 def test_cancel_withdraws_the_sweep_and_keeps_the_runners_warm(tmp_path: Path, pools: WarmPools) -> None:
     factory = _factory(tmp_path)
-    long = SweepSpec.model_validate(
-        {
-            "tasks": ["digits-mlp"],
-            "optimizers": ["nero"],
-            "lrs": [0.01],
-            "seeds": list(range(12)),
-            "budget": "proxy",
-            "execution": "packed",
-        }
-    )  # about a second a trial: the stop comes while trials still run and wait
+    long = _seeds(12)  # the stop comes while trials still run and wait
     done: list[int] = []
     outcome, trials = _run(
         factory,
@@ -123,16 +128,7 @@ def test_a_killed_runner_is_restarted_and_its_bundle_run_again(tmp_path: Path, p
     warm_up, _ = _run(factory, SweepSpec.model_validate(SPEC), pools=pools)
     assert warm_up.status == "succeeded" and pools.pool.wait_until_warm(60)
     victim = min(pools.pool.runner_pids())
-    spec = SweepSpec.model_validate(
-        {
-            "tasks": ["digits-mlp"],
-            "optimizers": ["nero"],
-            "lrs": [0.01],
-            "seeds": list(range(8)),
-            "budget": "proxy",
-            "execution": "packed",
-        }
-    )
+    spec = _seeds(8)
     killed = []
 
     def kill_once() -> bool:  # polled by the engine while the sweep runs
