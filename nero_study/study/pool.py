@@ -64,18 +64,23 @@ class Dispatcher:
             self.attempts[work["work_id"]] = 0
             self.queue.put_nowait(work)
 
-    async def take(self, runner: int) -> dict[str, Any] | None:
+    def _interrupted(self, runner: int) -> None:
+        """``runner`` died mid-bundle: run the bundle again (another runner may take it) or give it up."""
         interrupted = self.in_flight.pop(runner, None)
-        if interrupted is not None:  # this runner died mid-bundle and Tune restarted it
-            work_id = interrupted["work_id"]
-            if work_id in self.withdrawn:
-                self.notices.append((work_id, "stopped", runner))
-            elif self.attempts[work_id] < self.max_retries:
-                self.attempts[work_id] += 1
-                self.notices.append((work_id, "retried", runner))
-                self.queue.put_nowait(interrupted)
-            else:
-                self.notices.append((work_id, "lost", runner))
+        if interrupted is None:
+            return
+        work_id = interrupted["work_id"]
+        if work_id in self.withdrawn:
+            self.notices.append((work_id, "stopped", runner))
+        elif self.attempts[work_id] < self.max_retries:
+            self.attempts[work_id] += 1
+            self.notices.append((work_id, "retried", runner))
+            self.queue.put_nowait(interrupted)
+        else:
+            self.notices.append((work_id, "lost", runner))
+
+    async def take(self, runner: int) -> dict[str, Any] | None:
+        self._interrupted(runner)  # still in flight: this runner died mid-bundle and Tune restarted it
         while True:
             if self.closed:
                 return None
@@ -87,6 +92,10 @@ class Dispatcher:
             self.in_flight[runner] = work
             self.taken += 1
             return work
+
+    async def runner_gone(self, runner: int) -> None:
+        """Tune gave up restarting ``runner``: its bundle, if any, goes back to the queue or fails."""
+        self._interrupted(runner)
 
     async def finish(self, runner: int, work_id: str) -> None:
         if self.in_flight.get(runner, {}).get("work_id") == work_id:
@@ -252,6 +261,8 @@ class WarmPool:
                             writer.fail_unfinished(work_id, "the bundle ended without a result for this trial")
             elif kind == "runner_gone":
                 self.gone.add(payload)
+                ray.get(self.dispatcher.runner_gone.remote(payload))
+                next_notice_check = time.monotonic()
             if time.monotonic() >= next_notice_check:
                 next_notice_check = time.monotonic() + 0.5
                 for work_id, what, runner in ray.get(self.dispatcher.take_notices.remote()):

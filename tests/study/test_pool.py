@@ -182,3 +182,29 @@ def test_idle_runners_are_let_go_only_when_an_idle_time_is_set() -> None:
     time.sleep(0.5)
     timed.close_if_idle()
     assert timed.pool is None and not pool.alive
+
+
+def test_the_dispatcher_reruns_a_dead_runners_bundle_elsewhere_then_gives_it_up() -> None:
+    """The queue's bookkeeping alone (no Ray): retries of interrupted bundles, withdrawn ones, closing."""
+    import asyncio
+
+    from nero_study.study.pool import Dispatcher
+
+    async def scenario() -> None:
+        dispatcher = Dispatcher(max_retries=1)
+        await dispatcher.put([{"work_id": "a"}, {"work_id": "b"}])
+        assert (await dispatcher.take(0))["work_id"] == "a"
+        await dispatcher.runner_gone(0)  # Tune gave up on runner 0 mid-bundle: "a" goes back in the queue
+        assert (await dispatcher.take(1))["work_id"] == "b"
+        await dispatcher.finish(1, "b")
+        assert (await dispatcher.take(1))["work_id"] == "a"  # another runner takes it
+        assert await dispatcher.take_notices() == [("a", "retried", 0)]
+        await dispatcher.runner_gone(1)  # interrupted again: out of retries
+        assert await dispatcher.take_notices() == [("a", "lost", 1)]
+        await dispatcher.put([{"work_id": "c"}, {"work_id": "d"}])
+        await dispatcher.withdraw(["c"])
+        assert (await dispatcher.take(2))["work_id"] == "d"  # a withdrawn bundle is skipped
+        await dispatcher.close(runners=1)
+        assert await dispatcher.take(3) is None
+
+    asyncio.run(scenario())
