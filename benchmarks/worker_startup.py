@@ -1,5 +1,8 @@
 """Where a sweep's fixed start-up goes: Tune's own price per fit, and what a fresh Ray worker imports.
 
+This is the price of a fresh Tune experiment (`nero-study sweep`, a worker's first sweep); a worker's
+later sweeps run on warm runners that paid it once (``nero_study.study.pool``).
+
 Every ``Tuner.fit`` starts its trainable actors in fresh worker processes (Tune gives them a runtime
 environment of their own, so they never land on the workers Ray prestarts), and each such process
 imports torch, Ray Tune and, on the first optimiser or ``torch.func`` call, ``torch._dynamo``. This
