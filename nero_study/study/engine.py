@@ -340,11 +340,9 @@ class SweepEngine:
         execution = "+".join(sorted(self.execution_used)) or "none"
         return SweepOutcome(self.sweep_id, status, dict(counts), execution, time.perf_counter() - start)
 
-    def _tuner_settings(self) -> tuple[dict[str, float], int]:
-        cpu = float(self.spec.resources.cpu)
-        gpu = float(self.spec.resources.gpu)
-        slots = _cluster_slots(cpu, gpu, self.spec.max_concurrency)
-        return {"cpu": cpu, "gpu": gpu}, slots
+    def _shape(self) -> PoolShape:
+        """Per-trial resources, how many trials run at once, torch threads per trial."""
+        return pool_shape(self.spec.resources, self.spec.max_concurrency)
 
     def _run_pending(self) -> None:
         pending = self._unfinished()
@@ -352,7 +350,7 @@ class SweepEngine:
         self.progress.total = self.progress.done + len(pending)
         if not pending:
             return
-        resources, slots = self._tuner_settings()
+        shape = self._shape()
         by_task: dict[str, list[tuple[int, TrialSpec]]] = {}
         for trial_id, trial_spec in pending:
             by_task.setdefault(trial_spec.task, []).append((trial_id, trial_spec))
@@ -361,7 +359,7 @@ class SweepEngine:
         for members in by_task.values():
             execution = self._execution_mode(members)
             modes.add(execution)
-            size = choose_bundle_size(self.spec, len(members), slots, execution, warm=self.pools is not None)
+            size = choose_bundle_size(self.spec, len(members), shape.slots, execution, warm=self.pools is not None)
             # Deal the trials round-robin: each bundle gets a mix of lrs, so bundles of early-diverging
             # (short) trials and of long ones do not leave a slot idle at the end.
             count = math.ceil(len(members) / size)
@@ -382,19 +380,17 @@ class SweepEngine:
             on_progress=self.on_progress,
             attempt=self.attempt,
         )
-        threads = max(1, int(resources["cpu"]))
         if self.pools is not None:
-            pool = self.pools.get(pool_shape(self.spec.resources, self.spec.max_concurrency))
-            pool.run(bundles, writer, self.stopper.stop_all)
+            self.pools.get(shape).run(bundles, writer, self.stopper.stop_all)
             self.execution_used |= writer.execution_used
             return
         from ray import tune
 
         self._fit(
-            tune.with_resources(bundle_trainable, resources),
-            param_space={"work": tune.grid_search(bundles), "threads": threads},
+            tune.with_resources(bundle_trainable, shape.resources),
+            param_space={"work": tune.grid_search(bundles), "threads": shape.threads},
             writer=writer,
-            slots=slots,
+            slots=shape.slots,
         )
         self.execution_used |= writer.execution_used
 
@@ -464,7 +460,7 @@ class SweepEngine:
         from ray import tune
         from ray.tune.search.optuna import OptunaSearch
 
-        resources, slots = self._tuner_settings()
+        shape = self._shape()
         for task in self.spec.tasks:
             for variant in self.spec.optimizers:
                 if self.stopper.cancelled:
@@ -513,10 +509,10 @@ class SweepEngine:
                     attempt=self.attempt,
                 )
                 self._fit(
-                    tune.with_resources(tpe_trainable, resources),
-                    param_space={"base": base, "threads": max(1, int(resources["cpu"]))},
+                    tune.with_resources(tpe_trainable, shape.resources),
+                    param_space={"base": base, "threads": shape.threads},
                     writer=writer,
-                    slots=min(slots, remaining),
+                    slots=min(shape.slots, remaining),
                     search_alg=searcher,
                     num_samples=remaining,
                 )

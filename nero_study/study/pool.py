@@ -56,7 +56,6 @@ class Dispatcher:
         self.attempts: dict[str, int] = {}
         self.withdrawn: set[str] = set()
         self.notices: list[tuple[str, str, int]] = []  # (work id, what happened, runner)
-        self.taken = 0
         self.closed = False
 
     async def put(self, works: list[dict[str, Any]]) -> None:
@@ -90,7 +89,6 @@ class Dispatcher:
             if work["work_id"] in self.withdrawn:
                 continue
             self.in_flight[runner] = work
-            self.taken += 1
             return work
 
     async def runner_gone(self, runner: int) -> None:
@@ -114,9 +112,6 @@ class Dispatcher:
 
     async def in_flight_works(self) -> list[str]:
         return [work["work_id"] for work in self.in_flight.values()]
-
-    async def stats(self) -> dict[str, int]:
-        return {"taken": self.taken, "queued": self.queue.qsize(), "in_flight": len(self.in_flight)}
 
     async def close(self, runners: int) -> None:
         self.closed = True
@@ -153,12 +148,16 @@ class _Outbox(Callback):
 
 @dataclass(frozen=True)
 class PoolShape:
-    """What a pool's runners hold: per-runner resources, how many runners, torch threads each."""
+    """How a sweep's trials are laid out: resources per trial (or runner), how many at once, torch threads."""
 
     cpu: float
     gpu: float
     slots: int
     threads: int
+
+    @property
+    def resources(self) -> dict[str, float]:
+        return {"cpu": self.cpu, "gpu": self.gpu}
 
 
 class WarmPool:
@@ -181,7 +180,6 @@ class WarmPool:
         self.error: BaseException | None = None
         self.gone: set[int] = set()
         self.last_used = time.monotonic()
-        self.sweeps_run = 0
         self.retries = 0  # bundles run again after their runner died
         self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
         self._thread.start()
@@ -199,7 +197,7 @@ class WarmPool:
             logging.getLogger(name).setLevel(logging.ERROR)
         try:
             tune.Tuner(
-                tune.with_resources(runner_trainable, {"cpu": self.shape.cpu, "gpu": self.shape.gpu}),
+                tune.with_resources(runner_trainable, self.shape.resources),
                 param_space={
                     "runner": tune.grid_search(list(range(self.shape.slots))),
                     "pool": self.name,
@@ -286,7 +284,6 @@ class WarmPool:
             for work_id in pending:
                 writer.fail_unfinished(work_id, f"Ray Tune runner failed after retries: {reason}")
         self.last_used = time.monotonic()
-        self.sweeps_run += 1
         return not stopped
 
     def wait_until_warm(self, timeout: float = 60.0) -> bool:
