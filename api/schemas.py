@@ -6,35 +6,13 @@ Floats that can be NaN or infinite in the store (a diverged trial's metric) are 
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
+from nero_study.json_safe import finite_or_none
 from nero_study.study.spec import SweepSpec
-
-
-def finite_or_none(value: float | None) -> float | None:
-    """``value`` if it is a finite number, else ``None`` (JSON ``null``)."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with every NaN/inf float (at any depth, in dicts, lists and tuples) replaced by ``None``."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(key): json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(item) for item in value]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "shape", None) == ():
-        return json_safe(value.item())  # numpy scalars
-    return value
-
 
 #: A float that is ``null`` in JSON when it is NaN or infinite.
 JSONFloat = Annotated[float | None, PlainSerializer(finite_or_none, return_type=float | None)]

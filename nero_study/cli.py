@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nero_study.json_safe import dumps
+
 app = typer.Typer(
     name="nero-study",
     help="Hyperparameter-robustness studies of optimisers: Nero vs SGD, Adam and LAMB.",
@@ -25,16 +27,6 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return list(value)
-    return str(value)
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if isinstance(value, float) and math.isfinite(value) else None
-
-
 @app.callback()
 def main() -> None:
     """Hyperparameter-robustness studies of optimisers: Nero vs SGD, Adam and LAMB."""
@@ -47,7 +39,7 @@ def optimizers(as_json: Annotated[bool, typer.Option("--json", help="Print JSON"
 
     infos = [info.describe() for info in list_optimizers()]
     if as_json:
-        typer.echo(json.dumps(infos, default=_json_default, indent=2))
+        typer.echo(dumps(infos, indent=2))
         return
     table = Table(title="Optimisers")
     table.add_column("name")
@@ -73,7 +65,7 @@ def tasks(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = 
 
     infos = [task.describe() for task in list_tasks()]
     if as_json:
-        typer.echo(json.dumps(infos, indent=2))
+        typer.echo(dumps(infos, indent=2))
         return
     table = Table(title="Tasks")
     for column in ("name", "kind", "metric", "better", "chance", "budgets", "description"):
@@ -161,8 +153,7 @@ def trial(
         _fail(str(exc))
 
     if as_json:
-        payload = result.to_dict()
-        typer.echo(json.dumps(payload, default=_json_default, allow_nan=True))
+        typer.echo(dumps(result.to_dict()))
         return
     table = Table(title=f"{task} / {optimizer} / lr {spec.lr:g} / seed {seed}")
     table.add_column("step", justify="right")
@@ -385,7 +376,7 @@ def report(
         return
     rows = paper_table(analysis)
     if output_format == "json":
-        typer.echo(json.dumps({"sweep_id": sweep_id, "name": name, "execution": execution, **analysis.to_dict()}))
+        typer.echo(dumps({"sweep_id": sweep_id, "name": name, "execution": execution, **analysis.to_dict()}))
         return
     if output_format == "csv":
         typer.echo(analysis.summary_frame().to_csv(index=False), nl=False)
@@ -571,7 +562,7 @@ def status(
     except httpx.HTTPError as exc:
         _fail(f"cannot reach the API: {exc}")
     if as_json:
-        typer.echo(json.dumps(sweeps, indent=2))
+        typer.echo(dumps(sweeps, indent=2))
         return
     for item in sweeps:
         console.print(f"{item['id']}  {item['name']}  {client.progress_line(item)}", highlight=False)

@@ -15,10 +15,19 @@ from nero_study.tasks.base import TrialSpec, run_trial
 runner = CliRunner()
 
 
+def strict_json(text: str):
+    """Parse as jq or JavaScript would: ``NaN``/``Infinity`` (Python's json extension) are errors."""
+
+    def reject(constant: str):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=reject)
+
+
 def test_optimizers_lists_the_registry_with_default_lrs() -> None:
     result = runner.invoke(app, ["optimizers", "--json"])
     assert result.exit_code == 0, result.output
-    rows = {row["name"]: row for row in json.loads(result.output)}
+    rows = {row["name"]: row for row in strict_json(result.output)}
     assert {name: rows[name]["default_lr"] for name in ("nero", "sgd", "adam", "lamb")} == {
         "nero": 0.01,
         "sgd": 0.1,
@@ -31,7 +40,7 @@ def test_optimizers_lists_the_registry_with_default_lrs() -> None:
 def test_tasks_lists_every_task_with_metric_and_budgets() -> None:
     result = runner.invoke(app, ["tasks", "--json"])
     assert result.exit_code == 0, result.output
-    rows = {row["name"]: row for row in json.loads(result.output)}
+    rows = {row["name"]: row for row in strict_json(result.output)}
     assert {"digits-mlp", "text-lm", "ppo-cartpole", "cifar10-vgg11", "ppo-pong"} <= set(rows)
     assert rows["ppo-cartpole"]["lower_is_better"] is False
     assert rows["digits-mlp"]["budgets"] == ["smoke", "proxy", "paper"]
@@ -42,7 +51,7 @@ def test_trial_json_is_complete_and_the_same_twice() -> None:
     first = runner.invoke(app, args)
     second = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
-    one, two = json.loads(first.stdout), json.loads(second.stdout)
+    one, two = strict_json(first.stdout), strict_json(second.stdout)
     for key in ("status", "metric", "metric_name", "lower_is_better", "curve", "wall_s", "device"):
         assert key in one
     assert one["status"] == "succeeded" and one["metric_name"] == "test_error"
@@ -71,7 +80,10 @@ def test_a_diverging_trial_is_a_normal_result() -> None:
     args = ["trial", "--task", "digits-mlp", "--optimizer", "adam", "--lr", "10", "--budget", "smoke", "--json"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["status"] == "diverged"
+    payload = strict_json(result.stdout)
+    assert payload["status"] == "diverged"
+    # the curve's first point has no training loss yet, and the diverged run's last metric may be NaN: null
+    assert payload["curve"][0]["train_loss"] is None
 
 
 @pytest.fixture
@@ -103,7 +115,7 @@ def test_report_prints_the_paper_table_and_machine_formats(stored_sweep: tuple[s
     table = runner.invoke(app, ["report", sweep_id, "--db", url], env={"COLUMNS": "160"})
     assert table.exit_code == 0, table.output
     assert "digits-mlp" in table.output and "out of the box" in table.output and "nero" in table.output
-    as_json = json.loads(runner.invoke(app, ["report", sweep_id, "--db", url, "--format", "json"]).stdout)
+    as_json = strict_json(runner.invoke(app, ["report", sweep_id, "--db", url, "--format", "json"]).stdout)
     labels = {row["label"] for row in as_json["per_optimizer"]}
     assert labels == {"nero", "sgd"}
     csv = runner.invoke(app, ["report", sweep_id, "--db", url, "--format", "csv"]).stdout

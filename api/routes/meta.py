@@ -11,7 +11,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import SessionDep
-from api.schemas import HealthPublic, OptimizerPublic, TaskPublic, json_safe
+from api.schemas import HealthPublic, OptimizerPublic, TaskPublic
+from nero_study.json_safe import json_safe
 from nero_study.store import db
 
 logger = logging.getLogger(__name__)

@@ -33,8 +33,8 @@ from api.schemas import (
     SweepStatus,
     TrialsPublic,
     TrialStatus,
-    json_safe,
 )
+from nero_study.json_safe import json_safe
 from nero_study.store import repo
 from nero_study.store.models import Sweep
 from nero_study.study.plan import count_trials, stored_planned_trials
@@ -431,8 +431,8 @@ class AnalysisPublic(BaseModel):
 
     ``per_optimizer``: one entry per (task, optimiser variant): best, eta_star, ootb, ootb_regret,
     lr_sensitivity, good_window (decades), expected_best, the lr curve. ``profiles``: performance profiles
-    (``ootb`` and ``tuned``). NaN is ``null``; an infinite value (a ratio for an optimiser that never beat
-    chance) is the string ``"inf"``.
+    (``ootb`` and ``tuned``). A number without a finite value is ``null``: NaN (not
+    available) and infinity (a ratio for an optimiser that never beat chance, or did not run on the task).
     """
 
     sweep_id: str

@@ -31,8 +31,8 @@ Conventions (all computed with lower = better; results are reported back in the 
   (tau_max = 4), computed exactly: ``score = sum_t max(0, tau_max - max(r, 1)) / (T (tau_max - 1))``.
   ``rho`` is also sampled on a grid of taus (step 0.01) for plotting.
 
-``to_dict()`` results are JSON-safe: NaN (not available) becomes ``None``; +/-inf (meaningful, e.g. a
-ratio for an optimiser that never beat chance) becomes the strings ``"inf"``/``"-inf"``.
+``to_dict()`` results are JSON-safe (``nero_study.json_safe``): NaN and +/-inf become ``None``. A ``None``
+ratio means no finite ratio: the optimiser never beat chance on that task, or did not run on it.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+
+from nero_study.json_safe import json_safe
 
 FINISHED_STATUSES: tuple[str, ...] = ("succeeded", "diverged", "failed")
 GOOD_WINDOW_FRACTION = 0.1
@@ -92,7 +94,7 @@ class OptimizerSummary:
     curve: tuple[LrPoint, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ class TaskSummary:
     best_label: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ class PerformanceProfile:
     scores: dict[str, float]
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,7 @@ class SweepAnalysis:
         raise KeyError(f"No trials for optimizer {label!r} on task {task!r}; have: {pairs or 'none'}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe nested dicts (NaN -> None, inf -> "inf")."""
+        """JSON-safe nested dicts (NaN and +/-inf -> None)."""
         return {
             "per_optimizer": [s.to_dict() for s in self.per_optimizer],
             "tasks": [t.to_dict() for t in self.tasks],
@@ -195,7 +197,7 @@ class PaperTableRow:
         return f"{self.best:.4g} ± {self.best_std:.2g}"
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_safe({**asdict(self), "text": self.text})
+        return json_safe({**asdict(self), "text": self.text})
 
 
 # --- pure helpers -----------------------------------------------------------------------------------
@@ -500,25 +502,6 @@ def paper_table(analysis: SweepAnalysis) -> list[PaperTableRow]:
         )
         for s in analysis.per_optimizer
     ]
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float | np.floating):
-        number = float(value)
-        if math.isnan(number):
-            return None
-        if math.isinf(number):
-            return "inf" if number > 0 else "-inf"
-        return number
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 __all__ = [
