@@ -18,6 +18,7 @@ import os
 import random
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -28,6 +29,9 @@ import torch
 Budget = Literal["smoke", "proxy", "paper"]
 BUDGETS: tuple[str, ...] = ("smoke", "proxy", "paper")
 TrialStatus = Literal["succeeded", "diverged", "failed"]
+
+#: Training-loss checks whose mean the divergence rule compares with a task's thresholds (see ``check_loss``).
+DIVERGENCE_WINDOW = 20
 
 
 class Diverged(Exception):
@@ -148,6 +152,7 @@ class TrialContext:
         self.steps = 0
         self._reporter = reporter
         self._first_loss: float | None = None
+        self._window: deque[float] = deque(maxlen=DIVERGENCE_WINDOW)
         self.losses_checked = 0
         self._divergence_factor = (
             task.divergence_factor if divergence_factor is None else divergence_factor
@@ -166,8 +171,14 @@ class TrialContext:
         )
 
     def check_loss(self, loss: float | torch.Tensor, *, step: int | None = None) -> float:
-        """Raise :class:`Diverged` on a NaN/inf loss or one far above the first; returns the float.
+        """Raise :class:`Diverged` when the training loss blew up; returns the loss as a float.
 
+        The rule, the same for a trial run alone and for a member of a batched bundle (both call this with
+        the same per-step loss): a NaN/inf loss ends the trial at once; otherwise the mean loss over the last
+        :data:`DIVERGENCE_WINDOW` checks (fewer at the start) is compared with the task's thresholds,
+        ``divergence_factor`` x the first loss and the absolute ``divergence_ceiling``. A window, not a single
+        step, so that one spike that the run recovers from (a chaotic trajectory near the stable edge, where
+        float rounding decides where spikes fall) does not decide the status, while a loss that stays up does.
         ``step`` (optimiser steps taken so far) keeps ``steps`` right for a trial that stops early.
         """
         value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
@@ -176,19 +187,19 @@ class TrialContext:
             self.steps = max(self.steps, int(step))
         if not math.isfinite(value):
             raise Diverged(f"training loss became {value} at training step {self.losses_checked}")
-        ceiling = self.task.divergence_ceiling
-        if ceiling is not None and value > ceiling:
-            raise Diverged(
-                f"training loss {value:.4g} at training step {self.losses_checked} "
-                f"exceeds the task's ceiling {ceiling:g}"
-            )
         if self._first_loss is None:
             self._first_loss = value
-        elif self._divergence_factor is not None:
+        self._window.append(value)
+        mean = sum(self._window) / len(self._window)
+        where = f"over training steps {self.losses_checked - len(self._window) + 1}..{self.losses_checked}"
+        ceiling = self.task.divergence_ceiling
+        if ceiling is not None and mean > ceiling:
+            raise Diverged(f"mean training loss {mean:.4g} {where} exceeds the task's ceiling {ceiling:g}")
+        if self._divergence_factor is not None:
             limit = self._divergence_factor * max(abs(self._first_loss), 1e-3)
-            if value > limit:
+            if mean > limit:
                 raise Diverged(
-                    f"training loss {value:.4g} at training step {self.losses_checked} exceeds "
+                    f"mean training loss {mean:.4g} {where} exceeds "
                     f"{self._divergence_factor}x the initial loss {self._first_loss:.4g}"
                 )
         return value
@@ -219,8 +230,10 @@ class Task(ABC):
     chance_metric: ClassVar[float]
     kind: ClassVar[str] = "proxy"  # "proxy" (CPU) or "paper" (paper settings, GPU scale)
     default_device: ClassVar[str] = "cpu"  # "cpu", "cuda" or "auto" (cuda when available)
-    divergence_factor: ClassVar[float | None] = 5.0  # diverged: loss above this many times the first loss
-    divergence_ceiling: ClassVar[float | None] = None  # diverged: loss above this absolute value
+    # diverged (``TrialContext.check_loss``): the windowed mean loss above this many times the first loss,
+    # or above this absolute value; a NaN/inf loss always.
+    divergence_factor: ClassVar[float | None] = 5.0
+    divergence_ceiling: ClassVar[float | None] = None
     budgets: ClassVar[dict[str, Any]]
 
     def config(self, budget: str, options: dict[str, Any] | None = None) -> Any:
