@@ -70,13 +70,18 @@ def digits_setup(
     config: Any, make_model: Callable[[], nn.Module], schedule: Callable[[float], float] | None = None
 ) -> SupervisedSetup:
     """A digits classifier's run as data (the fixed split, the config's batch, epochs and cadence), shared
-    by the stackable digits tasks so that one run and K batched members see the same data and schedule."""
+    by the stackable digits tasks so that one run and K batched members see the same data and schedule.
+
+    Pixels come in torch's default dtype, like the model's parameters: float32, unless a caller sets another
+    (the float64 equivalence tests of batched execution do).
+    """
     data = load_digits_split()
+    dtype = torch.get_default_dtype()
     return SupervisedSetup(
         make_model=make_model,
-        train_x=data.train_x,
+        train_x=data.train_x.to(dtype),
         train_y=data.train_y,
-        test_x=data.test_x,
+        test_x=data.test_x.to(dtype),
         test_y=data.test_y,
         batch_size=config.batch_size,
         epochs=config.epochs,
