@@ -62,10 +62,10 @@ class Service:
 
     def start_api(self) -> None:
         self.api = self._spawn("api", "serve", "--port", str(self.port), "--workers", "0", "--no-demo")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 300  # a failsafe for a loaded machine; the loop ends when /healthz answers
+        while time.monotonic() < deadline and self.api.poll() is None:
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/healthz", timeout=5).status_code == 200:
                     return
             except httpx.HTTPError:
                 time.sleep(0.3)

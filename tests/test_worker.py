@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -36,7 +35,6 @@ def test_worker_runs_queued_sweeps_on_the_same_warm_runners_and_closes_them_on_e
         return status
 
     worker.process = process_and_note_pool  # type: ignore[method-assign]
-    start = time.monotonic()
     ran = worker.run_forever(idle_timeout=2.0)
 
     assert ran == 2
@@ -49,7 +47,6 @@ def test_worker_runs_queued_sweeps_on_the_same_warm_runners_and_closes_them_on_e
     first, second = pools_seen
     assert first is not None and second is first  # the second sweep ran on the first one's runners
     assert worker.pools.pool is None and not first.alive  # its Tune experiment has ended
-    assert time.monotonic() - start < 120
 
 
 def test_idle_runners_are_kept_on_a_local_ray_and_let_go_on_a_shared_cluster(

@@ -52,6 +52,7 @@
     var updates = 0;
 
     function schedule(ms) {
+      document.body.dataset.nextPoll = String(ms); // what is scheduled, for readers and tests
       window.setTimeout(poll, ms);
     }
 
@@ -68,6 +69,7 @@
           return response.json();
         })
         .then(function (answer) {
+          delete document.body.dataset.nextPoll; // this poll has run; the next one is set below, if any
           delay = live.interval_ms;
           if (answer.changed) {
             version = answer.version;
@@ -77,6 +79,7 @@
             document.body.dataset.liveUpdates = String(updates);
           }
           if (answer.finished) {
+            document.body.dataset.nextPoll = "none";
             setLiveState("finished: live updates stopped", "stopped");
             return;
           }

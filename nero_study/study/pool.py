@@ -297,7 +297,8 @@ class WarmPool:
         """The process ids of the runners so far (a restarted runner adds one)."""
         return set(self.outbox.pids)
 
-    def close(self, timeout: float = 30.0) -> None:
+    def close(self, timeout: float | None = None) -> None:
+        """End the runners' Tune experiment; waits for its thread to end (at most ``timeout`` s if given)."""
         import ray
 
         try:
@@ -327,11 +328,15 @@ class WarmPools:
             self.pool = WarmPool(shape, max_failures=self.max_failures)
         return self.pool
 
-    def close_if_idle(self) -> None:
-        """Let the runners go after ``idle_seconds`` without a sweep (``None``: keep them)."""
+    def close_if_idle(self, now: float | None = None) -> None:
+        """Let the runners go after ``idle_seconds`` without a sweep (``None``: keep them).
+
+        ``now``: the ``time.monotonic()`` reading to judge by (default: the current one).
+        """
         if self.idle_seconds is None or self.pool is None:
             return
-        if time.monotonic() - self.pool.last_used > self.idle_seconds:
+        now = time.monotonic() if now is None else now
+        if now - self.pool.last_used > self.idle_seconds:
             logger.info("closing the warm pool after %.0f s idle", self.idle_seconds)
             self.close()
 

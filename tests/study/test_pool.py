@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -131,14 +130,12 @@ def test_a_killed_runner_is_restarted_and_its_bundle_run_again(tmp_path: Path, p
     spec = _seeds(8)
     killed = []
 
-    def kill_once() -> bool:  # polled by the engine while the sweep runs
-        if not killed and time.monotonic() - start > 1.0:
+    def kill_once(progress) -> None:  # called when the store has taken a batch of events
+        if not killed and progress.counts["running"] >= 2:  # both runners are inside a trial: the victim too
             os.kill(victim, signal.SIGKILL)
-            killed.append(time.monotonic())
-        return False
+            killed.append(victim)
 
-    start = time.monotonic()
-    outcome, trials = _run(factory, spec, pools=pools, should_cancel=kill_once)
+    outcome, trials = _run(factory, spec, pools=pools, on_progress=kill_once)
     assert killed, "the sweep ended before the runner could be killed"
     assert outcome.status == "succeeded"
     assert sorted(t.seed for t in trials.values()) == list(range(8))
@@ -172,15 +169,15 @@ def test_idle_runners_are_let_go_only_when_an_idle_time_is_set() -> None:
     keep = WarmPools(idle_seconds=None)  # a worker on its own local Ray
     try:
         pool = keep.get(shape)
-        time.sleep(0.5)
-        keep.close_if_idle()
+        keep.close_if_idle(now=pool.last_used + 3600)
         assert keep.pool is pool and pool.alive
     finally:
         keep.close()
-    timed = WarmPools(idle_seconds=0.2)  # a worker on a shared cluster
+    timed = WarmPools(idle_seconds=120)  # a worker on a shared cluster
     pool = timed.get(shape)
-    time.sleep(0.5)
-    timed.close_if_idle()
+    timed.close_if_idle(now=pool.last_used + 119)
+    assert timed.pool is pool and pool.alive
+    timed.close_if_idle(now=pool.last_used + 121)
     assert timed.pool is None and not pool.alive
 
 
