@@ -14,7 +14,6 @@ from typing import Any
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas import ErrorPublic, FieldErrorPublic
@@ -74,11 +73,6 @@ def summary(errors: Sequence[FieldErrorPublic]) -> str:
 def validation_response(errors: Sequence[FieldErrorPublic]) -> JSONResponse:
     body = ErrorPublic(detail=summary(errors), errors=list(errors))
     return JSONResponse(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, content=body.model_dump(mode="json"))
-
-
-def spec_validation_error(exc: ValidationError) -> JSONResponse:
-    """A 422 for a sweep spec that failed validation (fields are paths in the body)."""
-    return validation_response(describe_errors(exc.errors(include_url=False, include_input=False), location="body"))
 
 
 async def _request_validation_handler(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -13,12 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from nero_study.json_safe import finite_or_none
 from nero_study.study.spec import SweepSpec
+from nero_study.vocabulary import SweepStatus, TrialStatus
 
 #: A float that is ``null`` in JSON when it is NaN or infinite.
 JSONFloat = Annotated[float | None, PlainSerializer(finite_or_none, return_type=float | None)]
 
-SweepStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-TrialStatus = Literal["pending", "running", "succeeded", "diverged", "failed", "cancelled"]
 
 #: The example on the POST /api/sweeps body in /docs: a sweep that finishes in about a minute on a CPU.
 QUICK_SWEEP_EXAMPLE: dict[str, Any] = {

@@ -37,7 +37,7 @@ def sequential_compute(specs: list[Any]) -> tuple[float, list[float]]:
     """Run the trials one by one in this process (warm: the first is run twice and its first run dropped)."""
     import torch
 
-    from nero_study.tasks.base import run_trial
+    from nero_study.tasks.runner import run_trial
 
     torch.set_num_threads(1)
     run_trial(specs[0])  # warm-up: data loading and first-call costs
@@ -54,7 +54,8 @@ def _bare_trainable(config: dict[str, Any]) -> None:
     import torch
     from ray import tune
 
-    from nero_study.tasks.base import TrialSpec, run_trial
+    from nero_study.tasks.base import TrialSpec
+    from nero_study.tasks.runner import run_trial
 
     torch.set_num_threads(1)
     result = run_trial(TrialSpec.from_dict(config["spec"]))
@@ -91,10 +92,10 @@ def bare_tuner(specs: list[Any], slots: int) -> tuple[float, float]:
     return time.perf_counter() - start, sum(own)
 
 
-def nero_study_engine(spec_data: dict[str, Any], pools: Any = None) -> tuple[float, str, dict[str, int], float]:
+def nero_study_engine(spec_data: dict[str, Any], pool: Any = None) -> tuple[float, str, dict[str, int], float]:
     """nero-study's own path: store the sweep in a fresh SQLite file and run it through the engine.
 
-    ``pools`` (a :class:`nero_study.study.pool.WarmPools`): run on its warm runners, as a worker does
+    ``pool`` (a :class:`nero_study.study.pool.WarmPool`): run on its warm runners, as a worker does
     from its second sweep on; ``None``: a fresh Tune experiment for this sweep, as `nero-study sweep`.
 
     Returns the wall time, the execution mode used, the trial counts by status, and the trials' own
@@ -102,6 +103,7 @@ def nero_study_engine(spec_data: dict[str, Any], pools: Any = None) -> tuple[flo
     """
     from nero_study.store import db, repo
     from nero_study.study.engine import SweepEngine
+    from nero_study.study.queue import queue_sweep
     from nero_study.study.spec import SweepSpec
 
     url = f"sqlite:///{tempfile.mkdtemp(prefix='bench-engine-')}/bench.db"
@@ -109,9 +111,9 @@ def nero_study_engine(spec_data: dict[str, Any], pools: Any = None) -> tuple[flo
     factory = db.session_factory(db.make_engine(url))
     spec = SweepSpec.model_validate(spec_data)
     with factory() as session:
-        sweep = repo.create_sweep(session, spec=spec.model_dump(mode="json"), name="bench")
+        sweep, _ = queue_sweep(session, spec, name="bench")
     start = time.perf_counter()
-    outcome = SweepEngine(session_factory=factory, sweep_id=sweep.id, spec=spec, pools=pools).run()
+    outcome = SweepEngine(session_factory=factory, sweep_id=sweep.id, spec=spec, pool=pool).run()
     wall = time.perf_counter() - start
     with factory() as session:
         trials, _ = repo.list_trials(session, sweep_id=sweep.id, limit=100_000)
@@ -124,7 +126,7 @@ def start_ray(slots: int) -> None:
     import ray.tune  # noqa: F401
 
     import nero_study.store.repo  # noqa: F401
-    from nero_study.study.engine import ensure_ray
+    from nero_study.study.cluster import ensure_ray
 
     ensure_ray(num_cpus=slots)
 

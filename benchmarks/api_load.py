@@ -37,6 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from nero_study.store import db, repo  # noqa: E402
 from nero_study.store.models import Trial  # noqa: E402
+from nero_study.study.queue import queue_sweep  # noqa: E402
+from nero_study.study.spec import SweepSpec  # noqa: E402
 
 TARGET_P99_MS = 100.0
 LABELS = ("nero", "sgd", "adam", "lamb")
@@ -47,14 +49,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def planned(spec: dict[str, Any]) -> int:
-    from nero_study.study.plan import count_trials
-    from nero_study.study.spec import SweepSpec
-
-    limit = {"max_trials_per_sweep": 10**9}
-    return count_trials(SweepSpec.model_validate({**spec, "max_trials": 10**9}, context=limit))
 
 
 def populate(url: str, *, trials: int, sweeps: int, proposed_index: bool = False, seed: int = 0) -> str:
@@ -76,11 +70,11 @@ def populate(url: str, *, trials: int, sweeps: int, proposed_index: bool = False
         "seeds": list(range(100)),
     }
     with factory() as session:
-        # Stored with their planned trial counts, as the API and the CLI store a submitted sweep.
-        small = {**spec, "seeds": [0]}
+        # Queued as the API and the CLI queue a submitted sweep (the big one is over the default trial limit).
+        small = SweepSpec.from_stored({**spec, "seeds": [0]})
         for index in range(sweeps):
-            repo.create_sweep(session, spec=small, name=f"small sweep {index}", planned_trials=planned(small))
-        big = repo.create_sweep(session, spec=spec, name="load test: 10k trials", planned_trials=planned(spec))
+            queue_sweep(session, small, name=f"small sweep {index}")
+        big, _ = queue_sweep(session, SweepSpec.from_stored(spec), name="load test: 10k trials")
         items = []
         for index in range(trials):
             task, label = TASKS[index % len(TASKS)], LABELS[(index // len(TASKS)) % len(LABELS)]

@@ -56,9 +56,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from nero_study.optim.registry import get_optimizer
+    from nero_study.study.cluster import pool_shape
     from nero_study.study.plan import plan_trials
-    from nero_study.study.pool import WarmPools
-    from nero_study.study.spec import SweepSpec
+    from nero_study.study.pool import WarmPool
+    from nero_study.study.spec import Resources, SweepSpec
 
     def spec_data(n: int) -> dict:
         default = get_optimizer(args.optimizer).default_lr
@@ -86,19 +87,19 @@ def main() -> None:
                 wall, execution, _counts, trial_s = nero_study_engine({**spec_data(n), "execution": mode})
                 walls[name][n], own[name][n] = wall, trial_s
                 notes[name] = f"ran as {execution}"
-        pools = WarmPools()
+        pool = WarmPool(pool_shape(Resources(cpu=1)))
         try:
-            warm_up, *_ = nero_study_engine({**spec_data(2), "execution": "packed"}, pools)
-            if not pools.pool.wait_until_warm(120):
+            warm_up, *_ = nero_study_engine({**spec_data(2), "execution": "packed"}, pool)
+            if not pool.wait_until_warm(120):
                 raise RuntimeError("the warm pool's runners did not all start within 120 s")
             notes[PATHS[3]] = f"pool started by an untimed 2-trial sweep: {warm_up:.2f} s"
             for n in sizes:
                 for mode, name in (("packed", PATHS[3]), ("batched", PATHS[4])):
-                    wall, execution, _counts, trial_s = nero_study_engine({**spec_data(n), "execution": mode}, pools)
+                    wall, execution, _counts, trial_s = nero_study_engine({**spec_data(n), "execution": mode}, pool)
                     walls[name][n], own[name][n] = wall, trial_s
                     notes.setdefault(name, f"ran as {execution}")
         finally:
-            pools.close()
+            pool.close()
         print(f"\nrepeat {repeat + 1}/{args.repeats}")
         print(f"{'path':<28}{'wall n':>8}{'wall 3n':>8}{'ovh/trial n':>13}{'ovh fixed s':>13}{'ovh marg./trial':>17}"
               f"{'s/trial':>9}{'x 1-by-1 (n)':>14}{'x marginal':>12}")

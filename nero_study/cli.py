@@ -103,8 +103,10 @@ def trial(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from nero_study.optim.registry import get_optimizer
-    from nero_study.tasks.base import BUDGETS, EvalPoint, TrialSpec, run_trial
+    from nero_study.tasks.base import EvalPoint, TrialSpec
     from nero_study.tasks.registry import get_task
+    from nero_study.tasks.runner import run_trial
+    from nero_study.vocabulary import BUDGETS
 
     try:
         task_obj = get_task(task)
@@ -196,13 +198,13 @@ def _settings(db_url: str | None = None) -> Any:
     return settings
 
 
-def _load_spec(path: str) -> Any:
+def _load_spec(path: str, settings: Any) -> Any:
     from pydantic import ValidationError
 
     from nero_study.study.spec import SweepSpec
 
     try:
-        return SweepSpec.from_file(path)
+        return SweepSpec.from_file(path, limit=settings.max_trials_per_sweep)
     except FileNotFoundError:
         _fail(f"spec file not found: {path}")
     except (ValidationError, ValueError) as exc:
@@ -241,84 +243,30 @@ def sweep(
 
     Running the same spec again resumes its sweep: finished trials are kept, the rest run.
     """
-    import hashlib
-    import uuid
-
     from rich.live import Live
 
     from nero_study.store import db as store_db
-    from nero_study.store import repo
-    from nero_study.study.plan import count_trials
-    from workers.worker import SweepWorker
+    from workers.foreground import SweepHeldElsewhere, run_sweep_in_foreground
 
-    spec = _load_spec(spec_path)
     settings = _settings(db)
+    spec = _load_spec(spec_path, settings)
     store_db.upgrade(settings.database_url)
-    canonical = spec.model_dump_json()
-    key = "cli:" + hashlib.sha256(canonical.encode()).hexdigest()
-    if new:
-        key = f"{key}:{uuid.uuid4().hex}"
-    # One sweep in the foreground: nothing to keep warm for (the worker's pool pays off from its second sweep).
-    worker = SweepWorker(settings, owner=f"cli:{_host_pid()}", warm_pool=False)
-    with worker.session_factory() as session:
-        record = repo.create_sweep(
-            session,
-            spec=spec.model_dump(mode="json"),
-            name=spec.name or spec_path,
-            idempotency_key=key,
-            planned_trials=count_trials(spec),
-        )
-        sweep_id, status = record.id, record.status
-    if status == "succeeded":
-        console.print(f"sweep {sweep_id} already finished; see `nero-study report {sweep_id}`")
-        typer.echo(sweep_id)
-        return
-    with worker.session_factory() as session:
-        current = repo.get_sweep(session, sweep_id=sweep_id)
-        claimed = repo.claim_sweep(
-            session,
-            sweep_id=sweep_id,
-            owner=worker.owner,
-            lease_seconds=settings.lease_seconds,
-            take_over_from=current.lease_owner if _dead_cli_owner(current.lease_owner) else None,
-        )
-    if claimed is None:
-        _fail(f"sweep {sweep_id} is being run by another live process; wait for it or use --new", code=1)
-    console.print(f"sweep [bold]{sweep_id}[/]: {spec.name or spec_path}")
     view = _ProgressView()
     with Live(view.render(), console=err_console, refresh_per_second=4, transient=False) as live:
-        worker.install_signal_handlers()
-        final = worker.process(
-            sweep_id, spec.model_dump(mode="json"), claimed.attempts, on_progress=lambda p: live.update(view.render(p))
-        )
-    console.print(f"sweep {sweep_id}: {final}")
-    typer.echo(sweep_id)
-    if final not in {"succeeded"}:
+        try:
+            run = run_sweep_in_foreground(
+                spec,
+                settings,
+                name=spec.name or spec_path,
+                new=new,
+                on_progress=lambda progress: live.update(view.render(progress)),
+            )
+        except SweepHeldElsewhere as exc:
+            _fail(str(exc), code=1)
+    console.print(f"sweep {run.sweep_id}: {run.status}")
+    typer.echo(run.sweep_id)
+    if run.status != "succeeded":
         raise typer.Exit(1)
-
-
-def _dead_cli_owner(owner: str | None) -> bool:
-    """Whether ``owner`` is a `nero-study sweep` process on this host that no longer runs (killed)."""
-    import os
-    import socket
-
-    if not owner or not owner.startswith(f"cli:{socket.gethostname()}:"):
-        return False
-    try:
-        pid = int(owner.rsplit(":", 1)[1])
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except (ValueError, PermissionError):
-        return False
-    return pid == os.getpid()
-
-
-def _host_pid() -> str:
-    import os
-    import socket
-
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class _ProgressView:
@@ -467,27 +415,19 @@ def serve(
 
     from api.main import create_app
     from nero_study.store import db as store_db
-    from nero_study.store import repo
 
     settings = _settings(db)
     updates = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = settings.model_copy(update=updates)
     store_db.upgrade(settings.database_url)
     if demo and settings.seed_demo:
-        from nero_study.study.plan import count_trials
-        from nero_study.study.spec import demo_spec
+        from nero_study.study.queue import queue_demo_if_empty
 
         factory = store_db.session_factory(store_db.make_engine(settings.database_url))
         with factory() as session:
-            if repo.list_sweeps(session, offset=0, limit=1)[1] == 0:
-                spec = demo_spec()
-                created = repo.create_sweep(
-                    session,
-                    spec=spec.model_dump(mode="json"),
-                    name=spec.name or "demo",
-                    planned_trials=count_trials(spec),
-                )
-                console.print(f"submitted demo sweep {created.id}")
+            created = queue_demo_if_empty(session)
+        if created is not None:
+            console.print(f"submitted demo sweep {created.id}")
     env = {**os.environ, "NERO_STUDY_DATABASE_URL": settings.database_url}
     children = [
         subprocess.Popen([sys.executable, "-m", "nero_study.cli", "worker"], env=env) for _ in range(max(0, workers))

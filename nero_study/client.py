@@ -24,9 +24,10 @@ from typing import Any
 
 import httpx
 
+from nero_study.vocabulary import SWEEP_FINISHED, TRIAL_FINISHED
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 #: Sweep statuses after which nothing changes any more.
-FINISHED_SWEEP_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 
 class ApiError(RuntimeError):
@@ -117,7 +118,7 @@ class NeroStudyClient:
             sweep = self.get_sweep(sweep_id)
             if on_update is not None:
                 on_update(sweep)
-            if sweep["status"] in FINISHED_SWEEP_STATUSES:
+            if sweep["status"] in SWEEP_FINISHED:
                 return sweep
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -235,7 +236,7 @@ def load_spec_file(path: str | Path) -> dict[str, Any]:
 def progress_line(sweep: Mapping[str, Any]) -> str:
     """One line: ``running  12/40 done (10 succeeded, 2 diverged, 0 failed), 4 running``."""
     counts = sweep.get("counts") or {}
-    done = sum(counts.get(name, 0) for name in ("succeeded", "diverged", "failed"))
+    done = sum(counts.get(name, 0) for name in TRIAL_FINISHED)
     planned = sweep.get("planned_trials") or sweep.get("trials_total") or 0
     text = (
         f"{sweep.get('status')}  {done}/{planned} done ({counts.get('succeeded', 0)} succeeded, "

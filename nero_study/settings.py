@@ -7,6 +7,9 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: The service's default cap on the trials one sweep may plan (``NERO_STUDY_MAX_TRIALS_PER_SWEEP`` sets another).
+DEFAULT_MAX_TRIALS_PER_SWEEP = 5000
+
 
 def default_database_url() -> str:
     """SQLite file under ``~/.nero-study`` (created on first use)."""
@@ -23,7 +26,7 @@ class Settings(BaseSettings):
     data_dir: Path | None = None
     api_tokens: str = ""  # comma-separated bearer tokens accepted for writes
     require_token_for_reads: bool = False
-    max_trials_per_sweep: int = 5000
+    max_trials_per_sweep: int = Field(default=DEFAULT_MAX_TRIALS_PER_SWEEP, ge=1)
     max_spec_bytes: int = 256_000
     host: str = "127.0.0.1"
     port: int = 8000
@@ -36,6 +39,10 @@ class Settings(BaseSettings):
     warm_pool_idle_seconds: float = Field(default=120.0, ge=0)
     seed_demo: bool = True
     migrate_on_startup: bool = False  # the API runs the packaged migrations when it starts
+
+    def spec_context(self) -> dict[str, int]:
+        """The validation context of a spec submitted to this service (its trial limit)."""
+        return {"max_trials_per_sweep": self.max_trials_per_sweep}
 
     def token_list(self) -> list[str]:
         return [token.strip() for token in self.api_tokens.split(",") if token.strip()]

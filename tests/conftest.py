@@ -16,7 +16,7 @@ def ray_session() -> Iterator[None]:
     """Local Ray with this machine's CPUs, started once and shut down at the end of the session."""
     import ray
 
-    from nero_study.study.engine import ensure_ray
+    from nero_study.study.cluster import ensure_ray
 
     ensure_ray(num_cpus=os.cpu_count() or 2)
     yield

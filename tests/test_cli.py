@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from nero_study.cli import app
 from nero_study.store import db, repo
-from nero_study.tasks.base import TrialSpec, run_trial
+from nero_study.tasks.base import TrialSpec
+from nero_study.tasks.runner import run_trial
 
 runner = CliRunner()
 
@@ -94,7 +95,7 @@ def stored_sweep(tmp_path: Path) -> tuple[str, str]:
     factory = db.session_factory(db.make_engine(url))
     spec = {"tasks": ["digits-mlp"], "optimizers": ["nero", "sgd"], "lrs": [0.01, 0.1], "budget": "smoke"}
     with factory() as session:
-        sweep = repo.create_sweep(session, spec=spec, name="cli-report")
+        sweep = repo.create_sweep(session, spec=spec, name="cli-report")[0]
         rows = repo.add_trials(
             session,
             sweep_id=sweep.id,

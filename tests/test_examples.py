@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from nero_study.cli import app
 from nero_study.store import db, repo
-from nero_study.study.plan import count_trials, plan_trials
+from nero_study.study.plan import plan_trials
 from nero_study.study.spec import SweepSpec
-from nero_study.tasks.base import run_trial
+from nero_study.tasks.runner import run_trial
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
 
@@ -20,7 +20,7 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yam
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_spec_is_valid(path: Path) -> None:
     spec = SweepSpec.from_file(path)
-    assert 0 < count_trials(spec) <= 100
+    assert 0 < spec.trial_count() <= 100
     for variant in spec.optimizers:
         assert variant.default_lr in spec.grid_for(variant.label)
 
@@ -52,7 +52,7 @@ def test_a_variant_label_round_trips_through_the_store_and_the_report(tmp_path: 
     db.upgrade(url)
     factory = db.session_factory(db.make_engine(url))
     with factory() as session:
-        sweep = repo.create_sweep(session, spec=spec.model_dump(mode="json"), name="variants")
+        sweep = repo.create_sweep(session, spec=spec.model_dump(mode="json"), name="variants")[0]
         rows = repo.add_trials(session, sweep_id=sweep.id, trials=[p.to_dict() for p in plan_trials(spec)])
         for row, planned in zip(rows, plan_trials(spec), strict=True):
             repo.record_trial_result(session, trial_id=row.id, result=run_trial(planned.spec))

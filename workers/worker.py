@@ -21,8 +21,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nero_study.settings import Settings
 from nero_study.store import db, repo
-from nero_study.study.engine import ProgressHook, SweepEngine, SweepProgress, ensure_ray, pool_shape
-from nero_study.study.pool import WarmPools
+from nero_study.study.cluster import PoolShape, ensure_ray, pool_shape
+from nero_study.study.engine import SweepEngine
+from nero_study.study.pool import WarmPool
+from nero_study.study.sink import ProgressHook, SweepProgress
 from nero_study.study.spec import Resources, SweepSpec
 
 logger = logging.getLogger("nero_study.worker")
@@ -74,12 +76,13 @@ class SweepWorker:
         self.engine = db.make_engine(self.settings.database_url)
         self.session_factory = db.session_factory(self.engine)
         self.stopping = threading.Event()
-        # Trial processes kept warm between sweeps: a later sweep starts without Ray Tune's start-up.
-        # Idle runners hold their slots: on a shared cluster they go after the idle time; on the local
-        # Ray this worker starts for itself no one else wants those slots, so they stay warm.
+        # Trial processes kept warm between sweeps (nero_study.study.pool): a later sweep starts without Ray
+        # Tune's start-up. Idle runners hold their slots: on a shared cluster they go after the idle time; on
+        # the local Ray this worker starts for itself no one else wants those slots, so they stay warm.
         idle = self.settings.warm_pool_idle_seconds
-        shared = bool(os.environ.get("RAY_ADDRESS"))
-        self.pools = WarmPools(idle_seconds=idle if shared else None) if warm_pool and idle > 0 else None
+        self.warm = warm_pool and idle > 0
+        self.pool_idle_seconds: float | None = idle if os.environ.get("RAY_ADDRESS") else None
+        self.pool: WarmPool | None = None
 
     def install_signal_handlers(self) -> None:
         def handle(signum: int, frame: FrameType | None) -> None:
@@ -98,19 +101,18 @@ class SweepWorker:
         """Process sweeps; returns how many were run. ``idle_timeout`` stops after that long with no work."""
         processed = 0
         idle_since = time.monotonic()
-        if self.pools is not None:
+        if self.warm:
             # Start the runners for the default per-trial resources now, while the queue may still be
             # empty: the first sweep then finds them warm too (a sweep needing others replaces them).
             ensure_ray()
-            self.pools.get(pool_shape(Resources()))
+            self.warm_pool(pool_shape(Resources()))
         try:
             while not self.stopping.is_set():
                 claimed = self.claim()
                 if claimed is None:
                     if once or (idle_timeout is not None and time.monotonic() - idle_since > idle_timeout):
                         break
-                    if self.pools is not None:
-                        self.pools.close_if_idle()
+                    self.close_pool_if_idle()
                     self.stopping.wait(self.settings.poll_seconds)
                     continue
                 self.process(*claimed)
@@ -124,8 +126,41 @@ class SweepWorker:
 
     def close(self) -> None:
         """Let the warm trial processes go (their slots return to the Ray cluster)."""
-        if self.pools is not None:
-            self.pools.close()
+        self.close_pool()
+
+    # -- the warm runners -------------------------------------------------------------------------------
+    def warm_pool(self, shape: PoolShape) -> WarmPool:
+        """The runners for ``shape``: the current ones, or new ones replacing runners of another shape."""
+        if self.pool is not None and (self.pool.shape != shape or not self.pool.alive):
+            self.close_pool()
+        if self.pool is None:
+            self.pool = WarmPool(shape)
+        return self.pool
+
+    def pool_for(self, spec: SweepSpec) -> WarmPool | None:
+        """Where ``spec``'s bundles run: the warm runners, or ``None`` for a per-sweep Tune experiment (warm
+        runners off, or TPE, whose experiment would find the idle runners holding its slots: they go first)."""
+        if not self.warm or spec.protocol == "tpe":
+            self.close_pool()
+            return None
+        return self.warm_pool(pool_shape(spec.resources, spec.max_concurrency))
+
+    def close_pool_if_idle(self, now: float | None = None) -> None:
+        """Let the runners go after ``pool_idle_seconds`` without a sweep (``None``: keep them).
+
+        ``now``: the ``time.monotonic()`` reading to judge by (default: the current one).
+        """
+        if self.pool_idle_seconds is None or self.pool is None:
+            return
+        now = time.monotonic() if now is None else now
+        if now - self.pool.last_used > self.pool_idle_seconds:
+            logger.info("closing the warm runners after %.0f s idle", self.pool_idle_seconds)
+            self.close_pool()
+
+    def close_pool(self) -> None:
+        if self.pool is not None:
+            pool, self.pool = self.pool, None
+            pool.close()
 
     def process(
         self, sweep_id: str, spec_data: dict, attempt: int = 1, *, on_progress: ProgressHook | None = None
@@ -142,7 +177,7 @@ class SweepWorker:
         heartbeat.start()
         status, error, execution = "failed", None, None
         try:
-            spec = SweepSpec.model_validate(spec_data)
+            spec = SweepSpec.from_stored(spec_data)
             ensure_ray()
             engine = SweepEngine(
                 session_factory=self.session_factory,
@@ -151,7 +186,7 @@ class SweepWorker:
                 should_cancel=lambda: heartbeat.should_stop() or self.stopping.is_set(),
                 on_progress=on_progress or self._log_progress,
                 attempt=attempt,
-                pools=self.pools,
+                pool=self.pool_for(spec),
             )
             outcome = engine.run()
             execution = outcome.execution

@@ -9,35 +9,30 @@ from __future__ import annotations
 import io
 import json
 import logging
-import math
 from typing import Annotated, Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response, status
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
-from api.deps import SessionDep, SettingsDep, TokenDep, in_session
+from api.body import SWEEP_BODY_OPENAPI, read_sweep_spec
+from api.deps import SessionDep, TokenDep, in_session
 from api.errors import ERROR_RESPONSES
 from api.schemas import (
-    PAPER_SWEEP_EXAMPLE,
-    QUICK_SWEEP_EXAMPLE,
     ErrorPublic,
     FieldErrorPublic,
     SweepCreate,
     SweepLinks,
     SweepPublic,
     SweepsPublic,
-    SweepStatus,
     TrialsPublic,
-    TrialStatus,
 )
 from nero_study.json_safe import json_safe
 from nero_study.store import repo
 from nero_study.store.models import Sweep
-from nero_study.study.plan import count_trials, stored_planned_trials
+from nero_study.study.plan import stored_planned_trials
+from nero_study.study.queue import queue_sweep
+from nero_study.vocabulary import SweepStatus, TrialStatus
 
 logger = logging.getLogger(__name__)
 
@@ -65,116 +60,6 @@ IdempotencyKey = Annotated[
 
 _UNAUTHORIZED = {401: {"model": ErrorPublic, "description": "Missing or invalid bearer token"}}
 _NOT_FOUND = {404: {"model": ErrorPublic, "description": "No sweep with this id"}}
-
-SWEEP_BODY_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "description": "A sweep spec (JSON). Each optimiser's default lr is added to its grid.",
-        "content": {
-            "application/json": {
-                "schema": {"$ref": "#/components/schemas/SweepCreate"},
-                "examples": {
-                    "quick": {"summary": "A quick sweep (about a minute on a CPU)", "value": QUICK_SWEEP_EXAMPLE},
-                    "paper": {"summary": "The paper's protocol on two proxy tasks", "value": PAPER_SWEEP_EXAMPLE},
-                },
-            }
-        },
-    }
-}
-
-
-# --- the request body ---------------------------------------------------------------------------------
-
-
-def _too_large(limit: int) -> HTTPException:
-    return HTTPException(
-        status_code=status.HTTP_413_CONTENT_TOO_LARGE,
-        detail=f"The sweep spec is larger than the limit of {limit} bytes (max_spec_bytes)",
-    )
-
-
-def _body_error(message: str) -> RequestValidationError:
-    return RequestValidationError([{"loc": ("body",), "msg": message, "type": "json_invalid"}])
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text[:40]} is out of range")
-    return value
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number JSON allows; use a finite number")
-
-
-def parse_json_object(body: bytes) -> dict[str, Any]:
-    """The body as a JSON object; NaN, Infinity and out-of-range numbers are refused (422)."""
-    if not body.strip():
-        raise _body_error("A sweep spec (a JSON object) is required; the body is empty")
-    try:
-        data = json.loads(body, parse_float=_finite_float, parse_constant=_reject_constant)
-    except RecursionError:
-        raise _body_error("Invalid JSON: nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity, huge integers
-        raise _body_error(f"Invalid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise _body_error(f"A sweep spec must be a JSON object of fields; got {type(data).__name__}")
-    bad_text = _first_unstorable_text(data)
-    if bad_text is not None:
-        raise _body_error(f"Invalid text {bad_text!r}: NUL characters and unpaired surrogates cannot be stored")
-    return data
-
-
-def _first_unstorable_text(value: Any) -> str | None:
-    """The first string (key or value, at any depth) that a database cannot store as text, if any."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, str):
-            if "\x00" in item:
-                return item[:40]
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return item.encode("utf-8", "backslashreplace").decode("ascii")[:40]
-    return None
-
-
-async def read_sweep_spec(request: Request, settings: SettingsDep) -> SweepCreate:
-    """The validated spec from the request body; 413 past ``max_spec_bytes``, 422 naming the field if invalid.
-
-    The body is read here rather than by FastAPI so that the size limit holds while reading and the spec is
-    validated against this service's ``max_trials_per_sweep``.
-    """
-    limit = settings.max_spec_bytes
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    data = parse_json_object(b"".join(chunks))
-    context = {"max_trials_per_sweep": settings.max_trials_per_sweep}
-    try:
-        # Off the event loop: validation builds each optimiser once to check its settings.
-        return await run_in_threadpool(SweepCreate.model_validate, data, context=context)
-    except ValidationError as exc:
-        errors = [
-            {"loc": ("body", *error["loc"]), "msg": error["msg"], "type": error["type"]}
-            for error in exc.errors(include_url=False, include_input=False)
-        ]
-        raise RequestValidationError(errors) from None
-
 
 # --- presenting ---------------------------------------------------------------------------------------
 
@@ -220,43 +105,6 @@ def _get_or_404(session: Session, sweep_id: str) -> Sweep:
     return sweep
 
 
-def default_name(spec: SweepCreate) -> str:
-    """A name for an unnamed sweep: its tasks x its optimiser labels (at most 200 characters)."""
-    name = f"{', '.join(spec.tasks)} x {', '.join(spec.labels)} ({spec.protocol})"
-    return name if len(name) <= 200 else name[:197] + "..."
-
-
-def stored_spec(spec: SweepCreate) -> dict[str, Any]:
-    """The spec as stored: every field with its value, but ``max_trials`` only if the user set it.
-
-    A default ``max_trials`` comes from this service's limit; storing it would make it an explicit request
-    that a worker with a lower limit refuses.
-    """
-    data = spec.model_dump(mode="json")
-    if "max_trials" not in spec.model_fields_set:
-        data.pop("max_trials", None)
-    return data
-
-
-def _create_or_replay(
-    session: Session, *, spec: dict[str, Any], name: str, idempotency_key: str | None, planned_trials: int
-) -> tuple[Sweep, bool]:
-    """``repo.create_sweep`` and whether this call inserted the sweep (``False``: an idempotent replay)."""
-    inserted: list[object] = []
-
-    def on_insert(_session: Session, instance: object) -> None:
-        inserted.append(instance)
-
-    sa.event.listen(session, "pending_to_persistent", on_insert)
-    try:
-        sweep = repo.create_sweep(
-            session, spec=spec, name=name, idempotency_key=idempotency_key, planned_trials=planned_trials
-        )
-    finally:
-        sa.event.remove(session, "pending_to_persistent", on_insert)
-    return sweep, any(instance is sweep for instance in inserted)
-
-
 # --- routes ------------------------------------------------------------------------------------------
 
 
@@ -285,15 +133,8 @@ def create_sweep(
     The API never trains: a worker claims the queued sweep. With an ``Idempotency-Key`` header, sending
     the same request again returns the sweep already created, with status 200.
     """
-    name = spec.name or default_name(spec)
     try:
-        sweep, created = _create_or_replay(
-            session,
-            spec=stored_spec(spec),
-            name=name,
-            idempotency_key=idempotency_key,
-            planned_trials=count_trials(spec),
-        )
+        sweep, created = queue_sweep(session, spec, idempotency_key=idempotency_key)
     except repo.IdempotencyKeyReused as exc:
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from None
     if created:

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nero_study.data.batches import minibatch_indices
 from nero_study.data.paths import data_dir, require_file
-from nero_study.tasks.base import TaskConfigError
-from nero_study.tasks.common import minibatch_indices
+from nero_study.errors import TaskConfigError
 
 CIFAR10_SUBDIR = "cifar-10-batches-py"
 CIFAR10_TRAIN_FILES: tuple[str, ...] = tuple(f"data_batch_{i}" for i in range(1, 6))

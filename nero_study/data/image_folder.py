@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from nero_study.tasks.base import TaskConfigError
-from nero_study.tasks.common import minibatch_indices
+from nero_study.data.batches import minibatch_indices
+from nero_study.errors import TaskConfigError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".jpeg",

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from nero_study.data.paths import data_dir
-from nero_study.tasks.base import TaskConfigError
+from nero_study.errors import TaskConfigError
 
 MNIST_FILES: dict[str, str] = {
     "train_images": "train-images-idx3-ubyte",

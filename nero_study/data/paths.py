@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nero_study.tasks.base import TaskConfigError
+from nero_study.errors import TaskConfigError
 
 DATA_DIR_ENV = "NERO_STUDY_DATA_DIR"
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-PRESETS: tuple[str, ...] = ("paper", "library")
+from nero_study.errors import UnknownOptimizerError
+
 # Arguments that are not hyperparameters a study may set.
 _NOT_SETTINGS = {"params", "lr", "differentiable", "capturable", "fused", "decoupled_weight_decay", "foreach"}
 
@@ -126,10 +127,6 @@ def _register_madam() -> None:
 
 
 _register_madam()
-
-
-class UnknownOptimizerError(ValueError):
-    pass
 
 
 def list_optimizers() -> list[OptimizerInfo]:

@@ -7,7 +7,7 @@ Typical use::
     db.upgrade(url)                                # once, at start-up (schema only via migrations)
     Session = db.session_factory(db.make_engine(url))
     with Session() as session:
-        sweep = repo.create_sweep(session, spec=spec_dict, name="demo")
+        sweep = repo.create_sweep(session, spec=spec_dict, name="demo")[0]
 
 Importing this package connects to nothing.
 """

@@ -27,12 +27,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-SWEEP_STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
-SWEEP_FINISHED_STATUSES: tuple[str, ...] = ("succeeded", "failed", "cancelled")
-TRIAL_STATUSES: tuple[str, ...] = ("pending", "running", "succeeded", "diverged", "failed", "cancelled")
-# A trial with one of these has a result that a resumed sweep keeps; every other trial is run (again).
-TRIAL_DONE_STATUSES: tuple[str, ...] = ("succeeded", "diverged", "failed")
-TRIAL_PHASES: tuple[str, ...] = ("grid", "seeds", "tpe")
+from nero_study.vocabulary import SWEEP_STATUSES, TRIAL_STATUSES
+
 CURVE_NAMES: tuple[str, ...] = ("metric", "train_loss", "epoch")
 
 NAMING_CONVENTION = {

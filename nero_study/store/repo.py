@@ -39,10 +39,6 @@ from sqlalchemy.orm import Session
 from nero_study.store.db import BEGIN_IMMEDIATE
 from nero_study.store.models import (
     CURVE_NAMES,
-    SWEEP_FINISHED_STATUSES,
-    TRIAL_DONE_STATUSES,
-    TRIAL_PHASES,
-    TRIAL_STATUSES,
     ApiToken,
     MetricPoint,
     Sweep,
@@ -50,11 +46,11 @@ from nero_study.store.models import (
     UTCDateTime,
     utc_now,
 )
+from nero_study.vocabulary import PHASES, SWEEP_ACTIVE, SWEEP_FINISHED, TRIAL_ENDED, TRIAL_FINISHED, TRIAL_STATUSES
 
 if TYPE_CHECKING:
     import pandas as pd
 
-TRIAL_FINISH_STATUSES: tuple[str, ...] = ("succeeded", "diverged", "failed", "cancelled")
 TRIAL_FRAME_COLUMNS: tuple[str, ...] = (
     "id",
     "sweep_id",
@@ -171,12 +167,13 @@ def create_sweep(
     name: str,
     idempotency_key: str | None = None,
     planned_trials: int | None = None,
-) -> Sweep:
-    """Queue a new sweep, or return the sweep already created with the same ``idempotency_key``.
+) -> tuple[Sweep, bool]:
+    """Queue a new sweep, or find the sweep already created with the same ``idempotency_key``.
 
-    ``planned_trials``: the number of trials the spec plans (``nero_study.study.plan.count_trials``), kept
-    so that listings show progress without validating every spec again. Raises
-    :class:`IdempotencyKeyReused` when the key exists with a different name or spec.
+    Returns the sweep and whether this call created it (``False``: an idempotent replay). ``planned_trials``:
+    the number of trials the spec plans (``SweepSpec.trial_count()``), kept so that listings show progress
+    without validating every spec again. Raises :class:`IdempotencyKeyReused` when the key exists with a
+    different name or spec. Callers with a validated spec use ``nero_study.study.queue.queue_sweep``.
     """
     spec = dict(spec)
 
@@ -194,7 +191,7 @@ def create_sweep(
 
     found = existing_for_key()
     if found is not None:
-        return found
+        return found, False
     sweep = Sweep(
         name=name, spec=spec, idempotency_key=idempotency_key, status="queued", planned_trials=planned_trials
     )
@@ -205,8 +202,8 @@ def create_sweep(
         found = existing_for_key()  # another request with the same key won the race
         if found is None:
             raise
-        return found
-    return sweep
+        return found, False
+    return sweep, True
 
 
 def get_sweep(session: Session, *, sweep_id: str) -> Sweep | None:
@@ -395,8 +392,8 @@ def finish_sweep(
 
     Returns ``False`` (and changes nothing) when ``owner`` no longer holds the sweep.
     """
-    if status not in SWEEP_FINISHED_STATUSES:
-        raise ValueError(f"Invalid sweep status: {status!r}; valid: {', '.join(SWEEP_FINISHED_STATUSES)}")
+    if status not in SWEEP_FINISHED:
+        raise ValueError(f"Invalid sweep status: {status!r}; valid: {', '.join(SWEEP_FINISHED)}")
     now = now or utc_now()
     values: dict[str, Any] = {
         "status": status,
@@ -441,7 +438,7 @@ def request_cancel(session: Session, *, sweep_id: str, now: datetime | None = No
     with _write(session):
         session.execute(
             sa.update(Sweep)
-            .where(Sweep.id == sweep_id, Sweep.status.in_(("queued", "running")))
+            .where(Sweep.id == sweep_id, Sweep.status.in_(SWEEP_ACTIVE))
             .values(cancel_requested=True, updated_at=now)
             .execution_options(synchronize_session=False)
         )
@@ -469,8 +466,8 @@ def is_cancel_requested(session: Session, *, sweep_id: str) -> bool:
 def _trial_row(sweep_id: str, item: Any) -> dict[str, Any]:
     data = dict(item) if isinstance(item, Mapping) else {**item.to_dict(), "phase": _field(item, "phase")}
     phase = data.get("phase") or "grid"
-    if phase not in TRIAL_PHASES:
-        raise ValueError(f"Invalid trial phase: {phase!r}; valid: {', '.join(TRIAL_PHASES)}")
+    if phase not in PHASES:
+        raise ValueError(f"Invalid trial phase: {phase!r}; valid: {', '.join(PHASES)}")
     hyperparameters = dict(data.get("hyperparameters") or {})
     task_options = dict(data.get("task_options") or {})
     return {
@@ -533,7 +530,7 @@ def pending_trials(session: Session, *, sweep_id: str) -> list[Trial]:
     """
     query = (
         sa.select(Trial)
-        .where(Trial.sweep_id == sweep_id, Trial.status.not_in(TRIAL_DONE_STATUSES))
+        .where(Trial.sweep_id == sweep_id, Trial.status.not_in(TRIAL_FINISHED))
         .order_by(Trial.id)
         .execution_options(populate_existing=True)
     )
@@ -630,7 +627,7 @@ def mark_trial_running(
     with _write(session):
         result = session.execute(
             sa.update(Trial)
-            .where(Trial.id == trial_id, Trial.status.not_in(TRIAL_DONE_STATUSES), fresh_start)
+            .where(Trial.id == trial_id, Trial.status.not_in(TRIAL_FINISHED), fresh_start)
             .values(
                 status="running",
                 attempt=attempt,
@@ -717,10 +714,10 @@ def finish_trial(
     counts twice. With ``attempt``, a result from an attempt older than the trial's current one is
     ignored too (a worker that lost its lease). ``wall_s`` is in seconds.
     """
-    if status not in TRIAL_FINISH_STATUSES:
-        raise ValueError(f"Invalid trial status: {status!r}; valid: {', '.join(TRIAL_FINISH_STATUSES)}")
+    if status not in TRIAL_ENDED:
+        raise ValueError(f"Invalid trial status: {status!r}; valid: {', '.join(TRIAL_ENDED)}")
     now = now or utc_now()
-    conditions = [Trial.id == trial_id, Trial.status.not_in(TRIAL_DONE_STATUSES)]
+    conditions = [Trial.id == trial_id, Trial.status.not_in(TRIAL_FINISHED)]
     values: dict[str, Any] = {
         "status": status,
         "metric": metric,

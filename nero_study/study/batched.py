@@ -1,15 +1,17 @@
 """Batched-lr execution: K trials of one task trained as one stacked model.
 
-For a task whose training is a :class:`~nero_study.tasks.common.SupervisedSetup` with a batchable model
-(no batch-norm statistics, no dropout), K members that differ in learning rate (and seed: each member
-keeps its own initialisation and data order) are stacked with ``torch.func.stack_module_state``, run with
-``vmap`` + ``functional_call``, and updated by the batched form of their optimiser
-(``nero_study.optim.batched``), which keeps every per-tensor, per-neuron or per-element quantity per
-member. Each member still checks its own loss: a diverged member is frozen and reported ``diverged``
-while the others go on. Members match the same trials run one by one to float32 rounding.
+A task that declares ``batchable = True`` trains through a :class:`~nero_study.tasks.common.SupervisedSetup`
+whose model has no batch-norm statistics or dropout. K members that differ in learning rate (and seed: each
+member keeps its own initialisation and data order) are stacked with ``torch.func.stack_module_state``, run with
+``vmap`` + ``functional_call``, and updated by the batched form of their optimiser (``nero_study.optim.batched``),
+which keeps every per-tensor, per-neuron or per-element quantity per member. Each member checks its own loss
+through its own :class:`~nero_study.tasks.base.TrialContext`, with the same divergence rule as a trial run alone:
+a diverged member is frozen and reported ``diverged`` while the others go on. In float64 the members equal the
+same trials run one by one to rounding (tests/study/test_batched.py).
 
 Tasks that cannot be batched (batch norm, GANs, RL, language models with dropout) run packed instead;
-:func:`batched_support` says why.
+:func:`batched_support` says why, from the task's declaration and the optimiser's settings alone (no data is
+loaded to decide).
 """
 
 from __future__ import annotations
@@ -23,20 +25,15 @@ from typing import Any
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
+from nero_study.data.batches import minibatch_indices
 from nero_study.optim.batched import batched_optimizer_for
 from nero_study.optim.registry import resolve_settings
-from nero_study.study.execute import Emit, done_event, failed_event, run_member
-from nero_study.tasks.base import (
-    Diverged,
-    EvalPoint,
-    TrialContext,
-    TrialSpec,
-    build_result,
-    prepare_trial,
-    seed_everything,
-)
-from nero_study.tasks.common import SupervisedSetup, minibatch_indices
+from nero_study.study.protocol import Emit, TrialEvaluated, TrialFinished, TrialStarted
+from nero_study.tasks.base import Diverged, EvalPoint, TrialContext, TrialSpec
+from nero_study.tasks.common import SupervisedSetup
 from nero_study.tasks.registry import get_task
+from nero_study.tasks.runner import build_result, prepare_trial, seed_everything
+from nero_study.vocabulary import TrialOutcome
 
 
 def _group_key(spec: TrialSpec) -> tuple[Any, ...]:
@@ -53,35 +50,24 @@ def _group_key(spec: TrialSpec) -> tuple[Any, ...]:
 
 
 def batched_support(spec: TrialSpec) -> str | None:
-    """None when ``spec`` can run batched; otherwise the reason it falls back to packing."""
+    """None when ``spec`` can run as a stacked member; otherwise the reason it runs alone (packed)."""
     task = get_task(spec.task)
-    if not hasattr(task, "supervised_setup"):
-        return f"task {spec.task!r} has no stackable supervised setup"
-    config = task.config(spec.budget, spec.task_options)
-    setup = task.supervised_setup(config)
-    if not setup.batchable:
-        return f"task {spec.task!r}'s model keeps batch statistics or dropout"
+    if not task.batchable:
+        return (
+            f"task {spec.task!r} does not declare batched support (stacked members need a supervised setup "
+            "without batch statistics or dropout)"
+        )
     settings = resolve_settings(spec.optimizer, spec.preset, spec.hyperparameters)
     if batched_optimizer_for(spec.optimizer, settings) is None:
         return f"optimizer {spec.optimizer!r} with settings {settings} has no batched form"
     return None
 
 
-def supports_batched(specs: Sequence[TrialSpec]) -> bool:
-    """Whether at least two members of ``specs`` can share one batched run."""
-    groups: dict[tuple[Any, ...], int] = {}
-    for spec in specs:
-        try:
-            if batched_support(spec) is None:
-                key = _group_key(spec)
-                groups[key] = groups.get(key, 0) + 1
-        except ValueError:
-            continue
-    return any(count > 1 for count in groups.values())
+def batched_groups(specs: Sequence[TrialSpec]) -> tuple[list[list[int]], list[int]]:
+    """Which members of ``specs`` run stacked together (groups of two or more) and which run alone.
 
-
-def run_batched_bundle(specs: Sequence[TrialSpec], emit: Emit) -> None:
-    """Run ``specs``: compatible members batched together, the rest one by one (packed)."""
+    An invalid spec runs alone, where it fails with its own message.
+    """
     groups: dict[tuple[Any, ...], list[int]] = {}
     alone: list[int] = []
     for member, spec in enumerate(specs):
@@ -93,13 +79,14 @@ def run_batched_bundle(specs: Sequence[TrialSpec], emit: Emit) -> None:
             groups.setdefault(_group_key(spec), []).append(member)
         else:
             alone.append(member)
-    for members in groups.values():
-        if len(members) == 1:
-            alone.extend(members)
-        else:
-            run_batched_group([(m, specs[m]) for m in members], emit)
-    for member in sorted(alone):
-        run_member(member, specs[member], emit)
+    stacked = [members for members in groups.values() if len(members) > 1]
+    alone.extend(member for members in groups.values() if len(members) == 1 for member in members)
+    return stacked, sorted(alone)
+
+
+def supports_batched(specs: Sequence[TrialSpec]) -> bool:
+    """Whether at least two members of ``specs`` can share one stacked run."""
+    return bool(batched_groups(specs)[0])
 
 
 class _Member:
@@ -107,7 +94,7 @@ class _Member:
         self.member = member
         self.spec = spec
         self.ctx = ctx
-        self.status = "succeeded"
+        self.status: TrialOutcome = "succeeded"
         self.error: str | None = None
         self.last_loss = math.nan
 
@@ -122,21 +109,22 @@ def run_batched_group(members: Sequence[tuple[int, TrialSpec]], emit: Emit) -> N
             prepare_trial(spec)
     except Exception as exc:  # noqa: BLE001 - report every member failed, as the packed path would
         for member, spec in members:
-            emit({"event": "start", "member": member})
-            emit(failed_event(member, spec, exc, time.perf_counter() - start))
+            emit(TrialStarted(member))
+            emit(TrialFinished.failed(member, spec, exc, time.perf_counter() - start))
         return
     setup: SupervisedSetup = task.supervised_setup(config)
     settings = resolve_settings(first.optimizer, first.preset, first.hyperparameters)
     optimizer_cls = batched_optimizer_for(first.optimizer, settings)
-    assert optimizer_cls is not None  # checked by batched_support
+    if optimizer_cls is None:
+        raise ValueError(batched_support(first))  # run_bundle only stacks members batched_support accepts
 
     runs: list[_Member] = []
     models = []
     for member, spec in members:
-        emit({"event": "start", "member": member})
+        emit(TrialStarted(member))
 
         def reporter(point: EvalPoint, member: int = member) -> None:
-            emit({"event": "eval", "member": member, **point.to_dict()})
+            emit(TrialEvaluated.of(member, point))
 
         seed_everything(spec.seed)
         ctx = TrialContext(spec, task, device, reporter)
@@ -218,5 +206,5 @@ def run_batched_group(members: Sequence[tuple[int, TrialSpec]], emit: Emit) -> N
     evaluate(step)
     wall_s = (time.perf_counter() - start) / len(runs)
     for run in runs:
-        result = build_result(run.ctx, status=run.status, error=run.error, wall_s=wall_s)  # type: ignore[arg-type]
-        emit(done_event(run.member, result))
+        result = build_result(run.ctx, status=run.status, error=run.error, wall_s=wall_s)
+        emit(TrialFinished.of(run.member, result))

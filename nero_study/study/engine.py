@@ -1,12 +1,13 @@
-"""The sweep engine: a stored sweep's pending trials, run on Ray Tune, written back to the store.
+r"""The sweep engine: a stored sweep's pending trials, run on Ray, written back to the store.
 
-Path of one trial: the plan (``plan.py``) becomes rows in ``trials``; unfinished rows are packed into
-bundles per task; each bundle is one Ray Tune trial whose function runs the members back to back
-(``execute.run_bundle``) and reports their events in batches; a driver-side Tune callback
-(:class:`StoreWriter`) writes the events into the store. Ray workers never touch the database.
-A re-run of the same sweep id skips finished trials, so a crash loses nothing and counts nothing twice.
+Path of one trial (docs/architecture.md has the whole picture): the plan (``plan.py``) becomes rows in
+``trials``; the unfinished rows become :class:`~nero_study.study.protocol.Bundle`\ s per task; each bundle runs
+in one Ray process (``execute.run_bundle``), on the worker's warm runners (``pool.py``) or as one Tune trial of
+a per-sweep experiment, and streams its events back; the engine's :class:`~nero_study.study.sink.StoreSink`
+writes them into the store. Ray workers never touch the database. A re-run of the same sweep id skips finished
+trials, so a crash loses nothing and counts nothing twice.
 
-Runs in the caller's main thread (Tune needs it): the CLI's ``sweep`` command and the queue worker.
+The per-sweep Tune experiment runs in the caller's main thread (Tune needs it): ``nero-study sweep`` and TPE.
 """
 
 from __future__ import annotations
@@ -17,92 +18,40 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from ray.tune import Callback, Stopper
+from ray.tune import Stopper
 from sqlalchemy.orm import Session, sessionmaker
 
 from nero_study.store import repo
-from nero_study.study.plan import plan_seed_repeats, plan_trials, tpe_space
-from nero_study.study.pool import PoolShape, WarmPools
-from nero_study.study.spec import Resources, SweepSpec
+from nero_study.study.batched import supports_batched
+from nero_study.study.cluster import PoolShape, ensure_ray, pool_shape
+from nero_study.study.plan import PlannedTrial, plan_seed_repeats, plan_trials, tpe_space
+from nero_study.study.pool import WarmPool
+from nero_study.study.protocol import Bundle
+from nero_study.study.sink import ProgressHook, StoreSink, SweepProgress, TuneStoreCallback
+from nero_study.study.spec import SweepSpec
 from nero_study.study.trainables import bundle_trainable, tpe_trainable
 from nero_study.tasks.base import TrialSpec
+from nero_study.vocabulary import TRIAL_FINISHED, ExecutionMode, ExecutionUsed
 
 logger = logging.getLogger(__name__)
 
-FINISHED = frozenset({"succeeded", "diverged", "failed"})
-ProgressHook = Callable[["SweepProgress"], None]
-
-
-@dataclass
-class SweepProgress:
-    """Counts the CLI and the worker show while a sweep runs."""
-
-    total: int = 0
-    counts: Counter[str] = field(default_factory=Counter)
-    started_at: float = field(default_factory=time.monotonic)
-    execution: str = ""
-
-    @property
-    def done(self) -> int:
-        return sum(self.counts[status] for status in FINISHED)
-
-    def eta_seconds(self) -> float | None:
-        elapsed = time.monotonic() - self.started_at
-        finished_now = self.done - self.counts["already_done"]
-        remaining = self.total - self.done
-        if finished_now <= 0 or remaining <= 0:
-            return None if remaining > 0 else 0.0
-        return elapsed / finished_now * remaining
-
-
-def ensure_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
-    """Connect to Ray once per process: the cluster at ``RAY_ADDRESS`` if set, else a local instance."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, **kwargs)
-
-
-def _cluster_slots(cpu_per_trial: float, gpu_per_trial: float, max_concurrency: int | None) -> int:
-    import ray
-
-    resources = ray.cluster_resources()
-    slots = max(1, int(resources.get("CPU", 1) // max(cpu_per_trial, 1e-9)))
-    if gpu_per_trial > 0:
-        slots = min(slots, max(1, int(resources.get("GPU", 0) // gpu_per_trial)))
-    if max_concurrency:
-        slots = min(slots, max_concurrency)
-    return slots
-
-
-def pool_shape(resources: Resources, max_concurrency: int | None = None) -> PoolShape:
-    """The warm runners a sweep with these per-trial resources runs on: one per slot of the cluster."""
-    slots = _cluster_slots(float(resources.cpu), float(resources.gpu), max_concurrency)
-    return PoolShape(float(resources.cpu), float(resources.gpu), slots, max(1, int(resources.cpu)))
-
 
 def choose_bundle_size(
-    spec: SweepSpec, pending_in_task: int, slots: int, execution: str = "packed", *, warm: bool = False
+    spec: SweepSpec, pending_in_task: int, slots: int, execution: ExecutionMode = "packed", *, warm: bool = False
 ) -> int:
-    """How many trials one Tune trial (or, on warm runners, one dispatched bundle) runs back to back.
+    """How many trials one bundle runs back to back (or stacked, when batched).
 
-    ``separate`` runs one trial per Tune trial. Otherwise the spec's ``bundle_size`` if given; for the
-    paper budget 1 (trials are hours long, the fixed price is negligible) unless batched; batched: one
-    stacked run per slot. Packed on warm runners: 1, since a dispatched bundle costs milliseconds and
-    runners taking trials one at a time balance the slots best. Packed on a fresh Tune experiment:
-    enough to give every slot about two bundles of this task, so that work stays balanced while Tune's
-    price per trial is paid rarely.
+    ``separate`` runs one trial per bundle. Otherwise the spec's ``bundle_size`` if given; for the paper
+    budget 1 (trials are hours long, the fixed price is negligible) unless batched; batched: one stacked run
+    per slot. Packed on warm runners: 1, since a dispatched bundle costs milliseconds and runners taking trials
+    one at a time balance the slots best. Packed on a fresh Tune experiment: enough to give every slot about
+    two bundles of this task, so that work stays balanced while Tune's price per trial is paid rarely.
     """
     if execution == "separate":
         return 1
@@ -117,122 +66,24 @@ def choose_bundle_size(
     return max(1, math.ceil(pending_in_task / (2 * slots)))
 
 
-class StoreWriter(Callback):
-    """Driver-side Tune callback: writes members' events into the store and tracks progress."""
+def make_bundles(
+    members: Sequence[tuple[int, TrialSpec]], size: int, execution: ExecutionMode
+) -> list[Bundle]:
+    """``members`` (store id, spec) of one task dealt round-robin into bundles of at most ``size``.
 
-    def __init__(
-        self,
-        *,
-        session_factory: sessionmaker[Session],
-        sweep_id: str,
-        progress: SweepProgress,
-        on_progress: ProgressHook | None,
-        new_trial: Callable[[dict[str, Any]], int] | None = None,
-        attempt: int = 1,
-    ) -> None:
-        self.session_factory = session_factory
-        self.attempt = attempt
-        self.sweep_id = sweep_id
-        self.progress = progress
-        self.on_progress = on_progress
-        self.new_trial = new_trial
-        self.members: dict[str, list[int]] = {}  # Tune trial id -> store trial ids
-        self.finished: set[int] = set()
-        self.running: set[int] = set()
-        self.execution_used: set[str] = set()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {}  # Tune pickles its callbacks into the experiment state; this one lives only in the driver
-
-    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        if trial.trial_id in self.members:
-            return
-        if "work" in trial.config:
-            self.members[trial.trial_id] = list(trial.config["work"]["trial_ids"])
-        elif self.new_trial is not None:
-            self.members[trial.trial_id] = [self.new_trial(trial.config)]
-
-    def on_trial_result(
-        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
-    ) -> None:
-        if trial.trial_id not in self.members:
-            self.on_trial_start(iteration, trials, trial)
-        events = result.get("nero_events") or []
-        if events:
-            self.write_events(trial.trial_id, events)
-
-    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        message = f"Ray Tune trial failed after retries: {getattr(trial, 'error_file', '') or 'see Ray logs'}"
-        error_text = _read_error(trial)
-        self.fail_unfinished(trial.trial_id, error_text or message)
-
-    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.fail_unfinished(trial.trial_id, "the bundle ended without a result for this trial")
-
-    def write_events(self, tune_trial_id: str, events: Sequence[dict[str, Any]]) -> None:
-        ids = self.members.get(tune_trial_id, [])
-        points: dict[int, list[dict[str, float]]] = {}
-        with self.session_factory() as session:
-            for event in events:
-                kind = event["event"]
-                if kind == "execution":
-                    self.execution_used.add(event["mode"])
-                    continue
-                trial_id = ids[event["member"]]
-                if trial_id in self.finished:
-                    continue  # a retried bundle re-running a finished member: keep the first result
-                if kind == "start":
-                    repo.mark_trial_running(session, trial_id=trial_id, attempt=self.attempt)
-                    self.running.add(trial_id)
-                elif kind == "eval":
-                    points.setdefault(trial_id, []).append(
-                        {k: event[k] for k in ("step", "epoch", "train_loss", "metric")}
-                    )
-                elif kind == "done":
-                    if trial_id in points:
-                        repo.add_metric_points(session, trial_id=trial_id, points=points.pop(trial_id))
-                    fields = {k: v for k, v in event.items() if k not in {"event", "member"}}
-                    repo.finish_trial(session, trial_id=trial_id, attempt=self.attempt, **fields)
-                    self.finished.add(trial_id)
-                    self.running.discard(trial_id)
-                    self.progress.counts[event["status"]] += 1
-            for trial_id, trial_points in points.items():
-                repo.add_metric_points(session, trial_id=trial_id, points=trial_points)
-        self.progress.counts["running"] = len(self.running)
-        if self.on_progress is not None:
-            self.on_progress(self.progress)
-
-    def fail_unfinished(self, tune_trial_id: str, message: str) -> None:
-        unfinished = [t for t in self.members.get(tune_trial_id, []) if t not in self.finished]
-        if not unfinished:
-            return
-        with self.session_factory() as session:
-            for trial_id in unfinished:
-                repo.finish_trial(
-                    session,
-                    trial_id=trial_id,
-                    status="failed",
-                    metric=math.nan,
-                    best_metric=math.nan,
-                    initial_metric=math.nan,
-                    error=message,
-                    attempt=self.attempt,
-                )
-                self.finished.add(trial_id)
-                self.running.discard(trial_id)
-                self.progress.counts["failed"] += 1
-        self.progress.counts["running"] = len(self.running)
-        if self.on_progress is not None:
-            self.on_progress(self.progress)
-
-
-def _read_error(trial: Any) -> str | None:
-    path = getattr(trial, "error_file", None)
-    if path and os.path.exists(path):
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            lines = handle.read().strip().splitlines()
-        return lines[-1] if lines else None
-    return None
+    Round-robin gives each bundle a mix of lrs, so bundles of early-diverging (short) trials and of long ones
+    do not leave a slot idle at the end.
+    """
+    count = math.ceil(len(members) / size)
+    return [
+        Bundle(
+            bundle_id=uuid.uuid4().hex[:12],
+            trial_ids=tuple(trial_id for trial_id, _ in members[first::count]),
+            specs=tuple(trial_spec for _, trial_spec in members[first::count]),
+            execution=execution,
+        )
+        for first in range(count)
+    ]
 
 
 class _CancelStopper(Stopper):
@@ -285,9 +136,9 @@ class SweepEngine:
         should_cancel: Callable[[], bool] | None = None,
         max_failures: int = 2,
         attempt: int = 1,
-        pools: WarmPools | None = None,
+        pool: WarmPool | None = None,
     ) -> None:
-        self.pools = pools
+        self.pool = pool
         self.session_factory = session_factory
         self.attempt = attempt
         self.sweep_id = sweep_id
@@ -296,10 +147,10 @@ class SweepEngine:
         self.stopper = _CancelStopper(should_cancel)
         self.max_failures = max_failures
         self.progress = SweepProgress()
-        self.execution_used: set[str] = set()
+        self.execution_used: set[ExecutionUsed] = set()
 
     # -- planning -------------------------------------------------------------------------------
-    def _store_plan(self, planned: Sequence[Any]) -> None:
+    def _store_plan(self, planned: Sequence[PlannedTrial]) -> None:
         with self.session_factory() as session:
             repo.add_trials(
                 session,
@@ -315,7 +166,7 @@ class SweepEngine:
     def _refresh_counts(self) -> None:
         with self.session_factory() as session:
             counts = repo.sweep_counts(session, sweep_id=self.sweep_id)
-        self.progress.counts = Counter({k: v for k, v in counts.items() if k in FINISHED})
+        self.progress.counts = Counter({k: v for k, v in counts.items() if k in TRIAL_FINISHED})
         self.progress.counts["already_done"] = self.progress.done
 
     # -- running --------------------------------------------------------------------------------
@@ -354,52 +205,41 @@ class SweepEngine:
         by_task: dict[str, list[tuple[int, TrialSpec]]] = {}
         for trial_id, trial_spec in pending:
             by_task.setdefault(trial_spec.task, []).append((trial_id, trial_spec))
-        bundles: list[dict[str, Any]] = []
+        bundles: list[Bundle] = []
         modes: set[str] = set()
         for members in by_task.values():
             execution = self._execution_mode(members)
             modes.add(execution)
-            size = choose_bundle_size(self.spec, len(members), shape.slots, execution, warm=self.pools is not None)
-            # Deal the trials round-robin: each bundle gets a mix of lrs, so bundles of early-diverging
-            # (short) trials and of long ones do not leave a slot idle at the end.
-            count = math.ceil(len(members) / size)
-            for first in range(count):
-                chunk = members[first::count]
-                bundles.append(
-                    {
-                        "trial_ids": [trial_id for trial_id, _ in chunk],
-                        "bundle": [trial_spec.to_dict() for _, trial_spec in chunk],
-                        "execution": execution,
-                    }
-                )
+            size = choose_bundle_size(self.spec, len(members), shape.slots, execution, warm=self.pool is not None)
+            bundles.extend(make_bundles(members, size, execution))
         self.progress.execution = "+".join(sorted(modes))
-        writer = StoreWriter(
+        sink = self._sink()
+        if self.pool is not None:
+            self.pool.run(bundles, sink, self.stopper.stop_all)
+        else:
+            from ray import tune
+
+            self._fit(
+                tune.with_resources(bundle_trainable, shape.resources),
+                param_space={"bundle": tune.grid_search([b.to_wire() for b in bundles]), "threads": shape.threads},
+                callback=TuneStoreCallback(sink),
+                slots=shape.slots,
+            )
+        self.execution_used |= sink.execution_used
+
+    def _sink(self) -> StoreSink:
+        return StoreSink(
             session_factory=self.session_factory,
             sweep_id=self.sweep_id,
+            attempt=self.attempt,
             progress=self.progress,
             on_progress=self.on_progress,
-            attempt=self.attempt,
         )
-        if self.pools is not None:
-            self.pools.get(shape).run(bundles, writer, self.stopper.stop_all)
-            self.execution_used |= writer.execution_used
-            return
-        from ray import tune
 
-        self._fit(
-            tune.with_resources(bundle_trainable, shape.resources),
-            param_space={"work": tune.grid_search(bundles), "threads": shape.threads},
-            writer=writer,
-            slots=shape.slots,
-        )
-        self.execution_used |= writer.execution_used
-
-    def _execution_mode(self, members: list[tuple[int, TrialSpec]]) -> str:
+    def _execution_mode(self, members: list[tuple[int, TrialSpec]]) -> ExecutionMode:
         """The spec's mode; ``auto`` picks batched where a task's trials can share stacked runs, else packed."""
         if self.spec.execution != "auto":
             return self.spec.execution
-        from nero_study.study.batched import supports_batched
-
         return "batched" if supports_batched([trial_spec for _, trial_spec in members]) else "packed"
 
     def _fit(
@@ -407,7 +247,7 @@ class SweepEngine:
         trainable: Any,
         *,
         param_space: dict[str, Any],
-        writer: StoreWriter,
+        callback: TuneStoreCallback,
         slots: int,
         search_alg: Any = None,
         num_samples: int = 1,
@@ -434,7 +274,7 @@ class SweepEngine:
                 run_config=tune.RunConfig(
                     name=f"sweep-{self.sweep_id}",
                     storage_path=storage,
-                    callbacks=[writer],
+                    callbacks=[callback],
                     stop=self.stopper,
                     failure_config=tune.FailureConfig(max_failures=self.max_failures),
                     verbose=0,
@@ -454,8 +294,7 @@ class SweepEngine:
             shutil.rmtree(storage, ignore_errors=True)
 
     def _run_tpe(self) -> None:
-        if self.pools is not None:
-            self.pools.close()  # TPE runs its own Tune experiment; the idle runners would hold its slots
+        """TPE runs its own Tune experiment per (task, optimiser); the worker closes its warm runners first."""
         import optuna
         from ray import tune
         from ray.tune.search.optuna import OptunaSearch
@@ -484,7 +323,7 @@ class SweepEngine:
                         for row in repo.list_trials(
                             session, sweep_id=self.sweep_id, task=task, label=variant.label, limit=100_000
                         )[0]
-                        if row.status in FINISHED
+                        if row.status in TRIAL_FINISHED
                     ]
                 remaining = self.spec.tpe_trials - len(done)
                 self._refresh_counts()
@@ -500,18 +339,13 @@ class SweepEngine:
                     points_to_evaluate=[{"lr": lr} for lr, _ in known] or None,
                     evaluated_rewards=[value for _, value in known] or None,
                 )
-                writer = StoreWriter(
-                    session_factory=self.session_factory,
-                    sweep_id=self.sweep_id,
-                    progress=self.progress,
-                    on_progress=self.on_progress,
-                    new_trial=lambda config, base=base: self._add_tpe_trial(base, float(config["lr"])),
-                    attempt=self.attempt,
+                callback = TuneStoreCallback(
+                    self._sink(), new_trial=lambda config, base=base: self._add_tpe_trial(base, float(config["lr"]))
                 )
                 self._fit(
                     tune.with_resources(tpe_trainable, shape.resources),
                     param_space={"base": base, "threads": shape.threads},
-                    writer=writer,
+                    callback=callback,
                     slots=min(shape.slots, remaining),
                     search_alg=searcher,
                     num_samples=remaining,

@@ -1,4 +1,4 @@
-"""From a :class:`SweepSpec` to the trials to run, under the three protocols of DESIGN.md section 4.
+"""From a :class:`SweepSpec` to the trials to run, under its protocol (docs/architecture.md).
 
 - ``grid``: every (task, optimiser variant, lr in its grid, seed), all in phase ``grid``.
 - ``paper``: phase ``grid`` is the grid with the first seed only; once it has finished,
@@ -16,12 +16,11 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from nero_study.study.spec import SweepSpec
 from nero_study.tasks.base import TrialSpec
-
-Phase = Literal["grid", "seeds", "tpe"]
+from nero_study.vocabulary import Phase
 
 
 @dataclass(frozen=True)
@@ -145,23 +144,6 @@ def tpe_space(spec: SweepSpec, label: str) -> tuple[float, float]:
     return grid[0], grid[-1]
 
 
-def count_trials(spec: SweepSpec) -> int:
-    """The number of trials the sweep will run, checked against the trial limit.
-
-    grid: sum over (task, variant) of |grid| x seeds; paper: |grid| + (seeds - 1) per (task, variant);
-    tpe: ``tpe_trials`` per (task, variant).
-    """
-    per_task = 0
-    for label in spec.labels:
-        if spec.protocol == "grid":
-            per_task += len(spec.grid_for(label)) * len(spec.seeds)
-        elif spec.protocol == "paper":
-            per_task += len(spec.grid_for(label)) + len(spec.seeds) - 1
-        else:
-            per_task += spec.tpe_trials
-    return per_task * len(spec.tasks)
-
-
 def stored_planned_trials(sweep: Any) -> int | None:
     """How many trials a stored sweep plans: the count stored at submission (``sweep.planned_trials``),
     else counted from its stored spec, for sweeps stored before migration 0002 (cached per sweep: a
@@ -178,18 +160,15 @@ def _count_stored_spec(sweep_id: str, spec_json: str) -> int | None:
     from pydantic import ValidationError
 
     try:
-        # The limit applied when the sweep was submitted; counting it now must not depend on today's.
-        spec = SweepSpec.model_validate(json.loads(spec_json), context={"max_trials_per_sweep": 10**9})
+        spec = SweepSpec.from_stored(json.loads(spec_json))
     except (ValidationError, ValueError, TypeError, KeyError):
         return None
-    return count_trials(spec)
+    return spec.trial_count()
 
 
 __all__ = [
-    "Phase",
     "PlannedTrial",
     "best_lrs",
-    "count_trials",
     "make_trial_spec",
     "plan_seed_repeats",
     "plan_trials",

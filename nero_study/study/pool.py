@@ -5,19 +5,20 @@ and ``torch._dynamo`` imports, data loading; about 6 s per sweep on two CPUs bef
 trains, whatever packing saves per trial. A long-running worker instead keeps one Tune experiment
 going in a background thread whose trials are *runners*, one per slot. Each runner loops: take a
 bundle from a dispatcher (a small async Ray actor), run it with :func:`execute.run_bundle` and report
-its events through Tune, take the next. Sweeps put bundles in; the driver-side Tune callback hands the
-events to the sweep's own :class:`~nero_study.study.engine.StoreWriter`, called in the sweep's thread,
-so what reaches the store is exactly what the one-fit-per-sweep path writes.
+its events through Tune, take the next. Sweeps put bundles in; the driver-side Tune callback passes the
+runners' reports to the sweep's thread, which hands their events to the sweep's own
+:class:`~nero_study.study.sink.StoreSink`, so what reaches the store is exactly what the one-fit-per-sweep path
+writes.
 
 * Cancel (or a lost lease, or shutdown): queued bundles are withdrawn and in-flight ones stop at their
   next report; the runners stay warm.
 * A runner process that dies (a segfault, the OOM killer) is restarted by Tune; its bundle is run again
   up to ``max_failures`` times (finished members keep their first result), then its unfinished
   members fail with the runner's error.
-* The pool holds its slots' resources while idle. On a shared Ray cluster (``RAY_ADDRESS``) the worker
-  lets it go after an idle time; on the local Ray the worker started for itself nothing else wants
-  them, so it stays. It is also closed before a sweep that needs other resources (and replaced), before
-  a TPE sweep (which runs its own Tune experiment), and when the worker stops.
+* The pool holds its slots' resources while idle. The worker that owns it decides when it goes
+  (``workers/worker.py``): after an idle time on a shared Ray cluster, before a sweep that needs another
+  :class:`~nero_study.study.cluster.PoolShape` (then replaced), before a TPE sweep (which runs its own Tune
+  experiment), and when the worker stops.
 """
 
 from __future__ import annotations
@@ -31,13 +32,20 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ray.tune import Callback
 
-if TYPE_CHECKING:
-    from nero_study.study.engine import StoreWriter
+from nero_study.study.cluster import PoolShape
+from nero_study.study.protocol import (
+    RESULT_BUNDLE,
+    RESULT_BUNDLE_DONE,
+    RESULT_EVENTS,
+    RESULT_RUNNER_PID,
+    Bundle,
+    decode_events,
+)
+from nero_study.study.sink import StoreSink, tune_trial_error
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +53,7 @@ NAMESPACE = "nero-study"
 
 
 class Dispatcher:
-    """The runners' work queue (an async Ray actor): bundles in, one at a time out to each runner."""
+    """The runners' work queue (an async Ray actor): wire bundles in, one at a time out to each runner."""
 
     def __init__(self, max_retries: int) -> None:
         import asyncio
@@ -53,65 +61,65 @@ class Dispatcher:
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.max_retries = max_retries
         self.in_flight: dict[int, dict[str, Any]] = {}  # runner -> the bundle it is running
-        self.attempts: dict[str, int] = {}
+        self.attempts: dict[str, int] = {}  # bundle id -> times run again
         self.withdrawn: set[str] = set()
-        self.notices: list[tuple[str, str, int]] = []  # (work id, what happened, runner)
+        self.notices: list[tuple[str, str, int]] = []  # (bundle id, what happened, runner)
         self.closed = False
 
-    async def put(self, works: list[dict[str, Any]]) -> None:
-        for work in works:
-            self.attempts[work["work_id"]] = 0
-            self.queue.put_nowait(work)
+    async def put(self, bundles: list[dict[str, Any]]) -> None:
+        for bundle in bundles:
+            self.attempts[bundle["bundle_id"]] = 0
+            self.queue.put_nowait(bundle)
 
     def _interrupted(self, runner: int) -> None:
         """``runner`` died mid-bundle: run the bundle again (another runner may take it) or give it up."""
         interrupted = self.in_flight.pop(runner, None)
         if interrupted is None:
             return
-        work_id = interrupted["work_id"]
-        if work_id in self.withdrawn:
-            self.notices.append((work_id, "stopped", runner))
-        elif self.attempts[work_id] < self.max_retries:
-            self.attempts[work_id] += 1
-            self.notices.append((work_id, "retried", runner))
+        bundle_id = interrupted["bundle_id"]
+        if bundle_id in self.withdrawn:
+            self.notices.append((bundle_id, "stopped", runner))
+        elif self.attempts[bundle_id] < self.max_retries:
+            self.attempts[bundle_id] += 1
+            self.notices.append((bundle_id, "retried", runner))
             self.queue.put_nowait(interrupted)
         else:
-            self.notices.append((work_id, "lost", runner))
+            self.notices.append((bundle_id, "lost", runner))
 
     async def take(self, runner: int) -> dict[str, Any] | None:
         self._interrupted(runner)  # still in flight: this runner died mid-bundle and Tune restarted it
         while True:
             if self.closed:
                 return None
-            work = await self.queue.get()
-            if work is None:
+            bundle = await self.queue.get()
+            if bundle is None:
                 return None
-            if work["work_id"] in self.withdrawn:
+            if bundle["bundle_id"] in self.withdrawn:
                 continue
-            self.in_flight[runner] = work
-            return work
+            self.in_flight[runner] = bundle
+            return bundle
 
     async def runner_gone(self, runner: int) -> None:
         """Tune gave up restarting ``runner``: its bundle, if any, goes back to the queue or fails."""
         self._interrupted(runner)
 
-    async def finish(self, runner: int, work_id: str) -> None:
-        if self.in_flight.get(runner, {}).get("work_id") == work_id:
+    async def finish(self, runner: int, bundle_id: str) -> None:
+        if self.in_flight.get(runner, {}).get("bundle_id") == bundle_id:
             del self.in_flight[runner]
 
-    async def is_withdrawn(self, work_id: str) -> bool:
-        return work_id in self.withdrawn
+    async def is_withdrawn(self, bundle_id: str) -> bool:
+        return bundle_id in self.withdrawn
 
-    async def withdraw(self, work_ids: list[str]) -> None:
+    async def withdraw(self, bundle_ids: list[str]) -> None:
         """Queued bundles are dropped when reached; running ones stop at their next report."""
-        self.withdrawn.update(work_ids)
+        self.withdrawn.update(bundle_ids)
 
     async def take_notices(self) -> list[tuple[str, str, int]]:
         notices, self.notices = self.notices, []
         return notices
 
-    async def in_flight_works(self) -> list[str]:
-        return [work["work_id"] for work in self.in_flight.values()]
+    async def in_flight_bundles(self) -> list[str]:
+        return [bundle["bundle_id"] for bundle in self.in_flight.values()]
 
     async def close(self, runners: int) -> None:
         self.closed = True
@@ -131,33 +139,17 @@ class _Outbox(Callback):
         return {}  # Tune pickles callbacks into its experiment state; this one lives only in the driver
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
-        if "nero_runner_pid" in result:
-            self.pids.add(int(result["nero_runner_pid"]))
-        if "nero_work" in result:
+        if RESULT_RUNNER_PID in result:
+            self.pids.add(int(result[RESULT_RUNNER_PID]))
+        if RESULT_BUNDLE in result:
             self.items.put(("result", result))
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        from nero_study.study.engine import _read_error
-
-        self.runner_errors[int(trial.config["runner"])] = _read_error(trial) or "the runner process died"
+        self.runner_errors[int(trial.config["runner"])] = tune_trial_error(trial) or "the runner process died"
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.on_trial_recover(iteration, trials, trial)
         self.items.put(("runner_gone", int(trial.config["runner"])))
-
-
-@dataclass(frozen=True)
-class PoolShape:
-    """How a sweep's trials are laid out: resources per trial (or runner), how many at once, torch threads."""
-
-    cpu: float
-    gpu: float
-    slots: int
-    threads: int
-
-    @property
-    def resources(self) -> dict[str, float]:
-        return {"cpu": self.cpu, "gpu": self.gpu}
 
 
 class WarmPool:
@@ -227,16 +219,14 @@ class WarmPool:
         return self._thread.is_alive() and self.error is None and len(self.gone) < self.shape.slots
 
     # -- a sweep's bundles, run from the sweep's thread -----------------------------------------
-    def run(self, bundles: Sequence[dict[str, Any]], writer: StoreWriter, should_stop: Callable[[], bool]) -> bool:
-        """Run ``bundles`` on the runners, writing their events through ``writer``; ``False`` if stopped."""
+    def run(self, bundles: Sequence[Bundle], sink: StoreSink, should_stop: Callable[[], bool]) -> bool:
+        """Run ``bundles`` on the runners, handing their events to ``sink``; ``False`` if stopped."""
         import ray
 
-        works: dict[str, dict[str, Any]] = {}
+        works = {bundle.bundle_id: bundle for bundle in bundles}
         for bundle in bundles:
-            work_id = uuid.uuid4().hex[:12]
-            works[work_id] = {**bundle, "work_id": work_id}
-            writer.members[work_id] = list(bundle["trial_ids"])
-        ray.get(self.dispatcher.put.remote(list(works.values())))
+            sink.register(bundle.bundle_id, bundle.trial_ids)
+        ray.get(self.dispatcher.put.remote([bundle.to_wire() for bundle in bundles]))
         pending = set(works)
         stopped = False
         next_notice_check = time.monotonic() + 0.5
@@ -248,41 +238,41 @@ class WarmPool:
                     break  # the experiment ended (or every runner failed for good): nothing more will come
                 kind, payload = "", None
             if kind == "result":
-                work_id = payload["nero_work"]
-                if work_id in works:
-                    events = payload.get("nero_events") or []
+                bundle_id = payload[RESULT_BUNDLE]
+                if bundle_id in works:
+                    events = decode_events(payload.get(RESULT_EVENTS) or [])
                     if events:
-                        writer.write_events(work_id, events)
-                    if payload.get("nero_work_done"):
-                        pending.discard(work_id)
+                        sink.write(bundle_id, events)
+                    if payload.get(RESULT_BUNDLE_DONE):
+                        pending.discard(bundle_id)
                         if not stopped:
-                            writer.fail_unfinished(work_id, "the bundle ended without a result for this trial")
+                            sink.fail_unfinished(bundle_id, "the bundle ended without a result for this trial")
             elif kind == "runner_gone":
                 self.gone.add(payload)
                 ray.get(self.dispatcher.runner_gone.remote(payload))
                 next_notice_check = time.monotonic()
             if time.monotonic() >= next_notice_check:
                 next_notice_check = time.monotonic() + 0.5
-                for work_id, what, runner in ray.get(self.dispatcher.take_notices.remote()):
-                    if work_id not in works:
+                for bundle_id, what, runner in ray.get(self.dispatcher.take_notices.remote()):
+                    if bundle_id not in works:
                         continue
                     if what == "retried":
                         self.retries += 1
-                        logger.warning("runner %s died running bundle %s; running it again", runner, work_id)
+                        logger.warning("runner %s died running bundle %s; running it again", runner, bundle_id)
                     else:
-                        pending.discard(work_id)
+                        pending.discard(bundle_id)
                         if what == "lost":
                             error = self.outbox.runner_errors.get(runner, "the runner process died")
-                            writer.fail_unfinished(work_id, f"Ray Tune runner failed after retries: {error}")
+                            sink.fail_unfinished(bundle_id, f"Ray Tune runner failed after retries: {error}")
             if not stopped and should_stop():
                 stopped = True
                 ray.get(self.dispatcher.withdraw.remote(list(pending)))
                 # Queued bundles are dropped; wait only for those in flight to stop at their next report.
-                pending &= set(ray.get(self.dispatcher.in_flight_works.remote()))
+                pending &= set(ray.get(self.dispatcher.in_flight_bundles.remote()))
         if pending and not stopped:
             reason = repr(self.error) if self.error else "every runner of the warm pool is gone"
-            for work_id in pending:
-                writer.fail_unfinished(work_id, f"Ray Tune runner failed after retries: {reason}")
+            for bundle_id in pending:
+                sink.fail_unfinished(bundle_id, f"Ray Tune runner failed after retries: {reason}")
         self.last_used = time.monotonic()
         return not stopped
 
@@ -311,36 +301,3 @@ class WarmPool:
         except Exception:  # noqa: BLE001
             pass
         shutil.rmtree(self.storage, ignore_errors=True)
-
-
-class WarmPools:
-    """The worker's warm pool: made on first use, replaced when a sweep needs another shape."""
-
-    def __init__(self, *, idle_seconds: float | None = 120.0, max_failures: int = 2) -> None:
-        self.idle_seconds = idle_seconds
-        self.max_failures = max_failures
-        self.pool: WarmPool | None = None
-
-    def get(self, shape: PoolShape) -> WarmPool:
-        if self.pool is not None and (self.pool.shape != shape or not self.pool.alive):
-            self.close()
-        if self.pool is None:
-            self.pool = WarmPool(shape, max_failures=self.max_failures)
-        return self.pool
-
-    def close_if_idle(self, now: float | None = None) -> None:
-        """Let the runners go after ``idle_seconds`` without a sweep (``None``: keep them).
-
-        ``now``: the ``time.monotonic()`` reading to judge by (default: the current one).
-        """
-        if self.idle_seconds is None or self.pool is None:
-            return
-        now = time.monotonic() if now is None else now
-        if now - self.pool.last_used > self.idle_seconds:
-            logger.info("closing the warm pool after %.0f s idle", self.idle_seconds)
-            self.close()
-
-    def close(self) -> None:
-        if self.pool is not None:
-            pool, self.pool = self.pool, None
-            pool.close()

@@ -39,17 +39,16 @@ from pydantic import (
 )
 
 from nero_study.optim.registry import get_optimizer, resolve_settings
-from nero_study.settings import Settings
+from nero_study.settings import DEFAULT_MAX_TRIALS_PER_SWEEP
 from nero_study.tasks.registry import TASKS
+from nero_study.vocabulary import Budget, ExecutionMode, Preset, Protocol, same_lr
 
-Protocol = Literal["grid", "paper", "tpe"]
-Execution = Literal["auto", "separate", "packed", "batched"]
 SpecFormat = Literal["yaml", "json"]
+#: Validation-context key of a spec read back from the store (see :meth:`SweepSpec.from_stored`).
+_ADMITTED = "admitted"
 
 #: Significant digits kept in log-spaced grid values (so 1e-4..1 by decades is exactly 1e-4, ..., 1).
 GRID_SIGNIFICANT_DIGITS = 6
-#: Relative tolerance under which a default lr counts as already in a grid.
-_LR_REL_TOL = 1e-9
 _MAX_POINTS_PER_DECADE = 1000
 
 
@@ -191,10 +190,13 @@ def _lrs_kind(value: Any) -> str:
 class SweepSpec(_StrictModel):
     """A learning-rate sweep: tasks x optimiser variants x lr grid x seeds under one protocol.
 
-    ``max_trials`` defaults to the service's ``max_trials_per_sweep`` (``NERO_STUDY_MAX_TRIALS_PER_SWEEP``)
-    and may lower it, never raise it; pass ``context={"max_trials_per_sweep": n}`` to ``model_validate``
-    (or ``limit=n`` to the loaders) to check against another service limit. ``task_options`` names are
-    checked here against the sweep's tasks; their fields are checked by the task when a trial is built.
+    The number of trials (:meth:`trial_count`) must stay within the service's limit, which comes only through
+    the validation context: ``context={"max_trials_per_sweep": n}`` to ``model_validate`` (or ``limit=n`` to
+    the loaders; ``Settings.spec_context()`` gives a service's), else ``DEFAULT_MAX_TRIALS_PER_SWEEP``;
+    validating never reads the environment. ``max_trials`` is the user's own, lower cap (``None``: none).
+    A spec already admitted (stored) is read back with :meth:`from_stored`, under no service limit.
+    ``task_options`` names are checked here against the sweep's tasks; their fields are checked by the task
+    when a trial is built.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -202,7 +204,7 @@ class SweepSpec(_StrictModel):
     name: str | None = Field(default=None, max_length=200)
     tasks: list[TaskName] = Field(min_length=1)
     # preset before optimizers: the variants' settings are checked against it.
-    preset: Literal["paper", "library"] = "paper"
+    preset: Preset = "paper"
     optimizers: list[OptimizerVariant] = Field(min_length=1)
     lrs: Annotated[
         Annotated[list[LearningRate], Tag("list")] | Annotated[LogGrid, Tag("range")],
@@ -211,13 +213,13 @@ class SweepSpec(_StrictModel):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     protocol: Protocol = "grid"
     tpe_trials: int = Field(default=8, ge=1)
-    budget: Literal["smoke", "proxy", "paper"] = "proxy"
+    budget: Budget = "proxy"
     task_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
     max_concurrency: int | None = Field(default=None, ge=1)
-    execution: Execution = "auto"
+    execution: ExecutionMode = "auto"
     bundle_size: int | None = Field(default=None, ge=1)
-    max_trials: int = Field(default_factory=lambda: Settings().max_trials_per_sweep, ge=1)
+    max_trials: int | None = Field(default=None, ge=1)
 
     # --- validation -------------------------------------------------------------------------------
 
@@ -312,15 +314,19 @@ class SweepSpec(_StrictModel):
     @model_validator(mode="after")
     def _within_trial_limit(self, info: ValidationInfo) -> SweepSpec:
         context = info.context or {}
-        ceiling = int(context.get("max_trials_per_sweep") or Settings().max_trials_per_sweep)
-        if "max_trials" in self.model_fields_set and self.max_trials > ceiling:
+        if context.get(_ADMITTED):
+            ceiling = None  # stored under the limit of its day: today's limit does not apply
+        else:
+            ceiling = int(context.get("max_trials_per_sweep") or DEFAULT_MAX_TRIALS_PER_SWEEP)
+        if ceiling is not None and self.max_trials is not None and self.max_trials > ceiling:
             raise ValueError(
                 f"max_trials {self.max_trials} is above the service limit of {ceiling} trials per sweep"
             )
-        limit = min(self.max_trials, ceiling)
-        from nero_study.study.plan import count_trials
-
-        count = count_trials(self)
+        limits = [limit for limit in (self.max_trials, ceiling) if limit is not None]
+        if not limits:
+            return self
+        limit = min(limits)
+        count = self.trial_count()
         if count > limit:
             raise ValueError(
                 f"The sweep expands to {count} trials, over the limit of {limit} (max_trials); "
@@ -349,6 +355,12 @@ class SweepSpec(_StrictModel):
             raise ValueError(f"A sweep spec must be a mapping of fields; got {type(data).__name__}")
         context = {"max_trials_per_sweep": limit} if limit is not None else None
         return cls.model_validate(data, context=context)
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> SweepSpec:
+        """A spec as the store holds it (admitted when it was queued): validated again, but not against the
+        service's trial limit of today (the user's own ``max_trials`` still applies)."""
+        return cls.model_validate(data, context={_ADMITTED: True})
 
     @classmethod
     def from_file(cls, path: str | Path, *, limit: int | None = None) -> SweepSpec:
@@ -383,9 +395,25 @@ class SweepSpec(_StrictModel):
         """The lrs swept for the variant ``label``: the base grid plus its default lr, ascending."""
         default = self.variant(label).default_lr
         grid = self.base_grid()
-        if not any(math.isclose(lr, default, rel_tol=_LR_REL_TOL) for lr in grid):
+        if not any(same_lr(lr, default) for lr in grid):
             grid = sorted([*grid, default])
         return grid
+
+    def trial_count(self) -> int:
+        """The number of trials the sweep runs.
+
+        grid: sum over (task, variant) of |grid| x seeds; paper: |grid| + (seeds - 1) per (task, variant) (the
+        grid at the first seed, then the best lr with the other seeds); tpe: ``tpe_trials`` per (task, variant).
+        """
+        per_task = 0
+        for label in self.labels:
+            if self.protocol == "grid":
+                per_task += len(self.grid_for(label)) * len(self.seeds)
+            elif self.protocol == "paper":
+                per_task += len(self.grid_for(label)) + len(self.seeds) - 1
+            else:
+                per_task += self.tpe_trials
+        return per_task * len(self.tasks)
 
 
 def demo_spec() -> SweepSpec:
@@ -410,10 +438,8 @@ def demo_spec() -> SweepSpec:
 
 __all__ = [
     "GRID_SIGNIFICANT_DIGITS",
-    "Execution",
     "LogGrid",
     "OptimizerVariant",
-    "Protocol",
     "Resources",
     "SweepSpec",
     "demo_spec",

@@ -3,11 +3,12 @@
 A *task* names a model, its data, a loss, a metric (and whether lower is better), the metric at
 initialisation or chance, and three budgets (``smoke`` for tests, ``proxy`` for a CPU minute, ``paper``
 for the paper's settings). A *trial* is one training run of a task with one optimiser at one learning
-rate and seed. Every caller — the CLI, the sweep workers, the tests — goes through :func:`run_trial`.
+rate and seed. Every caller — the CLI, the sweep workers, the tests — runs trials through
+:func:`nero_study.tasks.runner.run_trial`.
 
 Task authors implement :meth:`Task.train`, which trains and calls ``ctx.evaluate(...)`` at regular
 evaluations and ``ctx.check_loss(...)`` on each training loss; divergence raises :class:`Diverged`,
-which :func:`run_trial` turns into the normal status ``diverged``.
+which the runner turns into the normal status ``diverged``.
 """
 
 from __future__ import annotations
@@ -15,20 +16,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import random
-import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
-Budget = Literal["smoke", "proxy", "paper"]
-BUDGETS: tuple[str, ...] = ("smoke", "proxy", "paper")
-TrialStatus = Literal["succeeded", "diverged", "failed"]
+from nero_study.errors import TaskConfigError  # raised by Task.config: part of the task interface
+from nero_study.vocabulary import TrialOutcome
 
 #: Training-loss checks whose mean the divergence rule compares with a task's thresholds (see ``check_loss``).
 DIVERGENCE_WINDOW = 20
@@ -36,10 +33,6 @@ DIVERGENCE_WINDOW = 20
 
 class Diverged(Exception):
     """Raised inside a task's training loop when the loss blew up; a normal sweep outcome."""
-
-
-class TaskConfigError(ValueError):
-    """A task option or data set is wrong; the message says what is allowed or expected where."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +89,7 @@ class TrialResult:
     """The outcome of one trial. ``metric`` is the final evaluation (NaN if none), oriented as the task's."""
 
     spec: TrialSpec
-    status: TrialStatus
+    status: TrialOutcome
     metric: float
     best_metric: float
     initial_metric: float
@@ -234,6 +227,9 @@ class Task(ABC):
     # or above this absolute value; a NaN/inf loss always.
     divergence_factor: ClassVar[float | None] = 5.0
     divergence_ceiling: ClassVar[float | None] = None
+    # True: ``supervised_setup(config)`` gives a SupervisedSetup whose model can be stacked (no batch statistics,
+    # no dropout), so K trials differing in lr and seed can train as one batched run (nero_study.study.batched).
+    batchable: ClassVar[bool] = False
     budgets: ClassVar[dict[str, Any]]
 
     def config(self, budget: str, options: dict[str, Any] | None = None) -> Any:
@@ -277,87 +273,6 @@ class Task(ABC):
         }
 
 
-def resolve_device(requested: str | None, task: Task) -> torch.device:
-    choice = requested or task.default_device
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    if choice.startswith("cuda") and not torch.cuda.is_available():
-        raise TaskConfigError(f"Device {choice!r} requested but CUDA is not available; use 'cpu'")
-    return torch.device(choice)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch so that the same spec gives the same trial on CPU."""
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-def prepare_trial(spec: TrialSpec) -> tuple[Task, Any, torch.device]:
-    """Check a spec before any training: task, lr, optimiser settings, task options, data, device.
-
-    Raises ``ValueError`` subclasses whose messages name what is wrong and what is allowed.
-    """
-    from nero_study.optim.registry import resolve_settings
-    from nero_study.tasks.registry import get_task
-
-    task = get_task(spec.task)
-    if not (isinstance(spec.lr, int | float) and math.isfinite(spec.lr) and spec.lr > 0):
-        raise ValueError(f"Invalid lr: {spec.lr}; the learning rate must be a positive finite number")
-    resolve_settings(spec.optimizer, spec.preset, spec.hyperparameters)
-    config = task.config(spec.budget, spec.task_options)
-    task.check_data(config)
-    return task, config, resolve_device(spec.device, task)
-
-
-def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
-    """Run one trial to completion; never raises for a bad learning rate or a broken run.
-
-    Returns status ``succeeded``, ``diverged`` (loss blew up: a normal outcome of a sweep) or ``failed``
-    (a real error, with its message). Invalid specs (unknown task, optimiser, option, missing data)
-    raise ``ValueError`` subclasses before any training.
-    """
-    task, config, device = prepare_trial(spec)
-    seed_everything(spec.seed)
-    ctx = TrialContext(spec, task, device, reporter)
-    status: TrialStatus = "succeeded"
-    error: str | None = None
-    start = time.perf_counter()
-    try:
-        task.train(config, ctx)
-    except Diverged as exc:
-        status, error = "diverged", str(exc)
-    except Exception as exc:  # noqa: BLE001 - a trial's crash is reported, not propagated
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
-    wall_s = time.perf_counter() - start
-    return build_result(ctx, status=status, error=error, wall_s=wall_s)
-
-
-def build_result(ctx: TrialContext, *, status: TrialStatus, error: str | None, wall_s: float) -> TrialResult:
-    """The :class:`TrialResult` of a finished training loop: final, best and initial metric from its curve."""
-    task = ctx.task
-    metrics = [p.metric for p in ctx.curve if math.isfinite(p.metric)]
-    final = ctx.curve[-1].metric if ctx.curve else math.nan
-    if metrics:
-        best = min(metrics) if task.lower_is_better else max(metrics)
-    else:
-        best = math.nan
-    initial = ctx.curve[0].metric if ctx.curve and ctx.curve[0].step == 0 else task.chance_metric
-    return TrialResult(
-        spec=ctx.spec,
-        status=status,
-        metric=final,
-        best_metric=best,
-        initial_metric=initial,
-        metric_name=task.metric_name,
-        lower_is_better=task.lower_is_better,
-        curve=ctx.curve,
-        wall_s=wall_s,
-        device=str(ctx.device),
-        steps=ctx.steps,
-        error=error,
-    )
-
-
 def cpu_threads() -> int:
+    """CPUs this process may run on."""
     return max(1, len(os.sched_getaffinity(0)))

@@ -13,19 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from nero_study.data.batches import minibatch_indices
 from nero_study.tasks.base import TrialContext
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-def minibatch_indices(
-    n: int, batch_size: int, generator: torch.Generator, *, drop_last: bool = True
-) -> Iterator[torch.Tensor]:
-    """A seeded random permutation of ``range(n)`` cut into batches (the data order of one epoch)."""
-    order = torch.randperm(n, generator=generator)
-    stop = n - n % batch_size if drop_last and n >= batch_size else n
-    for start in range(0, stop, batch_size):
-        yield order[start : start + batch_size]
 
 
 def tensor_batches(
@@ -180,8 +171,9 @@ class SupervisedSetup:
     (:meth:`run`, through :func:`train_supervised`) or as K stacked members at once (batched-lr execution,
     ``nero_study.study.batched``), with the same model initialisation, data order and evaluation cadence.
 
-    ``make_model`` is called right after the trial's seed is set; ``batchable`` says the model has no
-    batch-norm statistics or dropout, so stacked members behave exactly like separate models.
+    ``make_model`` is called right after the trial's seed is set. A task whose setup's model has no
+    batch-norm statistics or dropout (so stacked members behave exactly like separate models) declares
+    ``batchable = True``.
     """
 
     make_model: Callable[[], nn.Module]
@@ -194,7 +186,6 @@ class SupervisedSetup:
     evals_per_epoch: int = 1
     max_steps: int | None = None
     schedule: Callable[[float], float] = constant_schedule
-    batchable: bool = True
 
     @property
     def steps_per_epoch(self) -> int:

@@ -56,6 +56,7 @@ class DigitsDeepMLP(Task):
     metric_name = "test_error"
     lower_is_better = True
     chance_metric = 0.9
+    batchable = True
     budgets: ClassVar[dict[str, DigitsDeepMLPConfig]] = {
         "smoke": DigitsDeepMLPConfig(depth=10, epochs=1, evals_per_epoch=2, max_steps=16),
         "proxy": DigitsDeepMLPConfig(),

@@ -41,6 +41,7 @@ class DigitsMLP(Task):
     metric_name = "test_error"
     lower_is_better = True
     chance_metric = 0.9
+    batchable = True
     budgets: ClassVar[dict[str, DigitsMLPConfig]] = {
         "smoke": DigitsMLPConfig(epochs=1, evals_per_epoch=2, max_steps=16),
         "proxy": DigitsMLPConfig(),

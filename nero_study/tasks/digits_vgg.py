@@ -66,6 +66,7 @@ class DigitsVGG(Task):
     metric_name = "test_error"
     lower_is_better = True
     chance_metric = 0.9
+    batchable = True
     budgets: ClassVar[dict[str, DigitsVGGConfig]] = {
         "smoke": DigitsVGGConfig(width=8, epochs=1, evals_per_epoch=2, max_steps=12),
         "proxy": DigitsVGGConfig(),

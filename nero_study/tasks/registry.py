@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from functools import cache
 
+from nero_study.errors import UnknownTaskError
 from nero_study.tasks.base import Task
 
 # name -> "module:Class". Proxy tasks run on a CPU in a minute; paper tasks use the paper's settings.
@@ -28,10 +29,6 @@ TASKS: dict[str, str] = {
     "mnist-mlp100": "nero_study.tasks.mnist_mlp100:MnistMLP100",
     "imagenet-resnet50": "nero_study.tasks.imagenet_resnet50:ImageNetResNet50",
 }
-
-
-class UnknownTaskError(ValueError):
-    pass
 
 
 def task_names() -> list[str]:

@@ -5,17 +5,15 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-from typing import get_args
 
 import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from api.schemas import SweepStatus, TrialStatus
 from nero_study.optim.registry import OPTIMIZERS
 from nero_study.settings import Settings
-from nero_study.store.models import SWEEP_STATUSES, TRIAL_STATUSES
 from nero_study.tasks.registry import TASKS
+from nero_study.vocabulary import SWEEP_STATUSES, TRIAL_STATUSES
 
 
 def test_tasks_lists_every_registered_task(client: TestClient) -> None:
@@ -126,9 +124,16 @@ def test_the_quick_example_is_a_valid_sweep(client: TestClient) -> None:
         assert response.status_code == 201, (name, response.text)
 
 
-def test_status_filters_offer_exactly_the_store_statuses() -> None:
-    assert get_args(SweepStatus) == SWEEP_STATUSES
-    assert get_args(TrialStatus) == TRIAL_STATUSES
+def test_status_filters_offer_exactly_the_store_statuses(database_url: str) -> None:
+    schema = create_app(Settings(database_url=database_url)).openapi()
+
+    def status_values(path: str) -> tuple[str, ...]:
+        (parameter,) = [p for p in schema["paths"][path]["get"]["parameters"] if p["name"] == "status"]
+        (choice,) = [option for option in parameter["schema"]["anyOf"] if "enum" in option]
+        return tuple(choice["enum"])
+
+    assert status_values("/api/sweeps") == SWEEP_STATUSES
+    assert status_values("/api/sweeps/{sweep_id}/trials") == TRIAL_STATUSES
 
 
 def test_openapi_lists_401_on_reads_only_when_reads_need_a_token(database_url: str) -> None:

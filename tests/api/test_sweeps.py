@@ -59,7 +59,7 @@ def test_planned_count_is_stored_at_submission_and_listed(client: TestClient, se
 
 def test_sweep_stored_without_a_planned_count_is_counted_from_its_spec(client: TestClient, session: Session) -> None:
     # A sweep written before migration 0002 (or by a tool that does not count): NULL planned_trials.
-    old = repo.create_sweep(session, spec={**QUICK_SPEC, "lrs": [0.1, 1.0]}, name="old")
+    old = repo.create_sweep(session, spec={**QUICK_SPEC, "lrs": [0.1, 1.0]}, name="old")[0]
     assert old.planned_trials is None
 
     assert client.get(f"/api/sweeps/{old.id}").json()["planned_trials"] == 6  # 2 lrs + each default lr

@@ -204,7 +204,7 @@ def make_sweep(session: Session) -> Callable[..., str]:
         spec: dict[str, Any] | None = None,
         pending: Sequence[tuple[str, str, float, int]] = (),
     ) -> str:
-        sweep = repo.create_sweep(session, spec={**(spec or KNOWN_SPEC), "name": name}, name=name)
+        sweep = repo.create_sweep(session, spec={**(spec or KNOWN_SPEC), "name": name}, name=name)[0]
         claimed = repo.claim_next_sweep(session, owner="tests", lease_seconds=3600)
         assert claimed is not None and claimed.id == sweep.id
         write_trials(session, sweep.id, outcomes)

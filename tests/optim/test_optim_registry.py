@@ -6,10 +6,12 @@ import pytest
 import torch
 from torch import nn
 
+from nero_study.errors import UnknownOptimizerError
 from nero_study.optim.lamb import Lamb
 from nero_study.optim.madam import Madam
 from nero_study.optim.nero import Nero
-from nero_study.optim.registry import PRESETS, UnknownOptimizerError, build, get_optimizer, list_optimizers
+from nero_study.optim.registry import build, get_optimizer, list_optimizers
+from nero_study.vocabulary import PRESETS
 
 EXPECTED = {
     "nero": (Nero, 0.01),

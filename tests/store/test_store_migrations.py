@@ -62,7 +62,7 @@ def test_upgrade_from_0001_keeps_sweeps_and_leaves_their_planned_count_unknown(e
         with factory() as session:
             sweep = repo.get_sweep(session, sweep_id="a")
             assert (sweep.name, sweep.planned_trials) == ("before 0002", None)
-            new = repo.create_sweep(session, spec={}, name="after", planned_trials=12)
+            new = repo.create_sweep(session, spec={}, name="after", planned_trials=12)[0]
             assert repo.get_sweep(session, sweep_id=new.id).planned_trials == 12
     finally:
         engine.dispose()
@@ -97,7 +97,7 @@ def test_downgrade_to_base_removes_everything(empty_db_url):
 
 
 def test_deleting_a_sweep_cascades_to_trials_and_points(session, db_url):
-    sweep = repo.create_sweep(session, spec={}, name="cascade")
+    sweep = repo.create_sweep(session, spec={}, name="cascade")[0]
     (trial,) = repo.add_trials(session, sweep_id=sweep.id, trials=[{"task": "t", "optimizer": "sgd", "lr": 0.1}])
     repo.add_metric_points(
         session, trial_id=trial.id, points=[{"step": 0, "epoch": 0.0, "train_loss": 1.0, "metric": 0.5}]

@@ -18,7 +18,7 @@ SPEC = {"tasks": ["mlp"], "optimizers": ["nero"]}
 
 
 def make_sweeps(session, count: int) -> list[str]:
-    return [repo.create_sweep(session, spec=SPEC, name=f"s{i}").id for i in range(count)]
+    return [repo.create_sweep(session, spec=SPEC, name=f"s{i}")[0].id for i in range(count)]
 
 
 def test_claim_takes_the_oldest_queued_sweep_once(session):

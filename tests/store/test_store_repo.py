@@ -30,7 +30,7 @@ def trial_dicts(**overrides):
 
 
 def test_create_sweep_stores_spec_and_utc_timestamps(session, session_maker):
-    sweep = repo.create_sweep(session, spec=SPEC, name="first")
+    sweep = repo.create_sweep(session, spec=SPEC, name="first")[0]
     with session_maker() as other:
         stored = repo.get_sweep(other, sweep_id=sweep.id)
     assert stored is not None
@@ -42,24 +42,24 @@ def test_create_sweep_stores_spec_and_utc_timestamps(session, session_maker):
 
 
 def test_same_idempotency_key_returns_the_existing_sweep(session):
-    first = repo.create_sweep(session, spec=SPEC, name="s", idempotency_key="key-1")
-    again = repo.create_sweep(session, spec=dict(SPEC), name="s", idempotency_key="key-1")
-    other = repo.create_sweep(session, spec=SPEC, name="s", idempotency_key="key-2")
+    first = repo.create_sweep(session, spec=SPEC, name="s", idempotency_key="key-1")[0]
+    again = repo.create_sweep(session, spec=dict(SPEC), name="s", idempotency_key="key-1")[0]
+    other = repo.create_sweep(session, spec=SPEC, name="s", idempotency_key="key-2")[0]
     assert again.id == first.id
     assert other.id != first.id
     assert repo.list_sweeps(session)[1] == 2
 
 
 def test_reusing_an_idempotency_key_for_another_sweep_is_refused(session):
-    first = repo.create_sweep(session, spec=SPEC, name="s", idempotency_key="key")
+    first = repo.create_sweep(session, spec=SPEC, name="s", idempotency_key="key")[0]
     with pytest.raises(repo.IdempotencyKeyReused) as info:
-        repo.create_sweep(session, spec={**SPEC, "seeds": [0, 1]}, name="s", idempotency_key="key")
+        repo.create_sweep(session, spec={**SPEC, "seeds": [0, 1]}, name="s", idempotency_key="key")[0]
     assert info.value.existing.id == first.id
     assert repo.list_sweeps(session)[1] == 1
 
 
 def test_list_sweeps_pages_newest_first_and_filters_by_status(session):
-    ids = [repo.create_sweep(session, spec=SPEC, name=f"s{i}").id for i in range(5)]
+    ids = [repo.create_sweep(session, spec=SPEC, name=f"s{i}")[0].id for i in range(5)]
     repo.request_cancel(session, sweep_id=ids[0])
     page, total = repo.list_sweeps(session, offset=1, limit=2)
     assert total == 5
@@ -73,7 +73,7 @@ def test_list_sweeps_pages_newest_first_and_filters_by_status(session):
 
 
 def test_add_trials_is_idempotent(session):
-    sweep = repo.create_sweep(session, spec=SPEC, name="s")
+    sweep = repo.create_sweep(session, spec=SPEC, name="s")[0]
     first = repo.add_trials(session, sweep_id=sweep.id, trials=trial_dicts())
     # a restarted worker plans again, now with one more lr: only the new trial is inserted
     extra = {**TrialSpec(task="mlp", optimizer="nero", lr=1.0, hyperparameters={"beta": 0.999}).to_dict()}
@@ -88,7 +88,7 @@ def test_add_trials_is_idempotent(session):
 
 
 def test_add_trials_fills_label_phase_and_key(session):
-    sweep = repo.create_sweep(session, spec=SPEC, name="s")
+    sweep = repo.create_sweep(session, spec=SPEC, name="s")[0]
     plain, variant = repo.add_trials(
         session,
         sweep_id=sweep.id,
@@ -112,7 +112,7 @@ def test_params_key_ignores_key_order_but_not_values():
 
 
 def test_trials_differing_only_in_settings_are_distinct(session):
-    sweep = repo.create_sweep(session, spec=SPEC, name="s")
+    sweep = repo.create_sweep(session, spec=SPEC, name="s")[0]
     rows = repo.add_trials(
         session,
         sweep_id=sweep.id,
@@ -122,7 +122,7 @@ def test_trials_differing_only_in_settings_are_distinct(session):
 
 
 def test_add_trials_rejects_an_unknown_phase(session):
-    sweep = repo.create_sweep(session, spec=SPEC, name="s")
+    sweep = repo.create_sweep(session, spec=SPEC, name="s")[0]
     with pytest.raises(ValueError, match="Invalid trial phase: 'random'"):
         repo.add_trials(
             session, sweep_id=sweep.id, trials=[{"task": "mlp", "optimizer": "nero", "lr": 0.1, "phase": "random"}]
@@ -130,7 +130,7 @@ def test_add_trials_rejects_an_unknown_phase(session):
 
 
 def test_finish_trial_twice_counts_once(session):
-    sweep = repo.create_sweep(session, spec=SPEC, name="s")
+    sweep = repo.create_sweep(session, spec=SPEC, name="s")[0]
     trial = repo.add_trials(session, sweep_id=sweep.id, trials=trial_dicts())[0]
     assert repo.mark_trial_running(session, trial_id=trial.id, attempt=1)
     assert repo.finish_trial(session, trial_id=trial.id, status="succeeded", metric=0.9, best_metric=0.95,
@@ -151,7 +151,7 @@ def test_finish_trial_rejects_an_unknown_status(session):
 
 
 def test_results_of_a_superseded_attempt_are_ignored(session):
-    sweep = repo.create_sweep(session, spec=SPEC, name="s")
+    sweep = repo.create_sweep(session, spec=SPEC, name="s")[0]
     trial = repo.add_trials(session, sweep_id=sweep.id, trials=trial_dicts())[0]
     point = {"step": 0, "epoch": 0.0, "train_loss": 2.0, "metric": 0.1}
     assert repo.mark_trial_running(session, trial_id=trial.id, attempt=1)
@@ -173,7 +173,7 @@ def test_results_of_a_superseded_attempt_are_ignored(session):
 
 
 def test_metric_points_are_idempotent_and_read_back_as_a_curve(session):
-    sweep = repo.create_sweep(session, spec=SPEC, name="s")
+    sweep = repo.create_sweep(session, spec=SPEC, name="s")[0]
     trial = repo.add_trials(session, sweep_id=sweep.id, trials=trial_dicts())[0]
     curve = [EvalPoint(step=0, epoch=0.0, train_loss=2.3, metric=0.1),
              EvalPoint(step=50, epoch=0.5, train_loss=1.1, metric=0.6)]
@@ -193,7 +193,7 @@ def test_metric_points_are_idempotent_and_read_back_as_a_curve(session):
 
 
 def test_record_trial_result_stores_a_trial_result_with_its_curve(session):
-    sweep = repo.create_sweep(session, spec=SPEC, name="s")
+    sweep = repo.create_sweep(session, spec=SPEC, name="s")[0]
     trial = repo.add_trials(session, sweep_id=sweep.id, trials=trial_dicts())[0]
     spec = TrialSpec(task="mlp", optimizer="nero", lr=0.01)
     result = TrialResult(
@@ -215,7 +215,7 @@ SPECIAL_VALUES = [math.nan, math.inf, -math.inf, None, 0.0, -1.5, 1e308, 5e-324]
 
 
 def test_nan_and_infinities_round_trip(session, session_maker):
-    sweep = repo.create_sweep(session, spec=SPEC, name="s")
+    sweep = repo.create_sweep(session, spec=SPEC, name="s")[0]
     rows = repo.add_trials(
         session,
         sweep_id=sweep.id,
@@ -247,7 +247,7 @@ def test_nan_and_infinities_round_trip(session, session_maker):
 
 
 def test_trials_frame_has_one_row_per_trial_with_faithful_floats(session):
-    sweep = repo.create_sweep(session, spec=SPEC, name="s")
+    sweep = repo.create_sweep(session, spec=SPEC, name="s")[0]
     empty = repo.trials_frame(session, sweep_id=sweep.id)
     assert list(empty.columns) == list(repo.TRIAL_FRAME_COLUMNS) and len(empty) == 0
     rows = repo.add_trials(session, sweep_id=sweep.id, trials=trial_dicts())
@@ -263,7 +263,7 @@ def test_trials_frame_has_one_row_per_trial_with_faithful_floats(session):
 
 
 def test_list_trials_filters_and_pages(session):
-    sweep = repo.create_sweep(session, spec=SPEC, name="s")
+    sweep = repo.create_sweep(session, spec=SPEC, name="s")[0]
     rows = repo.add_trials(session, sweep_id=sweep.id, trials=trial_dicts())
     repo.finish_trial(session, trial_id=rows[2].id, status="succeeded", metric=0.5)
     adam, total = repo.list_trials(session, sweep_id=sweep.id, optimizer="adam")

@@ -18,7 +18,9 @@ import pytest
 import torch
 
 from nero_study.study.batched import batched_support, run_batched_group, supports_batched
-from nero_study.tasks.base import TrialSpec, run_trial
+from nero_study.study.protocol import encode_events
+from nero_study.tasks.base import TrialSpec
+from nero_study.tasks.runner import run_trial
 
 #: Relative tolerance of float64 equivalence (see the module docstring for where it comes from).
 FLOAT64_REL_TOL = 1e-9
@@ -50,13 +52,14 @@ def float64() -> Iterator[None]:
 
 
 def _events_by_member(specs: list[TrialSpec]) -> dict[int, dict]:
-    events: list[dict] = []
+    """The batched run's events, as they cross the process boundary (the protocol's wire form)."""
+    events: list = []
     run_batched_group(list(enumerate(specs)), events.append)
     out: dict[int, dict] = {i: {"curve": []} for i in range(len(specs))}
-    for event in events:
-        if event["event"] == "eval":
+    for event in encode_events(events):
+        if event["kind"] == "evaluated":
             out[event["member"]]["curve"].append(event)
-        elif event["event"] == "done":
+        elif event["kind"] == "finished":
             out[event["member"]]["done"] = event
     return out
 
@@ -129,7 +132,8 @@ def test_a_diverged_member_is_frozen_and_the_others_are_unaffected(float64: None
 
 def test_unbatchable_tasks_and_settings_say_why() -> None:
     assert batched_support(TrialSpec(task="digits-resnet", optimizer="sgd", lr=0.1)) is not None  # batch norm
-    assert "no stackable" in batched_support(TrialSpec(task="ppo-cartpole", optimizer="sgd", lr=0.1))
+    ppo = TrialSpec(task="ppo-cartpole", optimizer="sgd", lr=0.1)
+    assert "does not declare batched support" in batched_support(ppo)
     amsgrad = TrialSpec(task="digits-mlp", optimizer="adam", lr=0.001, hyperparameters={"amsgrad": True})
     assert "no batched form" in batched_support(amsgrad)
     assert batched_support(TrialSpec(task="digits-mlp", optimizer="nero", lr=0.01)) is None

@@ -14,7 +14,6 @@ import pytest
 
 from nero_study.store import db, repo
 from nero_study.study.engine import SweepEngine
-from nero_study.study.plan import count_trials
 from nero_study.study.spec import SweepSpec
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -28,7 +27,7 @@ def _factory(tmp_path: Path):
 
 def _run(factory, spec: SweepSpec, **kwargs):
     with factory() as session:
-        sweep = repo.create_sweep(session, spec=spec.model_dump(mode="json"), name=spec.name or "t")
+        sweep = repo.create_sweep(session, spec=spec.model_dump(mode="json"), name=spec.name or "t")[0]
     engine = SweepEngine(session_factory=factory, sweep_id=sweep.id, spec=spec, **kwargs)
     return sweep.id, engine.run()
 
@@ -49,7 +48,7 @@ def test_grid_sweep_stores_every_trial_with_its_curve(tmp_path: Path) -> None:
     assert outcome.execution == "packed"
     with factory() as session:
         trials, total = repo.list_trials(session, sweep_id=sweep_id, limit=100)
-        assert total == count_trials(spec) == 5  # adam's default 0.001 joins its grid
+        assert total == spec.trial_count() == 5  # adam's default 0.001 joins its grid
         by_key = {(t.label, t.lr): t for t in trials}
         assert by_key[("adam", 10.0)].status == "diverged"
         good = by_key[("nero", 0.01)]

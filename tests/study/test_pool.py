@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from nero_study.store import db, repo
-from nero_study.study.engine import SweepEngine, pool_shape
-from nero_study.study.pool import WarmPools
+from nero_study.study.cluster import pool_shape
+from nero_study.study.engine import SweepEngine
+from nero_study.study.pool import WarmPool
 from nero_study.study.spec import Resources, SweepSpec
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -31,10 +32,11 @@ SPEC = {
 
 
 @pytest.fixture
-def pools() -> Iterator[WarmPools]:
-    keeper = WarmPools()
-    yield keeper
-    keeper.close()
+def pool() -> Iterator[WarmPool]:
+    """Runners for the default per-trial resources, as a worker starts them."""
+    runners = WarmPool(pool_shape(Resources()))
+    yield runners
+    runners.close()
 
 
 def _factory(tmp_path: Path):
@@ -45,7 +47,7 @@ def _factory(tmp_path: Path):
 
 def _run(factory, spec: SweepSpec, **kwargs):
     with factory() as session:
-        sweep = repo.create_sweep(session, spec=spec.model_dump(mode="json"), name="t")
+        sweep = repo.create_sweep(session, spec=spec.model_dump(mode="json"), name="t")[0]
     outcome = SweepEngine(session_factory=factory, sweep_id=sweep.id, spec=spec, **kwargs).run()
     with factory() as session:
         trials, _ = repo.list_trials(session, sweep_id=sweep.id, limit=1000)
@@ -78,18 +80,22 @@ def _same_results(left: dict, right: dict) -> None:
             assert not math.isfinite(other.metric), key
 
 
-def test_later_sweeps_run_in_the_same_processes_and_match_a_fresh_tune_run(tmp_path: Path, pools: WarmPools) -> None:
+def test_later_sweeps_run_in_the_same_processes_and_match_a_fresh_tune_run(tmp_path: Path) -> None:
     factory = _factory(tmp_path)
     spec = SweepSpec.model_validate(SPEC)
-    fresh, fresh_trials = _run(factory, spec)  # one Tune experiment for this sweep alone
-    first, first_trials = _run(factory, spec, pools=pools)
-    assert pools.pool.wait_until_warm(60)  # a runner may still be starting if the other took every trial
-    pids = pools.pool.runner_pids()
-    second, second_trials = _run(factory, spec, pools=pools)
+    fresh, fresh_trials = _run(factory, spec)  # one Tune experiment for this sweep alone, before runners hold slots
+    pool = WarmPool(pool_shape(Resources()))
+    try:
+        first, first_trials = _run(factory, spec, pool=pool)
+        assert pool.wait_until_warm(60)  # a runner may still be starting if the other took every trial
+        pids = pool.runner_pids()
+        second, second_trials = _run(factory, spec, pool=pool)
+        assert len(pids) == 2 and pool.runner_pids() == pids  # no new process for the second sweep
+    finally:
+        pool.close()
 
     assert fresh.status == first.status == second.status == "succeeded"
     assert first.execution == second.execution == "packed"
-    assert len(pids) == 2 and pools.pool.runner_pids() == pids  # no new process for the second sweep
     _same_results(first_trials, fresh_trials)
     _same_results(second_trials, fresh_trials)
     with factory() as session:  # curves are stored as on the fresh path
@@ -98,14 +104,14 @@ def test_later_sweeps_run_in_the_same_processes_and_match_a_fresh_tune_run(tmp_p
             assert len(curve) == len(repo.trial_curve(session, trial_id=fresh_trials[key].id)) >= 1
 
 
-def test_cancel_withdraws_the_sweep_and_keeps_the_runners_warm(tmp_path: Path, pools: WarmPools) -> None:
+def test_cancel_withdraws_the_sweep_and_keeps_the_runners_warm(tmp_path: Path, pool: WarmPool) -> None:
     factory = _factory(tmp_path)
     long = _seeds(12)  # the stop comes while trials still run and wait
     done: list[int] = []
     outcome, trials = _run(
         factory,
         long,
-        pools=pools,
+        pool=pool,
         on_progress=lambda progress: done.append(progress.done),
         should_cancel=lambda: bool(done) and done[-1] >= 2,
     )
@@ -113,21 +119,21 @@ def test_cancel_withdraws_the_sweep_and_keeps_the_runners_warm(tmp_path: Path, p
     finished = [t for t in trials.values() if t.status in {"succeeded", "diverged", "failed"}]
     assert 0 < len(finished) < 12
     assert all(t.status == "succeeded" for t in finished)  # the stop fails nothing
-    assert pools.pool.wait_until_warm(60)
-    pids = pools.pool.runner_pids()
+    assert pool.wait_until_warm(60)
+    pids = pool.runner_pids()
 
-    after, after_trials = _run(factory, SweepSpec.model_validate(SPEC), pools=pools)
+    after, after_trials = _run(factory, SweepSpec.model_validate(SPEC), pool=pool)
     assert after.status == "succeeded"
     assert all(t.status in {"succeeded", "diverged"} for t in after_trials.values())
-    assert pools.pool.runner_pids() == pids
+    assert pool.runner_pids() == pids
 
 
-def test_a_killed_runner_is_restarted_and_its_bundle_run_again(tmp_path: Path, pools: WarmPools) -> None:
+def test_a_killed_runner_is_restarted_and_its_bundle_run_again(tmp_path: Path, pool: WarmPool) -> None:
     """A runner process killed mid-bundle (as the OOM killer would): Tune restarts it, nothing is lost."""
     factory = _factory(tmp_path)
-    warm_up, _ = _run(factory, SweepSpec.model_validate(SPEC), pools=pools)
-    assert warm_up.status == "succeeded" and pools.pool.wait_until_warm(60)
-    victim = min(pools.pool.runner_pids())
+    warm_up, _ = _run(factory, SweepSpec.model_validate(SPEC), pool=pool)
+    assert warm_up.status == "succeeded" and pool.wait_until_warm(60)
+    victim = min(pool.runner_pids())
     spec = _seeds(8)
     killed = []
 
@@ -136,50 +142,14 @@ def test_a_killed_runner_is_restarted_and_its_bundle_run_again(tmp_path: Path, p
             os.kill(victim, signal.SIGKILL)
             killed.append(victim)
 
-    outcome, trials = _run(factory, spec, pools=pools, on_progress=kill_once)
+    outcome, trials = _run(factory, spec, pool=pool, on_progress=kill_once)
     assert killed, "the sweep ended before the runner could be killed"
     assert outcome.status == "succeeded"
     assert sorted(t.seed for t in trials.values()) == list(range(8))
     assert all(t.status == "succeeded" for t in trials.values())
-    pids = pools.pool.runner_pids()
+    pids = pool.runner_pids()
     assert victim in pids and len(pids) == 3  # the two first runners and the victim's replacement
-    assert pools.pool.retries == 1
-
-
-def test_a_tpe_sweep_lets_the_warm_runners_go_first(tmp_path: Path, pools: WarmPools) -> None:
-    factory = _factory(tmp_path)
-    _run(factory, SweepSpec.model_validate(SPEC), pools=pools)
-    assert pools.pool is not None
-    tpe = SweepSpec.model_validate(
-        {
-            "tasks": ["digits-mlp"],
-            "optimizers": ["adam"],
-            "lrs": {"min": 1e-4, "max": 1e-1, "points_per_decade": 1},
-            "protocol": "tpe",
-            "tpe_trials": 2,
-            "budget": "smoke",
-        }
-    )
-    outcome, trials = _run(factory, tpe, pools=pools)
-    assert outcome.status == "succeeded" and len(trials) == 2
-    assert pools.pool is None  # closed: its idle runners would have held the slots TPE's trials need
-
-
-def test_idle_runners_are_let_go_only_when_an_idle_time_is_set() -> None:
-    shape = pool_shape(Resources())
-    keep = WarmPools(idle_seconds=None)  # a worker on its own local Ray
-    try:
-        pool = keep.get(shape)
-        keep.close_if_idle(now=pool.last_used + 3600)
-        assert keep.pool is pool and pool.alive
-    finally:
-        keep.close()
-    timed = WarmPools(idle_seconds=120)  # a worker on a shared cluster
-    pool = timed.get(shape)
-    timed.close_if_idle(now=pool.last_used + 119)
-    assert timed.pool is pool and pool.alive
-    timed.close_if_idle(now=pool.last_used + 121)
-    assert timed.pool is None and not pool.alive
+    assert pool.retries == 1
 
 
 def test_the_dispatcher_reruns_a_dead_runners_bundle_elsewhere_then_gives_it_up() -> None:
@@ -190,18 +160,18 @@ def test_the_dispatcher_reruns_a_dead_runners_bundle_elsewhere_then_gives_it_up(
 
     async def scenario() -> None:
         dispatcher = Dispatcher(max_retries=1)
-        await dispatcher.put([{"work_id": "a"}, {"work_id": "b"}])
-        assert (await dispatcher.take(0))["work_id"] == "a"
+        await dispatcher.put([{"bundle_id": "a"}, {"bundle_id": "b"}])
+        assert (await dispatcher.take(0))["bundle_id"] == "a"
         await dispatcher.runner_gone(0)  # Tune gave up on runner 0 mid-bundle: "a" goes back in the queue
-        assert (await dispatcher.take(1))["work_id"] == "b"
+        assert (await dispatcher.take(1))["bundle_id"] == "b"
         await dispatcher.finish(1, "b")
-        assert (await dispatcher.take(1))["work_id"] == "a"  # another runner takes it
+        assert (await dispatcher.take(1))["bundle_id"] == "a"  # another runner takes it
         assert await dispatcher.take_notices() == [("a", "retried", 0)]
         await dispatcher.runner_gone(1)  # interrupted again: out of retries
         assert await dispatcher.take_notices() == [("a", "lost", 1)]
-        await dispatcher.put([{"work_id": "c"}, {"work_id": "d"}])
+        await dispatcher.put([{"bundle_id": "c"}, {"bundle_id": "d"}])
         await dispatcher.withdraw(["c"])
-        assert (await dispatcher.take(2))["work_id"] == "d"  # a withdrawn bundle is skipped
+        assert (await dispatcher.take(2))["bundle_id"] == "d"  # a withdrawn bundle is skipped
         await dispatcher.close(runners=1)
         assert await dispatcher.take(3) is None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from nero_study.study.plan import count_trials, plan_seed_repeats, plan_trials, tpe_space
+from nero_study.study.plan import plan_seed_repeats, plan_trials, tpe_space
 from nero_study.study.spec import SweepSpec
 
 
@@ -26,7 +26,7 @@ def test_grid_protocol_plans_every_point():
     spec = make_spec(protocol="grid")
     trials = plan_trials(spec)
     # 2 tasks x 2 optimisers x 5 lrs (defaults 1e-3 and 1e-2 are on the grid) x 3 seeds = 60.
-    assert len(trials) == 60 == count_trials(spec)
+    assert len(trials) == 60 == spec.trial_count()
     assert {t.phase for t in trials} == {"grid"}
     keys = {(t.spec.task, t.spec.label, t.spec.lr, t.spec.seed) for t in trials}
     assert len(keys) == 60
@@ -52,7 +52,7 @@ def test_default_lr_off_the_grid_adds_one_point_per_optimizer():
     spec = make_spec(protocol="grid", lrs=[3e-4, 3e-2], seeds=[0])
     trials = plan_trials(spec)
     # Each optimiser: 2 grid lrs + its default = 3 lrs; 2 tasks x 2 optimisers x 3 = 12.
-    assert len(trials) == 12 == count_trials(spec)
+    assert len(trials) == 12 == spec.trial_count()
     assert sorted({t.spec.lr for t in trials if t.spec.label == "adam"}) == [3e-4, 1e-3, 3e-2]
 
 
@@ -62,13 +62,13 @@ def test_paper_protocol_plans_the_grid_with_the_first_seed():
     assert len(trials) == 2 * 2 * 5
     assert {t.spec.seed for t in trials} == {0}
     # Planned total: the grid (20) + 2 more seeds for each of the 4 (task, optimiser) pairs = 28.
-    assert count_trials(spec) == 28
+    assert spec.trial_count() == 28
 
 
 def test_tpe_protocol_plans_nothing_up_front_and_searches_the_grid_ends():
     spec = make_spec(protocol="tpe", tpe_trials=7)
     assert plan_trials(spec) == []
-    assert count_trials(spec) == 7 * 2 * 2
+    assert spec.trial_count() == 7 * 2 * 2
     assert tpe_space(spec, "adam") == (1e-4, 1.0)
     narrow = make_spec(protocol="tpe", lrs=[1e-3, 1e-2], optimizers=["sgd"])
     assert tpe_space(narrow, "sgd") == (1e-3, 0.1)  # the default lr 0.1 widens the space
@@ -104,7 +104,7 @@ def test_seed_repeats_pick_the_best_lr_lower_and_higher_is_better():
         ("ppo-cartpole", 1e-3, 1, "seeds"),
         ("ppo-cartpole", 1e-3, 2, "seeds"),
     }
-    assert count_trials(spec) == len(plan_trials(spec)) + len(repeats)
+    assert spec.trial_count() == len(plan_trials(spec)) + len(repeats)
 
 
 def test_seed_repeats_ignore_later_seeds_so_a_resumed_sweep_repeats_the_same_lr():

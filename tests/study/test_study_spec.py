@@ -7,8 +7,9 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from nero_study.optim.registry import PRESETS
+from nero_study.settings import Settings
 from nero_study.study.spec import SweepSpec, log_grid
+from nero_study.vocabulary import PRESETS
 
 YAML_SPEC = """
 name: demo
@@ -61,7 +62,7 @@ def test_from_text_json_and_defaults():
     assert spec.protocol == "grid" and spec.budget == "proxy" and spec.preset == "paper"
     assert spec.execution == "auto" and spec.tpe_trials == 8
     assert spec.resources.cpu == 1 and spec.resources.gpu == 0
-    assert spec.max_trials == 5000
+    assert spec.max_trials is None  # no cap of the user's own; the service's limit is not stored in the spec
     assert spec.max_concurrency is None and spec.bundle_size is None
 
 
@@ -203,17 +204,29 @@ def test_trial_limit_refuses_large_sweeps_with_count_and_limit():
         SweepSpec.from_text(json.dumps(data), "json", limit=40)
 
 
-def test_default_limit_comes_from_settings(monkeypatch):
+def test_validation_never_reads_the_environment_the_service_limit_comes_from_the_context(monkeypatch):
     monkeypatch.setenv("NERO_STUDY_MAX_TRIALS_PER_SWEEP", "3")
-    assert "4 trials, over the limit of 3" in error_text(minimal(seeds=[0, 1, 2, 3]))
+    four = minimal(seeds=[0, 1, 2, 3])
+    assert SweepSpec.model_validate(four).trial_count() == 4  # the default limit (5000), not the environment's
+    context = Settings().spec_context()  # what a service started in this environment passes
+    with pytest.raises(ValidationError, match="4 trials, over the limit of 3"):
+        SweepSpec.model_validate(four, context=context)
+
+
+def test_a_stored_spec_is_read_back_under_no_service_limit_but_its_own_cap():
+    data = minimal(seeds=list(range(10)))
+    with pytest.raises(ValidationError, match="over the limit of 5"):
+        SweepSpec.model_validate(data, context={"max_trials_per_sweep": 5})
+    assert SweepSpec.from_stored(data).trial_count() == 10  # admitted earlier under another limit: it runs
+    with pytest.raises(ValidationError, match="over the limit of 9"):
+        SweepSpec.from_stored({**data, "max_trials": 9})  # the user's own cap still holds
 
 
 def test_demo_spec_is_small_and_valid():
-    from nero_study.study.plan import count_trials
     from nero_study.study.spec import demo_spec
 
     spec = demo_spec()
     assert spec.name and spec.budget == "smoke"
     # 2 tasks x 4 optimisers x 5 lrs (all default lrs are on the 1e-4..1 decade grid) x 1 seed.
-    assert count_trials(spec) == 40
+    assert spec.trial_count() == 40
     assert SweepSpec.model_validate(spec.model_dump(mode="json")) == spec

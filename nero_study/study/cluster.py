@@ -1,0 +1,62 @@
+"""Ray bootstrap and slot maths: how a driver connects to Ray, and how many trials of a sweep run at once.
+
+A *slot* is room on the cluster for one trial (or one warm runner) with the sweep's per-trial resources. Every
+execution path (a fresh Tune experiment per sweep, warm runners, TPE) lays its trials out with
+:func:`pool_shape`, so they agree on resources, concurrency and torch threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from nero_study.study.spec import Resources
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
+    """Connect to Ray once per process: the cluster at ``RAY_ADDRESS`` if set, else a local instance."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, **kwargs)
+
+
+def cluster_slots(cpu_per_trial: float, gpu_per_trial: float, max_concurrency: int | None) -> int:
+    """Trials that fit on the connected cluster at once with these resources each (at least 1)."""
+    import ray
+
+    resources = ray.cluster_resources()
+    slots = max(1, int(resources.get("CPU", 1) // max(cpu_per_trial, 1e-9)))
+    if gpu_per_trial > 0:
+        slots = min(slots, max(1, int(resources.get("GPU", 0) // gpu_per_trial)))
+    if max_concurrency:
+        slots = min(slots, max_concurrency)
+    return slots
+
+
+@dataclass(frozen=True)
+class PoolShape:
+    """How a sweep's trials are laid out: resources per trial (or runner), how many at once, torch threads."""
+
+    cpu: float
+    gpu: float
+    slots: int
+    threads: int
+
+    @property
+    def resources(self) -> dict[str, float]:
+        return {"cpu": self.cpu, "gpu": self.gpu}
+
+
+def pool_shape(resources: Resources, max_concurrency: int | None = None) -> PoolShape:
+    """The layout of a sweep with these per-trial resources: one slot per fit on the cluster."""
+    slots = cluster_slots(float(resources.cpu), float(resources.gpu), max_concurrency)
+    return PoolShape(float(resources.cpu), float(resources.gpu), slots, max(1, int(resources.cpu)))
