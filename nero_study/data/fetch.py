@@ -12,8 +12,8 @@ Checksums are the ones their publishers print; none is made up here:
 - MNIST's four IDX ``.gz`` files: sizes and SHA-256 from TensorFlow Datasets
   (``tensorflow_datasets/url_checksums/mnist.txt``, for Google's CVDF mirror, tried first).
 - WikiText-2 (tokens, ``wikitext-2-v1.zip``): size and SHA-256 from Hugging Face ``datasets``
-  (``datasets/wikitext/dataset_infos.json``, for the original S3 address; the author's own mirror, tried
-  first, serves the same archive).
+  (``datasets/wikitext/dataset_infos.json``, for the original S3 address, which no longer serves it; the
+  author's own mirror is tried first, and what it serves is checked against that digest).
 - Multi30k de-en ``training.tar.gz`` / ``validation.tar.gz``: SHA-256 from torchtext
   (``torchtext/datasets/multi30k.py``, ``hash_type="sha256"``); no size is published, so none is checked.
 - pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth``: only the first 8 hex digits of its SHA-256 are
@@ -313,7 +313,8 @@ CATALOGUE: dict[str, DataSet] = {
             Download(
                 filename=f"{archive}.tar.gz",
                 urls=(
-                    # The WMT16 host below is gone; PyTorch's translation tutorial uses this copy.
+                    # The WMT16 host below no longer serves these files; PyTorch's translation tutorial uses
+                    # this copy with torchtext's digests.
                     f"https://raw.githubusercontent.com/neychev/small_DL_repo/master/datasets/Multi30k/{archive}.tar.gz",
                     f"http://www.quest.dcs.shef.ac.uk/wmt16_files_mmt/{archive}.tar.gz",
                 ),
@@ -569,6 +570,9 @@ def download_file(
                 _verify(download, part, url, log)
             except DataFetchError as exc:
                 problems.append(str(exc))
+                if kept:  # the bytes kept from before may be what is wrong: once more, from the start
+                    log(f"{download.filename}: did not verify after resuming at byte {kept}; downloading it again")
+                    continue
                 break
             os.replace(part, final)
             return final
@@ -663,7 +667,12 @@ def fetch_dataset(
         if not force and all((root / target).is_file() for target in download.targets):
             continue
         archive = download_file(download, root / DOWNLOADS_SUBDIR, client=client, log=log, progress=progress)
-        fetched += [str(path.relative_to(root)) for path in unpack(download, archive, root)]
+        try:
+            written = unpack(download, archive, root)
+        except (tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
+            archive.unlink(missing_ok=True)  # useless as it is: the next run downloads it again
+            raise DataFetchError(f"could not unpack {download.filename} from {download.urls}: {exc}") from exc
+        fetched += [str(path.relative_to(root)) for path in written]
     still_missing = missing_reason(dataset, root)
     if still_missing is not None:
         raise DataFetchError(f"{dataset.name}: fetched, but the loader still finds something missing: {still_missing}")
@@ -765,7 +774,7 @@ def fetch_command(target: str, directory: str | None, *, force: bool, console: C
     with _download_progress(console) as progress:
         try:
             reports = fetch(target, root, log=lambda line: _say(console, line), progress=progress)
-        except DataFetchError as exc:
+        except (DataFetchError, OSError) as exc:
             _say(console, f"error: {exc}")
             return 1
     for report in reports:

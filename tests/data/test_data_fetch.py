@@ -322,6 +322,38 @@ def test_a_server_without_range_support_sends_the_whole_file_again(served: Serve
     assert len(load_multi30k(root, min_freq=1).valid) == 18
 
 
+def test_a_kept_part_that_does_not_verify_is_downloaded_again_from_the_start(served: Served, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    payload = served.payloads["validation.tar.gz"]
+    part = root / fetch.DOWNLOADS_SUBDIR / "validation.tar.gz.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"x" * 100)  # bytes of something else, left by an earlier run
+
+    code, output = run_cli("data", "fetch", "multi30k", "--dir", str(root))
+
+    assert code == 0, output
+    assert served.server.gets("/validation.tar.gz") == ["bytes=100-", None]
+    assert "validation.tar.gz: did not verify after resuming at byte 100; downloading it again" in output
+    assert (root / "multi30k" / "val.en").read_bytes() == tarfile.open(fileobj=io.BytesIO(payload)).extractfile(
+        "val.en"
+    ).read()
+
+
+def test_an_archive_that_cannot_be_unpacked_is_an_error_naming_it(served: Served, tmp_path: Path) -> None:
+    served.server.files["/wikitext-2-v1.zip"] = b"not a zip archive"
+    entry = served.catalogue["wikitext2"]
+    served.catalogue["wikitext2"] = dataclasses.replace(
+        entry, downloads=(dataclasses.replace(entry.downloads[0], checksum=None, size=None),)
+    )
+
+    code, output = run_cli("data", "fetch", "wikitext2", "--dir", str(tmp_path))
+
+    assert code == 1
+    assert "could not unpack wikitext-2-v1.zip" in output
+    assert not (tmp_path / "wikitext-2").exists()
+    assert list((tmp_path / fetch.DOWNLOADS_SUBDIR).iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
