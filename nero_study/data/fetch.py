@@ -456,7 +456,7 @@ def _content_range_start(value: str | None) -> int | None:
         return None
 
 
-def _expected_total(response: httpx.Response, offset: int) -> int | None:
+def _expected_total(response: httpx.Response) -> int | None:
     """The whole file's size in bytes as the server states it, if it does."""
     if response.status_code == 206:
         total = response.headers.get("content-range", "").rpartition("/")[2]
@@ -488,7 +488,7 @@ def _transfer(client: httpx.Client, url: str, download: Download, part: Path, pr
             mode = "ab"
         else:  # 200: the server sent the whole file (no resume support)
             offset, mode = 0, "wb"
-        total = _expected_total(response, offset)
+        total = _expected_total(response)
         if download.size is not None and total is not None and total != download.size:
             raise DataFetchError(
                 f"{download.filename}: {url} offers {total} bytes but the file has {download.size}; not downloaded"
@@ -508,12 +508,15 @@ def _verify(download: Download, path: Path, url: str, log: Log) -> None:
     sha256 = file_sha256(path)
     problem = None
     if download.size is not None and size != download.size:
-        problem = f"size {size} bytes, expected {download.size}"
+        problem = f"size mismatch for {download.filename} from {url}: {size} bytes, expected {download.size}"
     elif download.checksum is not None and not download.checksum.matches(sha256):
-        problem = f"SHA-256 {sha256}, expected {download.checksum.describe()}"
+        problem = (
+            f"checksum mismatch for {download.filename} from {url}: SHA-256 {sha256}, "
+            f"expected {download.checksum.describe()}"
+        )
     if problem is not None:
         path.unlink(missing_ok=True)
-        raise DataFetchError(f"checksum mismatch for {download.filename} from {url}: {problem}; deleted it")
+        raise DataFetchError(f"{problem}; deleted it")
     if download.checksum is None:
         log(
             f"warning: {download.filename} is unverified (no published checksum); "
