@@ -204,16 +204,13 @@ def time_steps(
 
 def optimizer_rows(device: torch.device, quick: bool) -> Iterable[Row]:
     require_device(device, "optimiser step on ResNet-18 shapes")
-    shape_sets = {
-        "resnet-18 (11.2 M)": resnet18_cifar_shapes(),
-        "transformer-350M": transformer_shapes(),
-    }
+    shape_sets = {"resnet-18": resnet18_cifar_shapes(), "transformer-350M": transformer_shapes()}
     if quick:  # the same layers, a 16th of the widths
         shape_sets = {label: narrowed(shapes, 16) for label, shapes in shape_sets.items()}
     warmup, repeats = (1, 3) if quick else (5, 30)
     for label, shapes in shape_sets.items():
         numel = sum(math.prod(shape) for shape in shapes)
-        label = label if not quick else f"{label} (quick: {numel / 1e6:.2f} M)"
+        label = f"{label} ({'quick: ' if quick else ''}{numel / 1e6:.2f} M)"
         medians: dict[str, float] = {}
         for name, build in optimizer_builders().items():
             start = time.perf_counter()
