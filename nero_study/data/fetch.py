@@ -235,8 +235,8 @@ MNIST_MIRRORS: tuple[str, ...] = (
 
 IMAGENET_INSTRUCTIONS = """\
 ImageNet (ILSVRC2012) needs an account and acceptance of its terms of access, so it is not downloaded here.
-1. Register at https://image-net.org/download-images and download ILSVRC2012_img_train.tar (about 138 GB)
-   and ILSVRC2012_img_val.tar (about 6.3 GB).
+1. Register at https://image-net.org/download.php, accept the terms, and from the ILSVRC 2012 page download
+   ILSVRC2012_img_train.tar (about 138 GB) and ILSVRC2012_img_val.tar (about 6.3 GB).
 2. Training: unpack ILSVRC2012_img_train.tar into <data dir>/imagenet/train/; it holds one tar per class
    (n01440764.tar, ...); unpack each into a folder of its own name (imagenet/train/n01440764/*.JPEG).
 3. Validation: unpack ILSVRC2012_img_val.tar and move each image into imagenet/val/<wnid>/, using the
