@@ -529,5 +529,43 @@ def token_create(
     typer.echo(clear)
 
 
+data_app = typer.Typer(
+    help="The paper tasks' data sets: fetch them (verified) and check what is present.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+_DataTarget = Annotated[str, typer.Argument(metavar="TASK|DATASET|all", help="A task, a data set, or all")]
+_DataDir = Annotated[str | None, typer.Option("--dir", help="Data directory (default: NERO_STUDY_DATA_DIR)")]
+
+
+@data_app.command("fetch")
+def data_fetch(
+    target: _DataTarget,
+    directory: _DataDir = None,
+    force: Annotated[bool, typer.Option("--force", help="Download again even what is present")] = False,
+) -> None:
+    """Download, verify (size, SHA-256) and unpack a task's data sets; resumes interrupted downloads."""
+    from nero_study.data import fetch
+
+    try:
+        code = fetch.fetch_command(target, directory, force=force, console=console)
+    except ValueError as exc:
+        _fail(str(exc))
+    raise typer.Exit(code)
+
+
+@data_app.command("check")
+def data_check(
+    target: Annotated[str, typer.Argument(metavar="[TASK|DATASET|all]")] = "all", directory: _DataDir = None
+) -> None:
+    """List each task's data sets as present or missing (exit code 1 when something is missing)."""
+    from nero_study.data import fetch
+
+    try:
+        code = fetch.check_command(target, directory, console=console)
+    except ValueError as exc:
+        _fail(str(exc))
+    raise typer.Exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

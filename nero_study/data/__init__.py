@@ -1,4 +1,5 @@
-"""Data sets that ship with installed packages (no downloads): the proxy tasks' real data."""
+"""The tasks' data: loaders of each data set's standard on-disk format (the proxy tasks' data ships with
+installed packages), and :mod:`nero_study.data.fetch`, the verified download of the paper tasks' data sets."""
 
 from nero_study.data.digits import DIGITS_SPLIT_SEED, DigitsSplit, load_digits_split
 

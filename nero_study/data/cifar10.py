@@ -100,6 +100,18 @@ def read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.from_numpy(label_array)
 
 
+def write_cifar_batch(path: Path, images: np.ndarray, labels: list[int], batch_label: str = "batch") -> None:
+    """Write one batch file as the data set's authors pickled theirs (protocol 2, ``bytes`` keys): the
+    inverse of :func:`read_cifar_batch`, for generated data in the real format (tests, benchmarks).
+
+    ``images`` is ``uint8`` of shape ``(N, 3072)`` (or ``(N, 3, 32, 32)``), ``labels`` ``N`` ids in ``0..9``.
+    """
+    data = np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1)
+    content = {b"batch_label": batch_label.encode(), b"labels": [int(label) for label in labels], b"data": data}
+    with open(path, "wb") as handle:
+        pickle.dump(content, handle, protocol=2)
+
+
 @dataclass(frozen=True)
 class Cifar10Split:
     """Training and test images (``uint8 (N, 3, 32, 32)``) with their ``int64`` labels."""
