@@ -8,7 +8,7 @@ Rows (each with the peak GPU memory it took, reset per row, and its own wall tim
    no fused kernel: foreach is its fastest path. Random parameters and fixed random gradients; median ms
    per step after warm-up steps. Ratio: nero-foreach / adam-fused.
 2. an 8-lr batched digits sweep (digits-mlp, proxy budget, Nero, lrs 1e-3..1, one stacked model through
-   ``nero_study.study.batched.run_batched_bundle``) against one trial of the same run (``run_trial``):
+   ``nero_study.study.execute.run_bundle``, execution ``batched``) against one trial of the same run (``run_trial``):
    target batched / one trial <= 2.
 3. one epoch of cifar10-resnet18 at the paper settings (width 64, batch 128, the paper's augmentation and
    schedule; ``max_steps`` = one epoch's 391 steps) on generated data in CIFAR-10's python-pickle format
@@ -232,8 +232,11 @@ def lr_grid(points: int = 8, low: float = 1e-3, high: float = 1.0) -> list[float
 
 def batched_rows(device: torch.device, quick: bool) -> Iterable[Row]:
     require_device(device, "batched digits sweep")
-    from nero_study.study.batched import batched_support, run_batched_bundle
-    from nero_study.tasks.base import TrialSpec, run_trial
+    from nero_study.study.batched import batched_support
+    from nero_study.study.execute import run_bundle
+    from nero_study.study.protocol import TrialFinished
+    from nero_study.tasks.base import TrialSpec
+    from nero_study.tasks.runner import run_trial
 
     budget = "smoke" if quick else "proxy"
     specs = [
@@ -245,7 +248,7 @@ def batched_rows(device: torch.device, quick: bool) -> Iterable[Row]:
     # Warm-up: the CUDA context, library handles and first calls are paid here, by neither timed run.
     warm = dataclasses.replace(specs[0], budget="smoke")
     run_trial(warm)
-    run_batched_bundle([warm, dataclasses.replace(warm, lr=0.1)], lambda event: None)
+    run_bundle([warm, dataclasses.replace(warm, lr=0.1)], lambda event: None, execution="batched")
 
     reset_peak(device)
     start = time.perf_counter()
@@ -255,14 +258,14 @@ def batched_rows(device: torch.device, quick: bool) -> Iterable[Row]:
     one_peak = peak_mib(device)
 
     reset_peak(device)
-    events: list[dict] = []
+    events: list = []
     start = time.perf_counter()
-    run_batched_bundle(specs, events.append)
+    run_bundle(specs, events.append, execution="batched")
     synchronize(device)
     batched_s = time.perf_counter() - start
-    done = [event for event in events if event["event"] == "done"]
-    statuses = sorted({event["status"] for event in done})
-    devices = sorted({event["device"] for event in done})
+    done = [event for event in events if isinstance(event, TrialFinished)]
+    statuses = sorted({event.status for event in done})
+    devices = sorted({event.device for event in done})
     if len(done) != len(specs) or not set(statuses) <= {"succeeded", "diverged"}:
         raise RuntimeError(f"batched run finished {len(done)} of {len(specs)} members: {statuses}")
     check = f"digits-mlp {budget}, nero"
@@ -308,7 +311,8 @@ def cifar_epoch_row(device: torch.device, quick: bool, data: Callable[[], int]) 
     require_device(device, "cifar10-resnet18 epoch")
     train_images = data()
     from nero_study.data.cifar10 import steps_per_epoch_keep_last
-    from nero_study.tasks.base import TrialSpec, run_trial
+    from nero_study.tasks.base import TrialSpec
+    from nero_study.tasks.runner import run_trial
 
     epoch_steps = steps_per_epoch_keep_last(train_images, 128)
     options: dict = {"max_steps": epoch_steps}
@@ -356,7 +360,8 @@ def worker_sweep_row(device: torch.device, quick: bool, workdir: Path, data: Cal
     data()  # before Ray starts: its worker processes inherit NERO_STUDY_DATA_DIR
     from nero_study.settings import Settings
     from nero_study.store import db, repo
-    from nero_study.study.engine import ensure_ray
+    from nero_study.study.cluster import ensure_ray
+    from nero_study.study.queue import queue_sweep
     from nero_study.study.spec import SweepSpec
     from workers.worker import SweepWorker
 
@@ -385,7 +390,7 @@ def worker_sweep_row(device: torch.device, quick: bool, workdir: Path, data: Cal
     db.upgrade(url)
     factory = db.session_factory(db.make_engine(url))
     with factory() as session:
-        sweep_id = repo.create_sweep(session, spec=spec.model_dump(mode="json"), name=spec.name or "gpu-check").id
+        sweep_id = queue_sweep(session, spec)[0].id
     sampler = DeviceMemorySampler(device) if device.type == "cuda" else None
     if sampler is not None:
         sampler.start()

@@ -544,7 +544,7 @@ def data_fetch(
     force: Annotated[bool, typer.Option("--force", help="Download again even what is present")] = False,
 ) -> None:
     """Download, verify (size, SHA-256) and unpack a task's data sets; resumes interrupted downloads."""
-    from nero_study.data import fetch
+    from nero_study import datasets as fetch
 
     try:
         code = fetch.fetch_command(target, directory, force=force, console=console)
@@ -558,7 +558,7 @@ def data_check(
     target: Annotated[str, typer.Argument(metavar="[TASK|DATASET|all]")] = "all", directory: _DataDir = None
 ) -> None:
     """List each task's data sets as present or missing (exit code 1 when something is missing)."""
-    from nero_study.data import fetch
+    from nero_study import datasets as fetch
 
     try:
         code = fetch.check_command(target, directory, console=console)

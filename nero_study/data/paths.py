@@ -1,7 +1,7 @@
 """Where the paper tasks' data sets live: ``NERO_STUDY_DATA_DIR``, read when asked (never at import).
 
 Loaders never download: each data set must already sit under the data directory in its standard on-disk
-format (``nero-study data fetch``, :mod:`nero_study.data.fetch`, puts it there), and a missing file fails at
+format (``nero-study data fetch``, :mod:`nero_study.datasets`, puts it there), and a missing file fails at
 once with the file expected and where (:func:`require_file`).
 """
 

@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from nero_study import datasets as fetch
 from nero_study.cli import app
-from nero_study.data import fetch
 from nero_study.data.cifar10 import load_cifar10, write_cifar_batch
 from nero_study.data.mnist import load_mnist
 from nero_study.data.parallel_text import load_multi30k

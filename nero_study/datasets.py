@@ -43,7 +43,7 @@ from typing import IO, TYPE_CHECKING, Literal
 
 import httpx
 
-from nero_study.tasks.base import TaskConfigError
+from nero_study.errors import TaskConfigError
 
 if TYPE_CHECKING:
     from rich.console import Console
