@@ -373,16 +373,25 @@ def optimizer_settings(
     from nero_study.tasks.registry import get_task
 
     task_obj = get_task(task) if isinstance(task, str) else task
-    key = json.dumps(dict(hyperparameters or {}), sort_keys=True, default=repr)
-    resolved = _resolved_settings(task_obj, optimizer, preset, key)
+    explicit = dict(hyperparameters or {})
+    try:
+        key = json.dumps(explicit, sort_keys=True)
+    except TypeError:  # values JSON cannot hold (never from a spec): resolve without the cache
+        resolved = _resolve(task_obj, optimizer, preset, explicit)
+    else:
+        resolved = _resolved_settings(task_obj, optimizer, preset, key)
     return {network: dict(values) for network, values in resolved.items()}
 
 
 @lru_cache(maxsize=4096)
 def _resolved_settings(task: Task, optimizer: str, preset: str, hyperparameters_json: str) -> SettingsByNetwork:
+    """:func:`_resolve`, cached: listings and the store resolve the same few combinations many times."""
+    return _resolve(task, optimizer, preset, json.loads(hyperparameters_json))
+
+
+def _resolve(task: Task, optimizer: str, preset: str, explicit: Mapping[str, Any]) -> SettingsByNetwork:
     from nero_study.optim.registry import resolve_settings
 
-    explicit = json.loads(hyperparameters_json)
     resolved: SettingsByNetwork = {}
     for network in task.networks:
         overrides = task.paper_overrides(optimizer, network) if preset == "paper" else {}
