@@ -24,9 +24,10 @@ Why 50 layers (measured with ``nero-study trial --task digits-deep-mlp --optimiz
 - depth 50, 20 epochs (the proxy; 13-25 s of CPU per trial): Nero 0.902 / 0.639 / **0.395** / diverged;
   Adam 0.916 / 0.916 / 0.916 / diverged; LAMB 0.882 / 0.916 / 0.916 / diverged; SGD 0.882 / 0.882 / 0.916 /
   0.916. The paper's finding shows: Nero trains the deep net, the others stay at chance at every lr.
-- depth 100, 20 epochs (900 steps, the most a CPU minute allows at 100 layers: 45-50 s per trial): Nero
-  0.905 / 0.824 / 0.826 / diverged, and Adam stays at 0.905. Within proxy time 100 layers cannot show the
-  finding either way: Nero itself barely leaves chance (the paper needed 12,000 steps on MNIST).
+- depth 100, 20 epochs (900 steps, about the most a CPU minute allows at 100 layers: 21-49 s per trial):
+  Nero 0.905 / 0.824 / 0.826 / diverged; Adam 0.905 / 0.916 / 0.916 / diverged; LAMB 0.905 / 0.916 /
+  0.916 / diverged; SGD 0.905 / 0.905 / 0.905 / 0.916. Only a faint version of the finding: Nero itself
+  barely leaves chance in that time (the paper's runs took 12,000 steps on MNIST).
 - before this change, depth 100 for 10 epochs: test error 0.84-0.96 for every optimiser.
 """
 
