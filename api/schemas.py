@@ -127,6 +127,13 @@ class TrialPublic(BaseModel):
     budget: str
     preset: str
     hyperparameters: dict[str, Any]
+    settings: dict[str, dict[str, Any]] | None = Field(
+        default=None,
+        description=(
+            "The optimiser settings per network the trial runs with: the preset, the task's own paper "
+            "overrides and the explicit hyperparameters (null for trials stored before they were recorded)"
+        ),
+    )
     task_options: dict[str, Any]
     phase: str
     status: TrialStatus
@@ -181,6 +188,18 @@ class TaskPublic(BaseModel):
     chance_metric: JSONFloat = None
     budgets: list[str] = Field(default_factory=list)
     default_device: str | None = None
+    curve_metric_name: str | None = Field(default=None, description="What the learning curve's metric is")
+    caveat: str = Field(default="", description="A known limit of the task that its results carry")
+    networks: list[str] = Field(default_factory=list, description="The networks trained, one optimiser each")
+    paper_overrides: dict[str, dict[str, dict[str, Any]]] = Field(
+        default_factory=dict,
+        description="Per network and optimiser, the task's settings on top of the registry's paper preset",
+    )
+    paper_settings_source: str = Field(default="", description="The reference file and lines of those overrides")
+    optimizer_settings: dict[str, dict[str, dict[str, dict[str, Any]]]] = Field(
+        default_factory=dict,
+        description="Per preset, optimiser and network: the settings a trial with no explicit settings uses",
+    )
     error: str | None = None
 
 
@@ -190,8 +209,13 @@ class OptimizerPublic(BaseModel):
     name: str
     description: str
     default_lr: float
+    default_lr_source: str = Field(default="", description="Where the default lr comes from")
     presets: dict[str, dict[str, Any]]
     hyperparameters: list[str]
+    task_overrides: dict[str, dict[str, dict[str, Any]]] = Field(
+        default_factory=dict,
+        description="Per task and network, the settings the task gives this optimiser under the paper preset",
+    )
 
 
 class HealthPublic(BaseModel):

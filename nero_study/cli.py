@@ -32,27 +32,46 @@ def main() -> None:
     """Hyperparameter-robustness studies of optimisers: Nero vs SGD, Adam and LAMB."""
 
 
+def _settings_text(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in settings.items())
+
+
+def _overrides_text(per_network: dict[str, dict[str, Any]], label: str = "") -> str:
+    """``label: settings`` per network; the network is named only for tasks that train several."""
+    parts = []
+    for network, settings in per_network.items():
+        name = label if network == "model" else f"{label}/{network}".lstrip("/")
+        parts.append(f"{name}: {_settings_text(settings)}" if name else _settings_text(settings))
+    return "; ".join(parts)
+
+
 @app.command()
 def optimizers(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False) -> None:
-    """List the registered optimisers with their default lr and presets."""
+    """List the registered optimisers: default lr (and where it comes from), presets, settings, and the tasks
+    whose paper configuration gives the optimiser other settings than the paper preset."""
     from nero_study.optim.registry import list_optimizers
+    from nero_study.tasks.registry import optimizer_task_overrides
 
-    infos = [info.describe() for info in list_optimizers()]
+    infos = [{**info.describe(), "task_overrides": optimizer_task_overrides(info.name)} for info in list_optimizers()]
     if as_json:
         typer.echo(dumps(infos, indent=2))
         return
-    table = Table(title="Optimisers")
+    table = Table(title="Optimisers (a trial uses: preset, then the task's paper overrides, then its own settings)")
     table.add_column("name")
     table.add_column("default lr", justify="right")
+    table.add_column("default lr from")
     table.add_column("paper preset")
     table.add_column("library preset")
+    table.add_column("paper preset, per task")
     table.add_column("settings")
     for info in infos:
         table.add_row(
             info["name"],
             f"{info['default_lr']:g}",
-            ", ".join(f"{k}={v}" for k, v in info["presets"]["paper"].items()),
-            ", ".join(f"{k}={v}" for k, v in info["presets"]["library"].items()),
+            info["default_lr_source"],
+            _settings_text(info["presets"]["paper"]),
+            _settings_text(info["presets"]["library"]),
+            "; ".join(_overrides_text(per_network, task) for task, per_network in info["task_overrides"].items()),
             ", ".join(info["hyperparameters"]),
         )
     console.print(table)
@@ -60,7 +79,8 @@ def optimizers(as_json: Annotated[bool, typer.Option("--json", help="Print JSON"
 
 @app.command()
 def tasks(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False) -> None:
-    """List the benchmark tasks with their metric and budgets."""
+    """List the benchmark tasks: metric, budgets, the optimiser settings their paper configuration overrides,
+    and caveats. ``--json`` adds, per preset and optimiser, the full settings a trial uses."""
     from nero_study.tasks.registry import list_tasks
 
     infos = [task.describe() for task in list_tasks()]
@@ -68,17 +88,28 @@ def tasks(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = 
         typer.echo(dumps(infos, indent=2))
         return
     table = Table(title="Tasks")
-    for column in ("name", "kind", "metric", "better", "chance", "budgets", "description"):
+    for column in ("name", "kind", "metric", "better", "chance", "budgets", "paper overrides", "description"):
         table.add_column(column)
     for info in infos:
+        metric = info["metric_name"]
+        if info["curve_metric_name"] != metric:
+            metric += f" (curve: {info['curve_metric_name']})"
+        overrides = {}
+        for network, per_optimizer in info["paper_overrides"].items():
+            for optimizer, settings in per_optimizer.items():
+                overrides.setdefault(optimizer, {})[network] = settings
+        description = info["description"]
+        if info["caveat"]:
+            description += f"\n[yellow]caveat:[/] {info['caveat']}"
         table.add_row(
             info["name"],
             info["kind"],
-            info["metric_name"],
+            metric,
             "lower" if info["lower_is_better"] else "higher",
             f"{info['chance_metric']:g}",
             ", ".join(info["budgets"]),
-            info["description"],
+            "; ".join(_overrides_text(per_network, optimizer) for optimizer, per_network in overrides.items()),
+            description,
         )
     console.print(table)
 

@@ -47,6 +47,76 @@ def test_tasks_lists_every_task_with_metric_and_budgets() -> None:
     assert rows["digits-mlp"]["budgets"] == ["smoke", "proxy", "paper"]
 
 
+def test_listings_show_the_settings_each_trial_builds_its_optimisers_with() -> None:
+    """For every task, optimiser, preset and network, what ``tasks --json`` lists is what the trial's optimiser
+    gets: the listing and the trial runner resolve settings in one place."""
+    import torch
+
+    from nero_study.tasks.base import TrialContext
+    from nero_study.tasks.registry import get_task
+
+    result = runner.invoke(app, ["tasks", "--json"])
+    assert result.exit_code == 0, result.output
+    checked = 0
+    for row in json.loads(result.output):
+        task = get_task(row["name"])
+        assert row["networks"] == list(task.networks)
+        for preset, per_optimizer in row["optimizer_settings"].items():
+            for optimizer, per_network in per_optimizer.items():
+                spec = TrialSpec(task=row["name"], optimizer=optimizer, lr=0.01, preset=preset)
+                context = TrialContext(spec, task, torch.device("cpu"))
+                for network, listed in per_network.items():
+                    built = context.build_optimizer([torch.nn.Parameter(torch.zeros(2, 2))], network=network)
+                    group = built.param_groups[0]
+                    used = {key: list(group[key]) if isinstance(group[key], tuple) else group[key] for key in listed}
+                    assert used == listed, (row["name"], preset, optimizer, network)
+                    checked += 1
+    assert checked >= 16 * 5 * 2  # every task x optimiser x preset, and both GAN networks
+    rows = {row["name"]: row for row in json.loads(result.output)}
+    assert rows["mnist-mlp100"]["optimizer_settings"]["paper"]["adam"]["model"]["betas"] == [0.9, 0.999]
+    assert rows["cifar10-cgan"]["optimizer_settings"]["paper"]["adam"] == {
+        "generator": {"betas": [0.0, 0.999], "eps": 1e-8},
+        "discriminator": {"betas": [0.9, 0.999], "eps": 1e-8},
+    }
+    imagenet_sgd = {"momentum": 0.9, "weight_decay": 0.0001}
+    assert rows["imagenet-resnet50"]["paper_overrides"] == {"model": {"sgd": imagenet_sgd}}
+    assert "zero-mean constraint" in rows["ppo-cartpole"]["caveat"]
+    assert rows["wikitext2-transformer"]["curve_metric_name"] == "validation perplexity"
+
+
+def test_optimizers_table_names_where_defaults_come_from_and_the_task_overrides(monkeypatch) -> None:  # noqa: ANN001
+    from rich.console import Console
+
+    import nero_study.cli as cli
+
+    monkeypatch.setattr(cli, "console", Console(width=400))
+    result = runner.invoke(app, ["optimizers"])
+    assert result.exit_code == 0, result.output
+    assert "mnist-mlp100: betas=(0.9, 0.999)" in result.output
+    assert "cifar10-cgan/discriminator: betas=(0.9, 0.999)" in result.output
+    assert "imagenet-resnet50: momentum=0.9, weight_decay=0.0001" in result.output
+    assert "ppo-pong: eps=1e-05" in result.output
+    assert "the paper's out-of-the-box lr" in result.output and "this project's choice" in result.output
+    rows = {row["name"]: row for row in json.loads(runner.invoke(app, ["optimizers", "--json"]).output)}
+    imagenet_sgd = {"momentum": 0.9, "weight_decay": 0.0001}
+    assert rows["sgd"]["task_overrides"] == {"imagenet-resnet50": {"model": imagenet_sgd}}
+    assert rows["nero"]["task_overrides"] == {}
+
+
+def test_tasks_table_shows_overrides_and_caveats(monkeypatch) -> None:  # noqa: ANN001
+    from rich.console import Console
+
+    import nero_study.cli as cli
+
+    monkeypatch.setattr(cli, "console", Console(width=400))
+    result = runner.invoke(app, ["tasks"])
+    assert result.exit_code == 0, result.output
+    assert "adam/discriminator: betas=(0.9, 0.999)" in result.output
+    assert "sgd: momentum=0.9, weight_decay=0.0001" in result.output
+    assert "caveat:" in result.output and "zero-mean constraint" in result.output
+    assert "test perplexity (curve: validation perplexity)" in result.output
+
+
 def test_trial_json_is_complete_and_the_same_twice() -> None:
     args = ["trial", "--task", "digits-mlp", "--optimizer", "nero", "--lr", "0.01", "--budget", "smoke", "--json"]
     first = runner.invoke(app, args)
@@ -58,6 +128,7 @@ def test_trial_json_is_complete_and_the_same_twice() -> None:
     assert one["status"] == "succeeded" and one["metric_name"] == "test_error"
     assert one["curve"][0]["step"] == 0 and set(one["curve"][0]) >= {"step", "metric", "train_loss"}
     assert (one["metric"], one["curve"]) == (two["metric"], two["curve"])
+    assert one["settings"] == {"model": {"beta": 0.999, "constraints": True}}
 
 
 @pytest.mark.parametrize(

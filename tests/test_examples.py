@@ -62,3 +62,24 @@ def test_a_variant_label_round_trips_through_the_store_and_the_report(tmp_path: 
     report = CliRunner().invoke(app, ["report", sweep.id, "--db", url, "--format", "json"])
     assert report.exit_code == 0, report.output
     assert {row["label"] for row in json.loads(report.stdout)["per_optimizer"]} == {"nero", "nero-unconstrained"}
+
+
+def test_constraint_figure2_runs_the_papers_arms_over_its_fine_grid() -> None:
+    """cifar/figure2.sh: Nero (nero / neroabl without --c1 --c2), LAMB (lamb / lambcs) and Madam (madam /
+    madamcs) on VGG-11 at lrs 0.01, 0.02, 0.04, 0.06, 0.08, 0.10, seed 0; best lrs repeated with seeds 1, 2."""
+    spec = SweepSpec.from_file(next(p for p in EXAMPLES if p.stem == "constraints-figure2"))
+    planned = [item.spec for item in plan_trials(spec)]
+    arms = {spec_.label: (spec_.optimizer, spec_.hyperparameters) for spec_ in planned}
+    assert arms == {
+        "nero": ("nero", {}),
+        "nero-unconstrained": ("nero", {"constraints": "none"}),
+        "lamb": ("lamb", {}),
+        "lamb-constrained": ("lamb", {"constraints": "both"}),
+        "madam": ("madam", {}),
+        "madam-constrained": ("madam", {"constraints": "both"}),
+    }
+    assert {spec_.lr for spec_ in planned} == {0.01, 0.02, 0.04, 0.06, 0.08, 0.10}
+    assert {(spec_.task, spec_.budget, spec_.seed) for spec_ in planned} == {("cifar10-vgg11", "paper", 0)}
+    assert spec.protocol == "paper" and spec.seeds == [0, 1, 2]
+    proxy = SweepSpec.from_file(next(p for p in EXAMPLES if p.stem == "constraints-lamb-madam"))
+    assert {variant.label for variant in proxy.optimizers} == set(arms)

@@ -38,7 +38,8 @@ def _task_public(name: str) -> TaskPublic:
 
 @router.get("/tasks", response_model=list[TaskPublic], summary="List the benchmark tasks")
 def list_tasks() -> list[TaskPublic]:
-    """Every registered task with its metric, whether lower is better, the metric at chance and its budgets."""
+    """Every registered task with its metric, whether lower is better, the metric at chance, its budgets, its
+    caveat, and per preset and optimiser the settings its trials use (with the task's own paper overrides)."""
     from nero_study.tasks.registry import task_names
 
     return [_task_public(name) for name in task_names()]
@@ -46,10 +47,17 @@ def list_tasks() -> list[TaskPublic]:
 
 @router.get("/optimizers", response_model=list[OptimizerPublic], summary="List the registered optimisers")
 def list_optimizers() -> list[OptimizerPublic]:
-    """Every optimiser with its default (out-of-the-box) learning rate, presets and the settings a sweep may set."""
+    """Every optimiser with its default (out-of-the-box) learning rate and where it comes from, its presets,
+    the settings a sweep may set, and the tasks that give it other settings under the paper preset."""
     from nero_study.optim.registry import list_optimizers as registered
+    from nero_study.tasks.registry import optimizer_task_overrides
 
-    return [OptimizerPublic.model_validate(json_safe(info.describe())) for info in registered()]
+    return [
+        OptimizerPublic.model_validate(
+            json_safe({**info.describe(), "task_overrides": optimizer_task_overrides(info.name)})
+        )
+        for info in registered()
+    ]
 
 
 @health_router.get(

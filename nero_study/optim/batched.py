@@ -153,13 +153,41 @@ class BatchedAdam(BatchedOptimizer):
             _blend_(param, param - (lr / bias_correction1) * exp_avg / denom, active)
 
 
-class BatchedLamb(BatchedOptimizer):
-    """:class:`nero_study.optim.Lamb` per member: per-tensor trust ratio ``clamp(||w||, 0, 10) / ||r||``."""
+def _constraints_supported(settings: Mapping[str, Any]) -> bool:
+    """Whether ``settings['constraints']`` (absent: off) is a value the optimisers accept."""
+    try:
+        parse_constraints(settings.get("constraints", False))
+    except ValueError:
+        return False
+    return True
 
-    supported = frozenset({"betas", "eps", "weight_decay", "foreach"})
+
+def _constrain_members_(param: Tensor, center: bool, normalize: bool) -> None:
+    """Centre and/or normalise every neuron of every member of a stacked tensor whose members are >1-D, in
+    place (the constrained LAMB and Madam's projection after a step, per member); a zero neuron stays zero."""
+    if param.dim() <= 2 or not (center or normalize):
+        return
+    rows = param.view(param.shape[0], param.shape[1], -1)
+    if center:
+        rows.sub_(rows.mean(dim=2, keepdim=True))
+    if normalize:
+        norms = torch.linalg.vector_norm(rows, dim=2, keepdim=True)
+        rows.div_(torch.where(norms > 0, norms, torch.ones_like(norms)))
+
+
+class BatchedLamb(BatchedOptimizer):
+    """:class:`nero_study.optim.Lamb` per member: per-tensor trust ratio ``clamp(||w||, 0, 10) / ||r||``,
+    then the optional per-neuron constraints (``constraints``, the paper's ``LambCS``)."""
+
+    supported = frozenset({"betas", "eps", "weight_decay", "constraints", "foreach"})
+
+    @classmethod
+    def _supported_values(cls, settings: Mapping[str, Any]) -> bool:
+        return _constraints_supported(settings)
 
     def __init__(self, params: Sequence[Tensor], lrs: Tensor, settings: Mapping[str, Any]) -> None:
         super().__init__(params, lrs, settings)
+        self.center, self.normalize = parse_constraints(self.settings.get("constraints", False))
         self.exp_avgs = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sqs = [torch.zeros_like(p) for p in self.params]
 
@@ -183,8 +211,11 @@ class BatchedLamb(BatchedOptimizer):
         factor = lr * _per_member(trust, param)
         if active is None:
             param.addcmul_(adam_step, factor, value=-1)
+            _constrain_members_(param, self.center, self.normalize)
         else:
-            _blend_(param, param - factor * adam_step, active)
+            new_value = param - factor * adam_step
+            _constrain_members_(new_value, self.center, self.normalize)
+            _blend_(param, new_value, active)
 
 
 class BatchedNero(BatchedOptimizer):
@@ -252,12 +283,18 @@ class BatchedNero(BatchedOptimizer):
 
 
 class BatchedMadam(BatchedOptimizer):
-    """:class:`nero_study.optim.Madam` per member: multiplicative updates, per-tensor bound per member."""
+    """:class:`nero_study.optim.Madam` per member: multiplicative updates, per-tensor bound per member, then
+    the optional per-neuron constraints (``constraints``, the paper's ``MadamCS``)."""
 
-    supported = frozenset({"beta", "p_scale", "g_bound"})
+    supported = frozenset({"beta", "p_scale", "g_bound", "constraints"})
+
+    @classmethod
+    def _supported_values(cls, settings: Mapping[str, Any]) -> bool:
+        return _constraints_supported(settings)
 
     def __init__(self, params: Sequence[Tensor], lrs: Tensor, settings: Mapping[str, Any]) -> None:
         super().__init__(params, lrs, settings)
+        self.center, self.normalize = parse_constraints(self.settings.get("constraints", False))
         p_scale = float(self.settings.get("p_scale", 3.0))
         self.bounds = []
         for param in self.params:
@@ -279,6 +316,7 @@ class BatchedMadam(BatchedOptimizer):
         bound = _per_member(self.bounds[index], param)
         new_value = param * torch.exp(-lr * g_normed * torch.sign(param))
         new_value = torch.maximum(torch.minimum(new_value, bound), -bound)
+        _constrain_members_(new_value, self.center, self.normalize)
         _blend_(param, new_value, active)
 
 

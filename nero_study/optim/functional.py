@@ -299,12 +299,16 @@ def lamb(
     eps: float,
     weight_decay: float,
     foreach: bool = False,
+    center: bool = False,
+    normalize: bool = False,
 ) -> None:
     """One LAMB step (You et al. 2019, no bias correction, weight norm clamped to [0, 10]) in place.
 
     ``m <- beta1 m + (1 - beta1) g``; ``v <- beta2 v + (1 - beta2) g^2``;
     ``r = m / (sqrt(v) + eps) + weight_decay w``; ``trust = min(||w||, 10) / ||r||`` (1 when either norm
-    is 0); ``w <- w - lr * trust * r``. Norms are per tensor.
+    is 0); ``w <- w - lr * trust * r``. Norms are per tensor. Then, with ``center``/``normalize``, each
+    neuron of the >1-D tensors is centred and/or given unit norm (the paper's ``LambCS``, see
+    :func:`constrain_neurons_`).
     """
     step_fn = _lamb_foreach if foreach else _lamb_loop
     step_fn(
@@ -319,6 +323,7 @@ def lamb(
         eps=eps,
         weight_decay=weight_decay,
     )
+    constrain_neurons_(params, center, normalize)
 
 
 def _lamb_loop(
@@ -390,11 +395,15 @@ def madam(
     lr: float,
     beta: float,
     g_bound: float,
+    center: bool = False,
+    normalize: bool = False,
 ) -> None:
     """One Madam step (Bernstein et al. 2020) in place, per element:
 
     ``v <- beta v + (1 - beta) g^2``; ``g_normed = clamp(g / sqrt(v / (1 - beta^t)), -g_bound, g_bound)``
-    (0/0 -> 0); ``w <- w * exp(-lr * g_normed * sign(w))``; ``w <- clamp(w, -max, max)``.
+    (0/0 -> 0); ``w <- w * exp(-lr * g_normed * sign(w))``; ``w <- clamp(w, -max, max)``. Then, with
+    ``center``/``normalize``, each neuron of the >1-D tensors is centred and/or given unit norm after the
+    clamp (the paper's ``MadamCS``, see :func:`constrain_neurons_`).
     """
     for param, grad, exp_avg_sq, max_magnitude, step in zip(
         params, grads, exp_avg_sqs, max_magnitudes, steps, strict=True
@@ -406,3 +415,24 @@ def madam(
         grad_normed = torch.where(denom > 0, grad / denom, 0.0).clamp_(-g_bound, g_bound)
         param.mul_(torch.exp(-lr * grad_normed * param.sign()))
         param.clamp_(-max_magnitude, max_magnitude)
+    constrain_neurons_(params, center, normalize)
+
+
+def constrain_neurons_(params: list[Tensor], center: bool, normalize: bool) -> None:
+    """After a LAMB or Madam step: centre and/or normalise every neuron of each >1-D tensor, in place.
+
+    The constrained LAMB and Madam of the Nero paper's ablation (``LambCS`` and ``MadamCS`` in the authors'
+    ``optim/lambcs.py`` and ``optim/madamcs.py``, run by ``cifar/figure2.sh``) do exactly this after every
+    update, and only then: unlike Nero, neither projects the weights when it is built, so the first step
+    starts from the initialisation as it is. Tensors of at most one dimension are left alone. One
+    departure: a neuron whose weights are all zero stays zero here, where the reference divides 0 by 0.
+    """
+    if not (center or normalize):
+        return
+    for param in params:
+        if param.dim() <= 1 or param.numel() == 0:
+            continue
+        rows, work = _writable_rows(param)
+        _project_rows_(rows, center, normalize)
+        if work is not param:
+            param.copy_(work)

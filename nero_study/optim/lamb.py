@@ -15,8 +15,16 @@ Per parameter tensor w with gradient g:
 ``r = m / (sqrt(v) + eps) + weight_decay * w``;
 ``trust = min(||w||, 10) / ||r||`` (1 when either norm is 0); ``w <- w - lr * trust * r``.
 
-Defaults: lr 0.01 (the Nero paper's out-of-the-box LAMB lr), betas (0.9, 0.999) (LAMB's); the ``paper``
-preset of the registry sets betas (0, 0.999) for the paper's no-momentum comparison.
+With ``constraints`` (default off) every neuron (row) of a >1-D tensor is centred and/or given unit norm
+after each step: the constrained LAMB (``LambCS``, ``optim/lambcs.py``) of the paper's constraint ablation
+(``cifar/figure2.sh``), which projects only after steps, never when built.
+
+Defaults: betas (0.9, 0.999) and eps 1e-6 are pytorch-lamb's (``optim/lamb.py`` line 43); the ``paper``
+preset of the registry sets betas (0, 0.999) for the paper's no-momentum comparison. The default lr 0.01 is
+this project's choice, not the paper's: the paper defines an out-of-the-box lr only for Nero, and
+pytorch-lamb's own default is 1e-3 (``optim/lamb.py`` line 43). 0.01 is Nero's out-of-the-box lr, taken
+for LAMB because both make relative updates (per layer, per neuron) of about ``lr`` per step. The registry
+says where every optimiser's default comes from (``OptimizerInfo.default_lr_source``).
 """
 
 from __future__ import annotations
@@ -32,10 +40,11 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import ParamsT
 
 from nero_study.optim import functional
+from nero_study.optim.functional import parse_constraints
 from nero_study.optim.nero import default_foreach
 
 
-def _check_settings(lr: Any, betas: Any, eps: Any, weight_decay: Any, foreach: Any) -> None:
+def _check_settings(lr: Any, betas: Any, eps: Any, weight_decay: Any, foreach: Any, constraints: Any = False) -> None:
     if not (isinstance(lr, numbers.Real) and 0.0 <= lr < math.inf):
         raise ValueError(f"Invalid learning rate: {lr}")
     if not (isinstance(betas, tuple | list) and len(betas) == 2):
@@ -49,6 +58,7 @@ def _check_settings(lr: Any, betas: Any, eps: Any, weight_decay: Any, foreach: A
         raise ValueError(f"Invalid weight_decay value: {weight_decay}")
     if foreach not in (None, True, False):
         raise ValueError(f"Invalid foreach: {foreach!r}; valid: None, True, False")
+    parse_constraints(constraints)
 
 
 class Lamb(Optimizer):
@@ -60,6 +70,8 @@ class Lamb(Optimizer):
         betas: decays of the first and second moments.
         eps: added to ``sqrt(v)``.
         weight_decay: L2 coefficient added to the Adam step before the trust ratio.
+        constraints: False/'none' (plain LAMB), True/'both' (centre and normalise each neuron after every
+            step: the paper's ``LambCS``), 'mean' or 'norm' (one of the two).
         foreach: True for the fast path over lists of tensors, False for the per-tensor loop, None to pick
             the fast path for CPU and CUDA tensors.
     """
@@ -71,15 +83,17 @@ class Lamb(Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-6,
         weight_decay: float = 0.0,
+        constraints: bool | str = False,
         *,
         foreach: bool | None = None,
     ) -> None:
-        _check_settings(lr, betas, eps, weight_decay, foreach)
+        _check_settings(lr, betas, eps, weight_decay, foreach, constraints)
         defaults = {
             "lr": lr,
             "betas": tuple(betas),
             "eps": eps,
             "weight_decay": weight_decay,
+            "constraints": constraints,
             "foreach": foreach,
         }
         super().__init__(params, defaults)
@@ -88,12 +102,18 @@ class Lamb(Optimizer):
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("foreach", None)
+            group.setdefault("constraints", False)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group after validating its settings."""
         settings = {**self.defaults, **{key: value for key, value in param_group.items() if key != "params"}}
         _check_settings(
-            settings["lr"], settings["betas"], settings["eps"], settings["weight_decay"], settings["foreach"]
+            settings["lr"],
+            settings["betas"],
+            settings["eps"],
+            settings["weight_decay"],
+            settings["foreach"],
+            settings["constraints"],
         )
         super().add_param_group(param_group)
 
@@ -121,6 +141,7 @@ class Lamb(Optimizer):
             foreach = group["foreach"]
             if foreach is None:
                 foreach = default_foreach(params)
+            center, normalize = parse_constraints(group["constraints"])
             functional.lamb(
                 params,
                 grads,
@@ -133,5 +154,7 @@ class Lamb(Optimizer):
                 eps=group["eps"],
                 weight_decay=group["weight_decay"],
                 foreach=foreach,
+                center=center,
+                normalize=normalize,
             )
         return loss

@@ -10,7 +10,13 @@ where that is 0).
 
 The update is multiplicative, so a weight never changes sign and a weight that is exactly 0 stays 0.
 Defaults (lr 0.01, beta 0.999, p_scale 3, g_bound 10) are those of the authors' code (jxbz/madam, also
-``optim/madam.py`` in jxbz/nero), where beta was fixed at 0.999; here it is a setting.
+``optim/madam.py`` line 27 in jxbz/nero), where beta was fixed at 0.999; here it is a setting.
+
+With ``constraints`` (default off) every neuron (row) of a >1-D tensor is centred and/or given unit norm
+after each step, after the clamp: the constrained Madam (``MadamCS``, ``optim/madamcs.py``) of the paper's
+constraint ablation (``cifar/figure2.sh``). Like the reference it projects only after steps (never when
+built) and keeps the bound ``max`` of the weights as they were built. Centring can flip a weight's sign,
+which the multiplicative update then keeps.
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import ParamsT
 
 from nero_study.optim import functional
+from nero_study.optim.functional import parse_constraints
 
 
-def _check_settings(lr: Any, beta: Any, p_scale: Any, g_bound: Any) -> None:
+def _check_settings(lr: Any, beta: Any, p_scale: Any, g_bound: Any, constraints: Any = False) -> None:
     if not (isinstance(lr, numbers.Real) and 0.0 <= lr < math.inf):
         raise ValueError(f"Invalid learning rate: {lr}")
     if not (isinstance(beta, numbers.Real) and 0.0 <= beta < 1.0):
@@ -37,6 +44,7 @@ def _check_settings(lr: Any, beta: Any, p_scale: Any, g_bound: Any) -> None:
         raise ValueError(f"Invalid p_scale: {p_scale}")
     if not (isinstance(g_bound, numbers.Real) and 0.0 < g_bound < math.inf):
         raise ValueError(f"Invalid g_bound: {g_bound}")
+    parse_constraints(constraints)
 
 
 class Madam(Optimizer):
@@ -49,6 +57,8 @@ class Madam(Optimizer):
         beta: decay of the per-element running mean of squared gradients.
         p_scale: bound on each weight's magnitude, in multiples of the tensor's initial RMS.
         g_bound: clamp on the normalised gradient.
+        constraints: False/'none' (plain Madam), True/'both' (centre and normalise each neuron after every
+            step: the paper's ``MadamCS``), 'mean' or 'norm' (one of the two).
     """
 
     def __init__(
@@ -58,15 +68,23 @@ class Madam(Optimizer):
         beta: float = 0.999,
         p_scale: float = 3.0,
         g_bound: float = 10.0,
+        constraints: bool | str = False,
     ) -> None:
-        _check_settings(lr, beta, p_scale, g_bound)
-        defaults = {"lr": lr, "beta": beta, "p_scale": p_scale, "g_bound": g_bound}
+        _check_settings(lr, beta, p_scale, g_bound, constraints)
+        defaults = {"lr": lr, "beta": beta, "p_scale": p_scale, "g_bound": g_bound, "constraints": constraints}
         super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("constraints", False)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group: validate its settings and record each tensor's bound from its current RMS."""
         settings = {**self.defaults, **{key: value for key, value in param_group.items() if key != "params"}}
-        _check_settings(settings["lr"], settings["beta"], settings["p_scale"], settings["g_bound"])
+        _check_settings(
+            settings["lr"], settings["beta"], settings["p_scale"], settings["g_bound"], settings["constraints"]
+        )
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         for param in group["params"]:
@@ -94,6 +112,7 @@ class Madam(Optimizer):
                 self, group, ("exp_avg_sq", "max", "step"), self._init_state
             )
             if params:
+                center, normalize = parse_constraints(group["constraints"])
                 functional.madam(
                     params,
                     grads,
@@ -103,5 +122,7 @@ class Madam(Optimizer):
                     lr=group["lr"],
                     beta=group["beta"],
                     g_bound=group["g_bound"],
+                    center=center,
+                    normalize=normalize,
                 )
         return loss

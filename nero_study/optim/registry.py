@@ -2,8 +2,14 @@
 
 Presets:
 - ``paper``: the Nero paper's out-of-the-box comparison, no momentum anywhere (SGD momentum 0; Adam and
-  LAMB betas (0, 0.999)).
+  LAMB betas (0, 0.999)), as its released code ran CIFAR-10, WikiText-2, translation and the PPO betas.
+  Some of the paper's tasks gave a baseline other settings; a task declares those itself
+  (``Task.paper_settings``), and :func:`nero_study.tasks.settings.trial_settings` applies them on top of
+  this preset for trials of that task.
 - ``library``: each library's own defaults (torch's Adam betas (0.9, 0.999), LAMB's (0.9, 0.999), ...).
+
+Default learning rates (the out-of-the-box point added to every sweep's grid) come from different places,
+and only Nero's is the paper's out-of-the-box lr: each ``OptimizerInfo.default_lr_source`` says where.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ class OptimizerInfo:
     factory: Callable[..., torch.optim.Optimizer]
     default_lr: float
     presets: Mapping[str, Mapping[str, Any]]
+    default_lr_source: str = ""
 
     @property
     def hyperparameters(self) -> tuple[str, ...]:
@@ -42,6 +49,7 @@ class OptimizerInfo:
             "name": self.name,
             "description": self.description,
             "default_lr": self.default_lr,
+            "default_lr_source": self.default_lr_source,
             "presets": {name: dict(values) for name, values in self.presets.items()},
             "hyperparameters": list(self.hyperparameters),
         }
@@ -84,6 +92,10 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         factory=_signature_of("nero_study.optim.nero.Nero")(_nero),
         default_lr=0.01,
         presets={"paper": {"beta": 0.999, "constraints": True}, "library": {"beta": 0.999, "constraints": True}},
+        default_lr_source=(
+            "the paper's out-of-the-box lr (Liu et al. 2021; the authors' README: 'lr = 0.01 is the "
+            "recommended default')"
+        ),
     ),
     "sgd": OptimizerInfo(
         name="sgd",
@@ -91,19 +103,31 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         factory=torch.optim.SGD,
         default_lr=0.1,
         presets={"paper": {"momentum": 0.0}, "library": {"momentum": 0.0}},
+        default_lr_source=(
+            "the default --lr of the paper's CIFAR-10 and ImageNet scripts (cifar/train.py, imagenet/main.py); "
+            "torch.optim.SGD has none"
+        ),
     ),
     "adam": OptimizerInfo(
         name="adam",
         description="torch.optim.Adam",
         factory=torch.optim.Adam,
         default_lr=0.001,
+        default_lr_source="torch.optim.Adam's default lr",
         presets={"paper": {"betas": (0.0, 0.999), "eps": 1e-8}, "library": {"betas": (0.9, 0.999), "eps": 1e-8}},
     ),
     "lamb": OptimizerInfo(
         name="lamb",
-        description="LAMB (You et al. 2019) as in the Nero paper: trust ratio, weight norm clamped to [0, 10]",
+        description=(
+            "LAMB (You et al. 2019) as in the Nero paper: trust ratio, weight norm clamped to [0, 10]; "
+            "constraints=both is the paper's constrained LAMB (LambCS)"
+        ),
         factory=_signature_of("nero_study.optim.lamb.Lamb")(_lamb),
         default_lr=0.01,
+        default_lr_source=(
+            "this project's choice: Nero's out-of-the-box lr, as both make relative updates of about lr per "
+            "step; the paper defines no out-of-the-box lr for LAMB, and pytorch-lamb's own default is 1e-3"
+        ),
         presets={
             "paper": {"betas": (0.0, 0.999), "eps": 1e-6},
             "library": {"betas": (0.9, 0.999), "eps": 1e-6},
@@ -119,9 +143,13 @@ def _register_madam() -> None:
         return
     OPTIMIZERS["madam"] = OptimizerInfo(
         name="madam",
-        description="Madam (Bernstein et al. 2020): per-synapse multiplicative updates",
+        description=(
+            "Madam (Bernstein et al. 2020): per-synapse multiplicative updates; constraints=both is the "
+            "paper's constrained Madam (MadamCS)"
+        ),
         factory=factory,
         default_lr=0.01,
+        default_lr_source="the default lr of the authors' Madam (jxbz/madam; optim/madam.py in jxbz/nero)",
         presets={"paper": {"beta": 0.999}, "library": {"beta": 0.999}},
     )
 
@@ -142,9 +170,9 @@ def get_optimizer(name: str) -> OptimizerInfo:
 
 
 def _normalise(name: str, value: Any) -> Any:
-    # YAML/JSON give lists; torch wants tuples for betas.
-    if name == "betas" and isinstance(value, list):
-        return tuple(value)
+    # YAML/JSON give lists, and integers where a float is meant ([0, 0.999]); torch wants a tuple of floats.
+    if name == "betas" and isinstance(value, list | tuple):
+        return tuple(float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value)
     return value
 
 

@@ -182,6 +182,8 @@ class Trial(Base):
     budget: Mapped[str] = mapped_column(sa.String(32))
     preset: Mapped[str] = mapped_column(sa.String(32))
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    # The optimiser settings per network the trial runs with (preset, task overrides, hyperparameters).
+    settings: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     task_options: Mapped[dict[str, Any]] = mapped_column(JSONType)
     params_key: Mapped[str] = mapped_column(sa.String(64))
     phase: Mapped[str] = mapped_column(sa.String(16), default="grid", server_default="grid")

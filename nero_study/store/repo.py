@@ -463,6 +463,21 @@ def is_cancel_requested(session: Session, *, sweep_id: str) -> bool:
 # ---------------------------------------------------------------------------------------------- trials
 
 
+def resolved_trial_settings(
+    task: str, optimizer: str, preset: str, hyperparameters: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The optimiser settings per network a trial of these will run with, as JSON values, from the one
+    resolution the trial runner uses (:func:`nero_study.tasks.base.optimizer_settings`); ``None`` when the
+    task or optimiser is not one this installation can build (the row is still stored)."""
+    from nero_study.tasks.base import optimizer_settings, settings_as_json
+    from nero_study.tasks.registry import get_task
+
+    try:
+        return settings_as_json(optimizer_settings(get_task(task), optimizer, preset, hyperparameters))
+    except ValueError:
+        return None
+
+
 def _trial_row(sweep_id: str, item: Any) -> dict[str, Any]:
     data = dict(item) if isinstance(item, Mapping) else {**item.to_dict(), "phase": _field(item, "phase")}
     phase = data.get("phase") or "grid"
@@ -470,6 +485,10 @@ def _trial_row(sweep_id: str, item: Any) -> dict[str, Any]:
         raise ValueError(f"Invalid trial phase: {phase!r}; valid: {', '.join(PHASES)}")
     hyperparameters = dict(data.get("hyperparameters") or {})
     task_options = dict(data.get("task_options") or {})
+    preset = data.get("preset", "paper")
+    settings = data.get("settings")
+    if settings is None:
+        settings = resolved_trial_settings(data["task"], data["optimizer"], preset, hyperparameters)
     return {
         "sweep_id": sweep_id,
         "task": data["task"],
@@ -478,8 +497,9 @@ def _trial_row(sweep_id: str, item: Any) -> dict[str, Any]:
         "lr": float(data["lr"]),
         "seed": int(data.get("seed", 0)),
         "budget": data.get("budget", "proxy"),
-        "preset": data.get("preset", "paper"),
+        "preset": preset,
         "hyperparameters": hyperparameters,
+        "settings": settings,
         "task_options": task_options,
         "params_key": params_key(hyperparameters, task_options),
         "phase": phase,

@@ -4,10 +4,11 @@ A task that declares ``batchable = True`` trains through a :class:`~nero_study.t
 whose model has no batch-norm statistics or dropout. K members that differ in learning rate (and seed: each
 member keeps its own initialisation and data order) are stacked with ``torch.func.stack_module_state``, run with
 ``vmap`` + ``functional_call``, and updated by the batched form of their optimiser (``nero_study.optim.batched``),
-which keeps every per-tensor, per-neuron or per-element quantity per member. Each member checks its own loss
-through its own :class:`~nero_study.tasks.base.TrialContext`, with the same divergence rule as a trial run alone:
-a diverged member is frozen and reported ``diverged`` while the others go on. In float64 the members equal the
-same trials run one by one to rounding (tests/study/test_batched.py).
+which keeps every per-tensor, per-neuron or per-element quantity per member, with the settings a trial run
+alone gets (``tasks.base.optimizer_settings``: the preset, the task's own paper settings, the spec's). Each member
+checks its own loss through its own :class:`~nero_study.tasks.base.TrialContext`, with the same divergence rule
+as a trial run alone: a diverged member is frozen and reported ``diverged`` while the others go on. In float64
+the members equal the same trials run one by one to rounding (tests/study/test_batched.py).
 
 Tasks that cannot be batched (batch norm, GANs, RL, language models with dropout) run packed instead;
 :func:`batched_support` says why, from the task's declaration and the optimiser's settings alone (no data is
@@ -27,9 +28,8 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from nero_study.data.batches import minibatch_indices
 from nero_study.optim.batched import batched_optimizer_for
-from nero_study.optim.registry import resolve_settings
 from nero_study.study.protocol import Emit, TrialEvaluated, TrialFinished, TrialStarted
-from nero_study.tasks.base import Diverged, EvalPoint, TrialContext, TrialSpec
+from nero_study.tasks.base import DEFAULT_NETWORK, Diverged, EvalPoint, TrialContext, TrialSpec, optimizer_settings
 from nero_study.tasks.common import SupervisedSetup
 from nero_study.tasks.registry import get_task
 from nero_study.tasks.runner import build_result, prepare_trial, seed_everything
@@ -57,7 +57,7 @@ def batched_support(spec: TrialSpec) -> str | None:
             f"task {spec.task!r} does not declare batched support (stacked members need a supervised setup "
             "without batch statistics or dropout)"
         )
-    settings = resolve_settings(spec.optimizer, spec.preset, spec.hyperparameters)
+    settings = optimizer_settings(task, spec.optimizer, spec.preset, spec.hyperparameters)[DEFAULT_NETWORK]
     if batched_optimizer_for(spec.optimizer, settings) is None:
         return f"optimizer {spec.optimizer!r} with settings {settings} has no batched form"
     return None
@@ -113,7 +113,7 @@ def run_batched_group(members: Sequence[tuple[int, TrialSpec]], emit: Emit) -> N
             emit(TrialFinished.failed(member, spec, exc, time.perf_counter() - start))
         return
     setup: SupervisedSetup = task.supervised_setup(config)
-    settings = resolve_settings(first.optimizer, first.preset, first.hyperparameters)
+    settings = optimizer_settings(task, first.optimizer, first.preset, first.hyperparameters)[DEFAULT_NETWORK]
     optimizer_cls = batched_optimizer_for(first.optimizer, settings)
     if optimizer_cls is None:
         raise ValueError(batched_support(first))  # run_bundle only stacks members batched_support accepts

@@ -9,26 +9,41 @@ rate and seed. Every caller — the CLI, the sweep workers, the tests — runs t
 Task authors implement :meth:`Task.train`, which trains and calls ``ctx.evaluate(...)`` at regular
 evaluations and ``ctx.check_loss(...)`` on each training loss; divergence raises :class:`Diverged`,
 which the runner turns into the normal status ``diverged``.
+
+Optimiser settings: a trial's optimiser is built with the settings :func:`optimizer_settings` resolves,
+in this order: the registry's preset (``nero_study.optim.registry``), then, under the ``paper`` preset, the
+task's own overrides (``Task.paper_settings`` for all its networks, ``Task.network_paper_settings`` per
+network: the settings the paper's code gave that baseline on that task), then the spec's explicit
+``hyperparameters``. The trial runner, the CLI and API listings and the store all use that one function.
+A task with several networks (a GAN's generator and discriminator) names them in ``Task.networks`` and
+builds one optimiser per network with ``ctx.build_optimizer(params, network=...)``; the trial's lr and
+explicit settings apply to every network, as in the paper.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, ClassVar
 
 import torch
 
 from nero_study.errors import TaskConfigError  # raised by Task.config: part of the task interface
-from nero_study.vocabulary import TrialOutcome
+from nero_study.vocabulary import PRESETS, TrialOutcome
 
 #: Training-loss checks whose mean the divergence rule compares with a task's thresholds (see ``check_loss``).
 DIVERGENCE_WINDOW = 20
+DEFAULT_NETWORK = "model"
+"""The one network of a task that trains a single model."""
+SettingsByNetwork = dict[str, dict[str, Any]]
+"""Optimiser settings per network: ``{"model": {"betas": (0.9, 0.999), "eps": 1e-08}}``."""
 
 
 class Diverged(Exception):
@@ -100,6 +115,7 @@ class TrialResult:
     device: str
     steps: int = 0
     error: str | None = None
+    settings: SettingsByNetwork = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,6 +127,7 @@ class TrialResult:
             "budget": self.spec.budget,
             "preset": self.spec.preset,
             "hyperparameters": self.spec.hyperparameters,
+            "settings": settings_as_json(self.settings),
             "task_options": self.spec.task_options,
             "status": self.status,
             "metric": self.metric,
@@ -147,21 +164,48 @@ class TrialContext:
         self._first_loss: float | None = None
         self._window: deque[float] = deque(maxlen=DIVERGENCE_WINDOW)
         self.losses_checked = 0
+        self.final_metric: float | None = None
+        self.final_initial_metric: float | None = None
         self._divergence_factor = (
             task.divergence_factor if divergence_factor is None else divergence_factor
         )
 
-    def build_optimizer(self, params: Iterable[Any]) -> torch.optim.Optimizer:
-        """The trial's optimiser from the registry, with its preset and hyperparameter overrides."""
-        from nero_study.optim.registry import build
+    @property
+    def settings(self) -> SettingsByNetwork:
+        """The optimiser settings of this trial per network (see :func:`optimizer_settings`)."""
+        return optimizer_settings(self.task, self.spec.optimizer, self.spec.preset, self.spec.hyperparameters)
 
-        return build(
-            self.spec.optimizer,
-            params,
-            lr=self.spec.lr,
-            preset=self.spec.preset,
-            **self.spec.hyperparameters,
-        )
+    def build_optimizer(self, params: Iterable[Any], network: str | None = None) -> torch.optim.Optimizer:
+        """The trial's optimiser at the trial's lr with the settings :func:`optimizer_settings` resolves.
+
+        ``network`` names which of the task's ``networks`` ``params`` belong to; it may be left out when the
+        task trains one network.
+        """
+        from nero_study.optim.registry import get_optimizer
+
+        networks = self.task.networks
+        if network is None:
+            if len(networks) != 1:
+                raise ValueError(
+                    f"task {self.task.name!r} trains several networks; name one of: {', '.join(networks)}"
+                )
+            network = networks[0]
+        if network not in networks:
+            raise ValueError(f"Unknown network {network!r} of task {self.task.name!r}; valid: {', '.join(networks)}")
+        info = get_optimizer(self.spec.optimizer)
+        return info.factory(params, lr=self.spec.lr, **self.settings[network])
+
+    def report_final(self, metric: float, *, initial: float | None = None) -> None:
+        """Record the trial's result when it is not the last point of the curve (e.g. the test perplexity of
+        the best-validation checkpoint); ``initial`` is the same measure at initialisation, if known.
+
+        :func:`build_result` then reports it as the trial's ``metric`` and ``best_metric``; the curve keeps
+        what the task evaluated along the way (``Task.curve_metric_name``).
+        """
+        self.final_metric = float(metric)
+        self.final_initial_metric = None if initial is None else float(initial)
+        if not math.isfinite(self.final_metric):
+            raise Diverged(f"the final {self.task.metric_name} became {self.final_metric}")
 
     def check_loss(self, loss: float | torch.Tensor, *, step: int | None = None) -> float:
         """Raise :class:`Diverged` when the training loss blew up; returns the loss as a float.
@@ -231,6 +275,26 @@ class Task(ABC):
     # no dropout), so K trials differing in lr and seed can train as one batched run (nero_study.study.batched).
     batchable: ClassVar[bool] = False
     budgets: ClassVar[dict[str, Any]]
+    # What the curve's metric is when the trial's result is another measure (see TrialContext.report_final).
+    curve_metric_name: ClassVar[str | None] = None
+    # The networks the task trains, each with its own optimiser (a GAN: generator and discriminator).
+    networks: ClassVar[tuple[str, ...]] = (DEFAULT_NETWORK,)
+    # Per optimiser, the settings the paper's code gave it on this task where they differ from the registry's
+    # ``paper`` preset, for all networks; then per network and optimiser. Applied under the ``paper`` preset
+    # only, below a spec's explicit settings. ``paper_settings_source`` names the reference file and line.
+    paper_settings: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    network_paper_settings: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}
+    paper_settings_source: ClassVar[str] = ""
+    # What a reader of the task's results must know (a known limit of the task), shown in the listings.
+    caveat: ClassVar[str] = ""
+
+    def paper_overrides(self, optimizer: str, network: str | None = None) -> dict[str, Any]:
+        """The task's own settings for ``optimizer`` on ``network`` on top of the registry's paper preset."""
+        network = network or self.networks[0]
+        return {
+            **dict(self.paper_settings.get(optimizer, {})),
+            **dict(self.network_paper_settings.get(network, {}).get(optimizer, {})),
+        }
 
     def config(self, budget: str, options: dict[str, Any] | None = None) -> Any:
         """The budget's config with ``options`` applied, validated."""
@@ -261,16 +325,99 @@ class Task(ABC):
         """
 
     def describe(self) -> dict[str, Any]:
+        """What the listings show: metric, budgets, caveat and, per optimiser, the settings trials use."""
         return {
             "name": self.name,
             "description": self.description,
             "kind": self.kind,
             "metric_name": self.metric_name,
+            "curve_metric_name": self.curve_metric_name or self.metric_name,
             "lower_is_better": self.lower_is_better,
             "chance_metric": self.chance_metric,
             "budgets": list(self.budgets),
             "default_device": self.default_device,
+            "caveat": self.caveat,
+            "networks": list(self.networks),
+            "paper_overrides": {
+                network: overrides
+                for network in self.networks
+                if (overrides := _overrides_as_json(self, network))
+            },
+            "paper_settings_source": self.paper_settings_source,
+            "optimizer_settings": optimizer_settings_table(self),
         }
+
+
+def _overrides_as_json(task: Task, network: str) -> dict[str, dict[str, Any]]:
+    from nero_study.optim.registry import list_optimizers
+
+    return {
+        info.name: settings_as_json({network: overrides})[network]
+        for info in list_optimizers()
+        if (overrides := task.paper_overrides(info.name, network))
+    }
+
+
+def settings_as_json(settings: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Settings per network as JSON values (tuples become lists)."""
+    return {
+        network: {key: list(value) if isinstance(value, tuple) else value for key, value in values.items()}
+        for network, values in settings.items()
+    }
+
+
+def optimizer_settings(
+    task: Task,
+    optimizer: str,
+    preset: str = "paper",
+    hyperparameters: Mapping[str, Any] | None = None,
+) -> SettingsByNetwork:
+    """The settings a trial of ``task`` builds ``optimizer`` with, per network of the task (the lr aside).
+
+    In order: the registry's ``preset``; under the ``paper`` preset, the task's own overrides
+    (:meth:`Task.paper_overrides`); the spec's explicit ``hyperparameters``. Every network's result is
+    checked by the registry (unknown names or bad values raise ``ValueError`` naming them). The trial runner,
+    the listings, the API and the store all resolve settings here.
+    """
+    explicit = dict(hyperparameters or {})
+    try:
+        key = json.dumps(explicit, sort_keys=True)
+    except TypeError:  # values JSON cannot hold (never from a spec): resolve without the cache
+        resolved = _resolve(task, optimizer, preset, explicit)
+    else:
+        resolved = _resolved_settings(task, optimizer, preset, key)
+    return {network: dict(values) for network, values in resolved.items()}
+
+
+@lru_cache(maxsize=4096)
+def _resolved_settings(task: Task, optimizer: str, preset: str, hyperparameters_json: str) -> SettingsByNetwork:
+    """:func:`_resolve`, cached: listings and the store resolve the same few combinations many times."""
+    return _resolve(task, optimizer, preset, json.loads(hyperparameters_json))
+
+
+def _resolve(task: Task, optimizer: str, preset: str, explicit: Mapping[str, Any]) -> SettingsByNetwork:
+    from nero_study.optim.registry import resolve_settings
+
+    resolved: SettingsByNetwork = {}
+    for network in task.networks:
+        overrides = task.paper_overrides(optimizer, network) if preset == "paper" else {}
+        resolved[network] = resolve_settings(optimizer, preset, {**overrides, **explicit})
+    return resolved
+
+
+def optimizer_settings_table(task: Task) -> dict[str, dict[str, SettingsByNetwork]]:
+    """Per preset and registered optimiser, the settings a trial of ``task`` with no explicit settings uses
+    (JSON values): what ``nero-study tasks --json`` and ``/api/tasks`` show."""
+    from nero_study.optim.registry import list_optimizers
+
+    return {
+        preset: {
+            info.name: settings_as_json(optimizer_settings(task, info.name, preset))
+            for info in list_optimizers()
+            if preset in info.presets
+        }
+        for preset in PRESETS
+    }
 
 
 def cpu_threads() -> int:

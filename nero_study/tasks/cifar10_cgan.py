@@ -3,32 +3,42 @@
 Evidence (the paper's released code, ``jxbz/nero`` ``cGAN/``, forked from ``jxbz/madam``; runs in
 ``cGAN/figure5.sh``):
 - generator (``architecture/generator.py``): base width 64; an 80-d latent split into four chunks of 20;
-  the class one-hot through a spectrally normalised Linear to an 80-d embedding; the first chunk through a
-  Linear to a 4x4x256 map; three residual up-blocks 256 -> 256 -> 128 -> 64 (conditional BatchNorm whose
-  gain and bias are Linear functions of [embedding, next chunk], with ``affine=False`` and momentum
-  0.001; ReLU; nearest 2x upsampling; 3x3 convolutions; 1x1 learned shortcut where widths change), a
-  self-attention block (``architecture/self_attention.py``: 1x1 theta/phi to C/8, g to C/2, 2x2 max-pooled
-  keys and values, softmax attention, 1x1 output, added with a fixed gain of 1) at 16x16 after the second
-  block, then BatchNorm, ReLU, 3x3 convolution to RGB and tanh. Every convolution and Linear is
-  spectrally normalised (here ``torch.nn.utils.parametrizations.spectral_norm``). The one-hot in the
-  released code is 1000 wide (only 10 used); here it is 10 wide. Weights are initialised orthogonally
-  (BigGAN's convention: the released ``init_weight.py`` is not among the files we could read).
-- discriminator: ``architecture/discriminator.py`` is not among the released files we could read; this
-  one is the matching BigGAN/SNGAN-style projection discriminator: residual down-blocks 3 -> 64
-  (32 -> 16), the same self-attention at 16x16, 64 -> 128 (-> 8), 128 -> 256 (-> 4), 256 -> 256, ReLU,
-  global sum pooling, a Linear output plus the inner product with a class embedding (projection), all
-  spectrally normalised.
+  the class one-hot, **1000 wide** (only the first 10 used), through a spectrally normalised Linear to an
+  80-d embedding; the first chunk through a Linear to a 4x4x256 map; three residual up-blocks
+  256 -> 256 -> 128 -> 64 (conditional BatchNorm whose gain and bias are Linear functions of [embedding,
+  next chunk], with ``affine=False`` and momentum 0.001; ReLU; nearest 2x upsampling; 3x3 convolutions;
+  1x1 learned shortcut where widths change), a self-attention block (``architecture/self_attention.py``:
+  1x1 theta/phi to C/8, g to C/2, 2x2 max-pooled keys and values, softmax attention, 1x1 output, added
+  with a fixed gain of 1) at 16x16 after the second block, then BatchNorm, ReLU, 3x3 convolution to RGB
+  and tanh. 2,183,091 parameters.
+- discriminator (``architecture/discriminator.py``): a pre-block (3x3 conv to 64, ReLU, 3x3 conv, 2x2
+  average pool, plus a shortcut that average-pools the image and projects it by a 1x1 conv) to 16x16;
+  residual blocks (ReLU, 3x3 conv, ReLU, 3x3 conv, then 2x2 average pooling of both branches where they
+  downsample; a 1x1 conv shortcut, applied before the pooling, where widths change or they downsample)
+  64 -> 128 (-> 8x8), the self-attention block on 128 channels at 8x8, 128 -> 256 (-> 4x4),
+  256 -> 256; ReLU and global **average** pooling to 256 features; the score is
+  ``out_scale * (linear(features) + <embedding(label), features>)`` with ``out_scale = 10`` and a
+  **1000-row** class embedding (projection). 2,644,129 parameters.
+- every convolution, Linear and the embedding is spectrally normalised with the classic
+  ``torch.nn.utils.spectral_norm`` the released code uses (one power iteration per training forward, u
+  and v drawn at random when the layer is built). Initialisation (``architecture/init_weight.py``,
+  applied to both networks): weights of every convolution, Linear and Embedding orthogonal with gain 1,
+  their biases N(0, 0.01^2); BatchNorm gains 1 and biases N(0, 0.01^2).
 - training (``main.py``): hinge loss (D: ``relu(1 - D(real)) + relu(1 + D(fake))``, the released form
   plus a constant 2; G: ``-D(fake)``), one D step then one G step per batch with fresh latents, batch 256,
   random horizontal flip, pixels scaled to [-1, 1]; 120 epochs with the learning rate divided by 10 at
-  epoch 100 (the code's 121-epoch loop measures FID last before its final epoch); both nets get the
-  trial's optimiser at the trial's lr with the study's preset (the released code gave Adam betas
-  (0.9, 0.999) for D and (0, 0.999) for G; the ``paper`` preset uses (0, 0.999) for both).
+  epoch 100 (the code's 121-epoch loop measures FID last before its final epoch).
+- optimisers (``main.py`` lines 136-150), one per network at the trial's lr: Adam with betas (0, 0.999) for
+  the generator but (0.9, 0.999) for the discriminator; LAMB (0, 0.999) for both; SGD momentum 0; Nero's
+  defaults. The task names its networks ``generator`` and ``discriminator`` and declares the
+  discriminator's Adam betas as its ``network_paper_settings``.
 - metric: FID every 10 epochs between 10,000 generated images (labels those of the reference images,
   generator in eval mode) and a reference set: the 10,000 test images (``fid_reference="test"``) or the
-  first 10,000 training images (``"train"``; the code logs both). Images were written to PNG with
-  ``save_image(normalize=True)``, i.e. each stretched to its own min/max and quantised to 8 bits
-  (``fid_per_image_minmax``), then scored by pytorch-fid's Inception at 299 px (:mod:`nero_study.tasks.fid`).
+  first 10,000 training images (``"train"``; the code logs both and leaves open which the paper's figure
+  used, as it does final vs best: the trial's ``metric`` is the FID after the last epoch, ``best_metric``
+  the lowest along the way). Images were written to PNG with ``save_image(normalize=True)``, i.e. each
+  stretched to its own min/max and quantised to 8 bits (``fid_per_image_minmax``), then scored by
+  pytorch-fid's Inception at 299 px (:mod:`nero_study.tasks.fid`).
 
 The Inception weights are a state-dict file given by path (``inception_weights``; default
 ``<NERO_STUDY_DATA_DIR>/pt_inception-2015-12-05.pth``); nothing is downloaded. ``inception_size`` below
@@ -45,12 +55,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils import spectral_norm
 
 from nero_study.data.cifar10 import CIFAR10_CLASSES, check_cifar10, load_cifar10, random_flip
 from nero_study.data.paths import data_dir
@@ -65,13 +75,32 @@ from nero_study.tasks.fid import (
     resolve_inception_weights,
 )
 
+CLASS_TABLE_SIZE = 1000
+"""Rows of the class tables of both networks in the paper's code (CIFAR-10 uses the first 10)."""
+
 
 def sn(module: nn.Module) -> nn.Module:
-    """Orthogonally initialised weight, zero bias, spectral normalisation of the weight."""
-    nn.init.orthogonal_(module.weight)
-    if getattr(module, "bias", None) is not None:
-        nn.init.zeros_(module.bias)
+    """Spectral normalisation as the paper's code applies it (``torch.nn.utils.spectral_norm``)."""
     return spectral_norm(module)
+
+
+@torch.no_grad()
+def init_weights_(model: nn.Module) -> None:
+    """The released ``init_weight.py`` applied to every layer of ``model``: orthogonal weights (gain 1) and
+    N(0, 0.01^2) biases for convolutions, Linears and Embeddings; BatchNorm gains 1 and biases N(0, 0.01^2).
+
+    Under spectral normalisation the trained tensor is ``weight_orig``, which is what gets initialised.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            if module.weight is not None:
+                nn.init.ones_(module.weight)
+            if module.bias is not None:
+                nn.init.normal_(module.bias, 0.0, 0.01)
+        elif isinstance(module, nn.Conv2d | nn.Linear | nn.Embedding):
+            nn.init.orthogonal_(getattr(module, "weight_orig", module.weight), gain=1.0)
+            if getattr(module, "bias", None) is not None:
+                nn.init.normal_(module.bias, 0.0, 0.01)
 
 
 class SelfAttention(nn.Module):
@@ -139,23 +168,24 @@ class Generator(nn.Module):
     def __init__(
         self,
         width: int = 64,
-        num_classes: int = CIFAR10_CLASSES,
+        class_table_size: int = CLASS_TABLE_SIZE,
         z_chunk: int = 20,
         embedding_size: int = 80,
     ) -> None:
         super().__init__()
         self.width = width
-        self.num_classes = num_classes
+        self.class_table_size = class_table_size
         self.z_chunk = z_chunk
         cond_dim = z_chunk + embedding_size
         self.fc = sn(nn.Linear(z_chunk, 4 * 4 * 4 * width))
-        self.embedding = sn(nn.Linear(num_classes, embedding_size))
+        self.embedding = sn(nn.Linear(class_table_size, embedding_size))
         self.block0 = GeneratorBlock(4 * width, 4 * width, cond_dim)
         self.block1 = GeneratorBlock(4 * width, 2 * width, cond_dim)
         self.attention = SelfAttention(2 * width)
         self.block2 = GeneratorBlock(2 * width, width, cond_dim)
         self.norm = nn.BatchNorm2d(width)
         self.to_rgb = sn(nn.Conv2d(width, 3, 3, padding=1))
+        init_weights_(self)
 
     @property
     def z_dim(self) -> int:
@@ -164,7 +194,7 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         chunks = torch.split(z, self.z_chunk, dim=1)
-        embedded = self.embedding(F.one_hot(labels, self.num_classes).to(z.dtype))
+        embedded = self.embedding(F.one_hot(labels, self.class_table_size).to(z.dtype))
         conds = [torch.cat([embedded, chunk], dim=1) for chunk in chunks[1:]]
         x = self.fc(chunks[0]).view(len(z), 4 * self.width, 4, 4)
         x = self.block0(x, conds[0])  # 8x8
@@ -175,53 +205,53 @@ class Generator(nn.Module):
 
 
 class DiscriminatorBlock(nn.Module):
-    """(ReLU,) 3x3 conv, ReLU, 3x3 conv, (2x2 average pool); 1x1-projected, pooled shortcut.
+    """The released discriminator's ``ResBlock``: ReLU, 3x3 conv, ReLU, 3x3 conv, (2x2 average pool); the
+    shortcut is a 1x1 conv where widths change or the block downsamples, applied before its pooling."""
 
-    ``first``: no ReLU on the input (it is the image) and the shortcut pools before projecting.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, *, downsample: bool, first: bool = False) -> None:
+    def __init__(self, in_channels: int, out_channels: int, *, downsample: bool) -> None:
         super().__init__()
         self.downsample = downsample
-        self.first = first
         self.conv0 = sn(nn.Conv2d(in_channels, out_channels, 3, padding=1))
         self.conv1 = sn(nn.Conv2d(out_channels, out_channels, 3, padding=1))
         needs_projection = in_channels != out_channels or downsample
         self.shortcut = sn(nn.Conv2d(in_channels, out_channels, 1)) if needs_projection else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = x if self.first else F.relu(x)
-        out = self.conv1(F.relu(self.conv0(out)))
+        skip = x if self.shortcut is None else self.shortcut(x)
+        out = self.conv1(F.relu(self.conv0(F.relu(x))))
         if self.downsample:
-            out = F.avg_pool2d(out, 2)
-        skip = x
-        if self.first and self.downsample:
-            skip = F.avg_pool2d(skip, 2)
-        if self.shortcut is not None:
-            skip = self.shortcut(skip)
-        if self.downsample and not self.first:
-            skip = F.avg_pool2d(skip, 2)
+            out, skip = F.avg_pool2d(out, 2), F.avg_pool2d(skip, 2)
         return out + skip
 
 
 class Discriminator(nn.Module):
-    """Projection discriminator for 32x32 images: a score per (image, label)."""
+    """The released projection discriminator for 32x32 images: a score per (image, label).
 
-    def __init__(self, width: int = 64, num_classes: int = CIFAR10_CLASSES) -> None:
+    A pre-block to 16x16 (``pre_conv`` + ``pre_skip``), blocks to 8x8, self-attention at 8x8, blocks to
+    4x4, ReLU, global average pooling, ``out_scale * (linear + projection on the class embedding)``.
+    """
+
+    def __init__(self, width: int = 64, class_table_size: int = CLASS_TABLE_SIZE, out_scale: float = 10.0) -> None:
         super().__init__()
-        self.block0 = DiscriminatorBlock(3, width, downsample=True, first=True)  # 16x16
-        self.attention = SelfAttention(width)
-        self.block1 = DiscriminatorBlock(width, 2 * width, downsample=True)  # 8x8
-        self.block2 = DiscriminatorBlock(2 * width, 4 * width, downsample=True)  # 4x4
-        self.block3 = DiscriminatorBlock(4 * width, 4 * width, downsample=False)
+        self.out_scale = out_scale
+        self.stem_conv0 = sn(nn.Conv2d(3, width, 3, padding=1))
+        self.stem_conv1 = sn(nn.Conv2d(width, width, 3, padding=1))
+        self.stem_skip = sn(nn.Conv2d(3, width, 1))
+        self.block0 = DiscriminatorBlock(width, 2 * width, downsample=True)  # 8x8
+        self.attention = SelfAttention(2 * width)
+        self.block1 = DiscriminatorBlock(2 * width, 4 * width, downsample=True)  # 4x4
+        self.block2 = DiscriminatorBlock(4 * width, 4 * width, downsample=False)
         self.linear = sn(nn.Linear(4 * width, 1))
-        self.embedding = sn(nn.Embedding(num_classes, 4 * width))
+        self.embedding = sn(nn.Embedding(class_table_size, 4 * width))
+        init_weights_(self)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        x = self.attention(self.block0(images))
-        x = self.block3(self.block2(self.block1(x)))
-        features = F.relu(x).sum(dim=(2, 3))
-        return self.linear(features).squeeze(1) + (self.embedding(labels) * features).sum(dim=1)
+        stem = F.avg_pool2d(self.stem_conv1(F.relu(self.stem_conv0(images))), 2)
+        x = stem + self.stem_skip(F.avg_pool2d(images, 2))  # 16x16
+        x = self.block2(self.block1(self.attention(self.block0(x))))
+        features = F.relu(x).mean(dim=(2, 3))
+        score = self.linear(features).squeeze(1) + (self.embedding(labels) * features).sum(dim=1)
+        return self.out_scale * score
 
 
 @dataclass(frozen=True)
@@ -231,6 +261,8 @@ class Cifar10CGANConfig:
     width: int = 64
     z_chunk: int = 20
     embedding_size: int = 80
+    class_table_size: int = CLASS_TABLE_SIZE
+    d_out_scale: float = 10.0
     epochs: int = 120
     batch_size: int = 256
     lr_decay_epochs: tuple[float, ...] = (100.0,)
@@ -253,6 +285,8 @@ class Cifar10CGANConfig:
             "width",
             "z_chunk",
             "embedding_size",
+            "class_table_size",
+            "d_out_scale",
             "epochs",
             "batch_size",
             "lr_gamma",
@@ -267,6 +301,11 @@ class Cifar10CGANConfig:
                 raise TaskConfigError(f"Invalid {name}: {value}; it must be positive")
         if self.width < 8:
             raise TaskConfigError(f"Invalid width: {self.width}; self-attention needs a width of at least 8")
+        if self.class_table_size < CIFAR10_CLASSES:
+            raise TaskConfigError(
+                f"Invalid class_table_size: {self.class_table_size}; it needs a row for each of the "
+                f"{CIFAR10_CLASSES} classes"
+            )
         if self.fid_samples < 2:
             raise TaskConfigError(f"Invalid fid_samples: {self.fid_samples}; the FID needs at least 2")
         if self.fid_reference not in ("test", "train"):
@@ -292,6 +331,11 @@ class Cifar10CGAN(Task):
     kind = "paper"
     default_device = "auto"
     divergence_factor = None
+    networks = ("generator", "discriminator")
+    network_paper_settings: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {
+        "discriminator": {"adam": {"betas": (0.9, 0.999)}}
+    }
+    paper_settings_source = "cGAN/main.py lines 136-138 (optD = Adam(betas=(0.9, 0.999)), optG betas (0.0, 0.999))"
     budgets: ClassVar[dict[str, Cifar10CGANConfig]] = {
         "smoke": dataclasses.replace(
             PAPER,
@@ -336,8 +380,8 @@ class Cifar10CGAN(Task):
         if len(reference_images) < 2:
             raise TaskConfigError("the FID needs at least 2 reference images")
 
-        generator = Generator(config.width, CIFAR10_CLASSES, config.z_chunk, config.embedding_size)
-        discriminator = Discriminator(config.width, CIFAR10_CLASSES)
+        generator = Generator(config.width, config.class_table_size, config.z_chunk, config.embedding_size)
+        discriminator = Discriminator(config.width, config.class_table_size, config.d_out_scale)
         generator.to(device)
         discriminator.to(device)
 
@@ -348,8 +392,8 @@ class Cifar10CGAN(Task):
             fid_pixels(_to_signed(reference_images.to(device)), per_image_minmax=config.fid_per_image_minmax),
             batch_size=config.fid_batch_size,
         )
-        optimizer_g = ctx.build_optimizer(generator.parameters())
-        optimizer_d = ctx.build_optimizer(discriminator.parameters())
+        optimizer_g = ctx.build_optimizer(generator.parameters(), network="generator")
+        optimizer_d = ctx.build_optimizer(discriminator.parameters(), network="discriminator")
         base_lrs_g = [group["lr"] for group in optimizer_g.param_groups]
         base_lrs_d = [group["lr"] for group in optimizer_d.param_groups]
         schedule = StepSchedule(0.0, config.lr_decay_epochs, config.lr_gamma)

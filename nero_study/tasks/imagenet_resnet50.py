@@ -5,12 +5,24 @@ Evidence (the paper's released code, ``jxbz/nero`` ``imagenet/main.py`` and ``im
   BatchNorm, 7x7 stride-2 stem and 3x3 max-pool, 1000-way Linear head; convolutions Kaiming-normal
   fan-out, BN gains 1 and biases 0): 25,557,032 parameters. Written here, same layout and sizes.
 - schedule: 90 epochs (``--epochs 90``), batch 400 (``-b 400``), a linear warm-up over the first epoch
-  (``--warmup-epoch`` default 1) and per-step cosine decay to 0 over the 90 epochs (``--sch cos``,
-  :class:`nero_study.tasks.common.CosineSchedule`); Nero out of the box with no momentum or weight decay.
+  (``--warmup-epoch`` default 1) and per-step cosine decay to 0 over the 90 epochs (``--sch cos``), exactly
+  as ``main.py`` combines them (:class:`WarmupCosineSchedule`): during warm-up the lr is set to
+  ``lr * s / W`` before step ``s`` (W warm-up steps; the first step has lr 0), and torch's chained
+  ``CosineAnnealingLR`` (``T_max`` = steps per epoch x epochs, stepped after every batch) then continues
+  from the last warm-up value, so later steps use ``lr * (W - 1) / W * (1 + cos(pi s / T)) /
+  (1 + cos(pi (W - 1) / T))``.
+- optimisers (``imagenet/figure4.sh``): SGD with momentum 0.9 and weight decay 1e-4 (lines 3-6), and the
+  same without weight decay (lines 8-11); Nero with neither (lines 13-16). The task's ``paper_settings``
+  give SGD momentum 0.9 and weight decay 1e-4 under the ``paper`` preset; the wd-0 arm is the variant
+  ``{name: sgd, settings: {weight_decay: 0.0}}`` (``examples/imagenet-figure4.yaml``). Nero's lr is 0.1 in
+  ``figure4.sh`` but 0.01 in the README's command for the same run; the example spec runs both (0.01 is
+  Nero's default, added to every grid).
 - data: ``RandomResizedCrop(224)`` (8%-100% of the area, aspect 3/4-4/3) and horizontal flip for training;
   shorter side resized to 256 and the centre 224 crop for validation; normalisation by the ImageNet mean
   (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225); shuffled, last partial batch kept.
-- metric: top-1 error on the 50,000 validation images (chance 0.999), every epoch.
+- metric: top-1 error on the 50,000 validation images (chance 0.999), every epoch. ``main.py`` logs both
+  the epoch's error and the best so far (``best_acc1``) and leaves open which the paper's table used; the
+  trial's ``metric`` is the final epoch's error and ``best_metric`` the best epoch's.
 
 Option ``bn_gain_reg`` (default 0, as in the released code) adds ``bn_gain_reg * sum (gain - 1)^2`` over
 the BN gains (:func:`nero_study.tasks.common.batchnorm_gain_penalty`). ``num_workers`` sets the
@@ -32,7 +44,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +60,7 @@ from nero_study.data.image_folder import (
 )
 from nero_study.data.paths import data_dir, require_dir
 from nero_study.tasks.base import Task, TaskConfigError, TrialContext
-from nero_study.tasks.common import CosineSchedule, batchnorm_gain_penalty, train_supervised
+from nero_study.tasks.common import batchnorm_gain_penalty, train_supervised
 
 IMAGENET_SUBDIR = "imagenet"
 IMAGENET_CLASSES = 1000
@@ -116,14 +128,33 @@ class ResNet50(nn.Module):
 
 @dataclass(frozen=True)
 class WarmupCosineSchedule:
-    """Linear warm-up over ``warmup_epochs`` times cosine decay from 1 to 0 over ``epochs``."""
+    """The lr factor of ``imagenet/main.py``'s warm-up followed by torch's chained cosine annealing.
+
+    ``epoch`` is the step's position in epochs (step ``s`` / ``steps_per_epoch``). With ``W`` warm-up steps
+    and ``T = epochs * steps_per_epoch``: ``s / W`` for ``s < W`` (``warmup()`` sets it before each batch);
+    afterwards ``(W - 1) / W * c(s) / c(W - 1)`` with ``c(t) = 1 + cos(pi t / T)``, because the chained
+    ``CosineAnnealingLR`` multiplies the lr it finds by ``c(t) / c(t - 1)`` after each batch and the last
+    warm-up lr was ``(W - 1) / W``. Without warm-up (``W = 0``) it is the plain cosine ``c(s) / 2``.
+    """
 
     warmup_epochs: float
     epochs: float
+    steps_per_epoch: int
 
     def __call__(self, epoch: float) -> float:
-        warmup = min(1.0, (epoch + 1e-12) / self.warmup_epochs) if self.warmup_epochs > 0 else 1.0
-        return warmup * CosineSchedule(self.epochs)(epoch)
+        step = round(epoch * self.steps_per_epoch)
+        total = self.epochs * self.steps_per_epoch
+        warmup_steps = round(self.warmup_epochs * self.steps_per_epoch)
+
+        def cosine(t: float) -> float:
+            return 1.0 + math.cos(math.pi * min(t, total) / total)
+
+        if warmup_steps == 0:
+            return cosine(step) / 2
+        if step < warmup_steps:
+            return step / warmup_steps
+        last_warmup = warmup_steps - 1
+        return last_warmup / warmup_steps * cosine(step) / cosine(last_warmup)
 
 
 @dataclass(frozen=True)
@@ -192,6 +223,11 @@ class ImageNetResNet50(Task):
     chance_metric = 0.999
     kind = "paper"
     default_device = "auto"
+    paper_settings: ClassVar[dict[str, dict[str, Any]]] = {"sgd": {"momentum": 0.9, "weight_decay": 1e-4}}
+    paper_settings_source = (
+        "imagenet/figure4.sh lines 3-6 (SGD --momentum 0.9 --wd 0.0001; the wd-0 arm, lines 8-11, is the "
+        "variant weight_decay=0.0)"
+    )
     budgets: ClassVar[dict[str, ImageNetResNet50Config]] = {
         "smoke": dataclasses.replace(
             PAPER,
@@ -287,14 +323,15 @@ class ImageNetResNet50(Task):
             def extra_loss(module: nn.Module) -> torch.Tensor:
                 return batchnorm_gain_penalty(module, strength)
 
+        steps_per_epoch = max(1, math.ceil(len(train_set) / config.batch_size))
         train_supervised(
             ctx,
             model=model,
             batches=batches,
             epochs=config.epochs,
-            steps_per_epoch=max(1, math.ceil(len(train_set) / config.batch_size)),
+            steps_per_epoch=steps_per_epoch,
             evaluate=evaluate,
-            schedule=WarmupCosineSchedule(config.warmup_epochs, config.epochs),
+            schedule=WarmupCosineSchedule(config.warmup_epochs, config.epochs, steps_per_epoch),
             evals_per_epoch=config.evals_per_epoch,
             extra_loss=extra_loss,
             max_steps=config.max_steps,

@@ -8,8 +8,13 @@ Evidence (the paper's released code, ``jxbz/nero`` ``mnist/100_layer_mlp.py``):
   and standard deviation 0.3081; no augmentation.
 - schedule: 50 epochs of batch 250 (240 steps per epoch), learning rate times 0.9 after every epoch
   (``LambdaLR(0.9 ** epoch)``, here :class:`nero_study.tasks.common.ExponentialSchedule`).
-- metric: top-1 test error (chance 0.9); the paper's code measured it once at the end, here after every
-  epoch as well.
+- metric: top-1 test error (chance 0.9); the paper's code measured it once at the end (the number its
+  figure shows), here after every epoch as well; the trial's ``metric`` is that final error.
+- optimisers (``train_network``, lines 78-85): ``Nero(lr)``, ``Lamb(lr)``, ``torch.optim.Adam(lr)`` and
+  ``torch.optim.SGD(lr)``, i.e. each library's defaults: Adam betas (0.9, 0.999) eps 1e-8, LAMB betas
+  (0.9, 0.999) eps 1e-6 (``optim/lamb.py`` line 43), SGD without momentum, Nero beta 0.999. Unlike the
+  paper's other tasks, Adam and LAMB had momentum here: the task's ``paper_settings`` give them
+  beta1 = 0.9 under the ``paper`` preset.
 
 Budgets: ``paper`` the above; ``proxy`` keeps the depth (the point of the task) at width 128 on the first
 10,000 training and 2,000 test images for 5 epochs; ``smoke`` a few steps of a 6-layer, 16-wide net.
@@ -21,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -118,6 +123,11 @@ class MnistMLP100(Task):
     chance_metric = 0.9
     kind = "paper"
     default_device = "auto"
+    paper_settings: ClassVar[dict[str, dict[str, Any]]] = {
+        "adam": {"betas": (0.9, 0.999)},
+        "lamb": {"betas": (0.9, 0.999)},
+    }
+    paper_settings_source = "mnist/100_layer_mlp.py lines 78-85 (library defaults: Adam and LAMB betas (0.9, 0.999))"
     budgets: ClassVar[dict[str, MnistMLP100Config]] = {
         "smoke": dataclasses.replace(PAPER, depth=6, width=16, epochs=1, batch_size=5, max_steps=3),
         "proxy": dataclasses.replace(PAPER, width=128, epochs=5, train_limit=10_000, test_limit=2_000),

@@ -16,8 +16,12 @@ sqrt(2); biases 0; pixels divided by 255. Preprocessing: :mod:`nero_study.tasks.
 
 Loss per minibatch: ``0.5 * value_loss + policy_loss - 0.01 * entropy`` with advantages from GAE,
 normalised over the whole rollout; value loss ``0.5 * max((V - R)^2, (V_clipped - R)^2)``. Gradients are
-clipped to norm 0.5 for every optimiser. The paper's code gives Adam and LAMB ``eps=1e-5`` (ikostrikov's
-default); the optimiser registry's preset is used here unless a sweep sets ``{"eps": 1e-5}``.
+clipped to norm 0.5 for every optimiser.
+
+Optimisers (``ppo/a2c_ppo_acktr/algo/ppo.py`` lines 37-51): Adam and LAMB with ``betas=(0.0, 0.999)`` and
+``eps=args.eps``, whose default is 1e-5 (``ppo/a2c_ppo_acktr/arguments.py`` lines 29-32; ``figure9.sh``
+does not set it); SGD with momentum 0; Nero with its defaults. The betas are the registry's ``paper``
+preset; the task's ``paper_settings`` add eps 1e-5 for Adam and LAMB (the preset's are 1e-8 and 1e-6).
 
 Metric: mean return (game score, -21 .. 21) of the last 10 finished training episodes, as the paper's
 script logs; HIGHER is better. Before any episode has finished — always at step 0, a Pong game lasting
@@ -158,6 +162,11 @@ class PPOPong(Task):
     kind: ClassVar[str] = "paper"
     default_device: ClassVar[str] = "auto"
     divergence_factor: ClassVar[float | None] = None
+    paper_settings: ClassVar[dict[str, dict[str, Any]]] = {"adam": {"eps": 1e-5}, "lamb": {"eps": 1e-5}}
+    paper_settings_source: ClassVar[str] = (
+        "ppo/a2c_ppo_acktr/algo/ppo.py lines 37-43 (eps=args.eps) and ppo/a2c_ppo_acktr/arguments.py "
+        "lines 29-32 (--eps default 1e-5)"
+    )
     budgets: ClassVar[dict[str, Any]] = {
         "smoke": PPOPongConfig(
             total_env_steps=96, num_envs=2, rollout_steps=16, num_minibatches=2, ppo_epochs=1,

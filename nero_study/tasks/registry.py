@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from functools import cache
+from typing import Any
 
 from nero_study.errors import UnknownTaskError
 from nero_study.tasks.base import Task
@@ -47,3 +48,25 @@ def get_task(name: str) -> Task:
 
 def list_tasks() -> list[Task]:
     return [get_task(name) for name in TASKS]
+
+
+def optimizer_task_overrides(optimizer: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per task and network, the settings a task gives ``optimizer`` on top of the registry's ``paper``
+    preset (``Task.paper_settings``), as JSON values: what the optimiser listings show beside its presets.
+
+    Tasks whose module cannot be imported in this installation are left out.
+    """
+    from nero_study.tasks.base import settings_as_json
+
+    overrides: dict[str, dict[str, dict[str, Any]]] = {}
+    for name in TASKS:
+        try:
+            task = get_task(name)
+        except ImportError:
+            continue
+        per_network = {
+            network: values for network in task.networks if (values := task.paper_overrides(optimizer, network))
+        }
+        if per_network:
+            overrides[name] = settings_as_json(per_network)
+    return overrides

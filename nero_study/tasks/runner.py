@@ -15,8 +15,7 @@ import numpy as np
 import torch
 
 from nero_study.errors import TaskConfigError
-from nero_study.optim.registry import resolve_settings
-from nero_study.tasks.base import Diverged, Reporter, Task, TrialContext, TrialResult, TrialSpec
+from nero_study.tasks.base import Diverged, Reporter, Task, TrialContext, TrialResult, TrialSpec, optimizer_settings
 from nero_study.tasks.registry import get_task
 from nero_study.vocabulary import TrialOutcome
 
@@ -46,7 +45,7 @@ def prepare_trial(spec: TrialSpec) -> tuple[Task, Any, torch.device]:
     task = get_task(spec.task)
     if not (isinstance(spec.lr, int | float) and math.isfinite(spec.lr) and spec.lr > 0):
         raise ValueError(f"Invalid lr: {spec.lr}; the learning rate must be a positive finite number")
-    resolve_settings(spec.optimizer, spec.preset, spec.hyperparameters)
+    optimizer_settings(task, spec.optimizer, spec.preset, spec.hyperparameters)
     config = task.config(spec.budget, spec.task_options)
     task.check_data(config)
     return task, config, resolve_device(spec.device, task)
@@ -76,7 +75,8 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
 
 
 def build_result(ctx: TrialContext, *, status: TrialOutcome, error: str | None, wall_s: float) -> TrialResult:
-    """The :class:`TrialResult` of a finished training loop: final, best and initial metric from its curve."""
+    """The :class:`TrialResult` of a finished training loop: final, best and initial metric from its curve,
+    or the result the task reported with ``ctx.report_final`` (e.g. a best-validation checkpoint's test score)."""
     task = ctx.task
     metrics = [p.metric for p in ctx.curve if math.isfinite(p.metric)]
     final = ctx.curve[-1].metric if ctx.curve else math.nan
@@ -85,6 +85,10 @@ def build_result(ctx: TrialContext, *, status: TrialOutcome, error: str | None, 
     else:
         best = math.nan
     initial = ctx.curve[0].metric if ctx.curve and ctx.curve[0].step == 0 else task.chance_metric
+    if ctx.final_metric is not None and status == "succeeded":
+        final = best = ctx.final_metric
+        if ctx.final_initial_metric is not None:
+            initial = ctx.final_initial_metric
     return TrialResult(
         spec=ctx.spec,
         status=status,
@@ -98,4 +102,5 @@ def build_result(ctx: TrialContext, *, status: TrialOutcome, error: str | None, 
         device=str(ctx.device),
         steps=ctx.steps,
         error=error,
+        settings=ctx.settings,
     )

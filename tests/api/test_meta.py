@@ -40,6 +40,36 @@ def test_optimizers_lists_defaults_and_presets(client: TestClient) -> None:
     assert "beta" in optimizers["nero"]["hyperparameters"]
 
 
+def test_tasks_show_the_settings_trials_use_with_each_tasks_paper_overrides(client: TestClient) -> None:
+    from nero_study.tasks.base import optimizer_settings, settings_as_json
+    from nero_study.tasks.registry import get_task
+
+    tasks = {task["name"]: task for task in client.get("/api/tasks").json()}
+    for name, task in tasks.items():
+        for preset, per_optimizer in task["optimizer_settings"].items():
+            for optimizer, per_network in per_optimizer.items():
+                assert per_network == settings_as_json(optimizer_settings(get_task(name), optimizer, preset))
+    gan = tasks["cifar10-cgan"]
+    assert gan["networks"] == ["generator", "discriminator"]
+    assert gan["optimizer_settings"]["paper"]["adam"]["discriminator"]["betas"] == [0.9, 0.999]
+    assert gan["optimizer_settings"]["paper"]["adam"]["generator"]["betas"] == [0.0, 0.999]
+    assert gan["paper_overrides"] == {"discriminator": {"adam": {"betas": [0.9, 0.999]}}}
+    assert "cGAN/main.py" in gan["paper_settings_source"]
+    assert tasks["ppo-pong"]["optimizer_settings"]["paper"]["lamb"]["model"] == {"betas": [0.0, 0.999], "eps": 1e-5}
+    assert tasks["ppo-cartpole"]["caveat"] and tasks["digits-mlp"]["caveat"] == ""
+
+
+def test_optimizers_say_where_their_default_lr_comes_from_and_which_tasks_override_them(client: TestClient) -> None:
+    optimizers = {item["name"]: item for item in client.get("/api/optimizers").json()}
+    assert all(item["default_lr_source"] for item in optimizers.values())
+    assert "out-of-the-box" in optimizers["nero"]["default_lr_source"]
+    assert optimizers["adam"]["task_overrides"]["mnist-mlp100"] == {"model": {"betas": [0.9, 0.999]}}
+    assert optimizers["adam"]["task_overrides"]["cifar10-cgan"] == {"discriminator": {"betas": [0.9, 0.999]}}
+    imagenet_sgd = {"momentum": 0.9, "weight_decay": 1e-4}
+    assert optimizers["sgd"]["task_overrides"] == {"imagenet-resnet50": {"model": imagenet_sgd}}
+    assert all("constraints" in optimizers[name]["hyperparameters"] for name in ("lamb", "madam"))
+
+
 def test_healthz_checks_the_database(client: TestClient) -> None:
     response = client.get("/healthz")
 

@@ -127,6 +127,9 @@ def test_trial_detail_has_its_curve_and_nan_is_null(client: TestClient, sweep_wi
     assert bad["metric"] is None
     assert bad["curve"][1]["train_loss"] is None and bad["curve"][1]["metric"] is None
     assert "nan" in bad["error"]
+    # The optimiser settings the trial ran with, per network (preset and task overrides resolved).
+    assert trial["settings"] == {"model": {"beta": 0.999, "constraints": True}}
+    assert bad["settings"] == {"model": {"betas": [0.0, 0.999], "eps": 1e-08}}
 
 
 @pytest.mark.parametrize("trial_id", ["0", "-3", "abc", str(2**63)])

@@ -174,3 +174,127 @@ def test_invalid_settings_name_the_bad_value(kwargs: dict, message: str) -> None
     with pytest.raises(ValueError) as error:
         Lamb([nn.Parameter(torch.ones(2))], **kwargs)
     assert message in str(error.value)
+
+
+# --- the constrained LAMB of the paper's ablation (LambCS) ------------------------------------------------
+
+
+class ReferenceLambCS:
+    """``LambCS`` as the paper's code runs it (``optim/lambcs.py`` in jxbz/nero, used by
+    ``cifar/figure2.sh``), one tensor at a time with the trust ratio as a Python float: LAMB's step, then,
+    with ``constraints``, every row of a >1-D tensor minus its mean and divided by its norm. Nothing is
+    projected before the first step."""
+
+    def __init__(
+        self,
+        weights: list[torch.Tensor],
+        lr: float,
+        betas: tuple[float, float],
+        eps: float,
+        weight_decay: float,
+        constraints: bool,
+    ) -> None:
+        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
+        self.constraints = constraints
+        self.weights = [w.detach().clone() for w in weights]
+        self.m = [torch.zeros_like(w) for w in self.weights]
+        self.v = [torch.zeros_like(w) for w in self.weights]
+
+    def step(self, grads: list[torch.Tensor]) -> None:
+        beta1, beta2 = self.betas
+        for k, (w, g) in enumerate(zip(self.weights, grads, strict=True)):
+            self.m[k] = beta1 * self.m[k] + (1 - beta1) * g
+            self.v[k] = beta2 * self.v[k] + (1 - beta2) * g * g
+            weight_norm = min(math.sqrt(float((w * w).sum())), 10.0)
+            adam_step = self.m[k] / (torch.sqrt(self.v[k]) + self.eps) + self.weight_decay * w
+            adam_norm = math.sqrt(float((adam_step * adam_step).sum()))
+            trust = 1.0 if weight_norm == 0 or adam_norm == 0 else weight_norm / adam_norm
+            w = w - self.lr * trust * adam_step
+            if self.constraints and w.dim() > 1:
+                rows = [w[i].reshape(-1) for i in range(w.shape[0])]
+                rows = [row - float(row.sum()) / len(row) for row in rows]
+                rows = [row / math.sqrt(float(torch.dot(row, row))) for row in rows]
+                w = torch.stack(rows).reshape(w.shape)
+            self.weights[k] = w
+
+
+def small_net() -> nn.Module:
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16, 3)).double()
+
+
+def small_batches(steps: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(4)
+    return [
+        (
+            torch.randn(8, 2, 4, 4, generator=generator, dtype=torch.float64),
+            torch.randint(0, 3, (8,), generator=generator),
+        )
+        for _ in range(steps)
+    ]
+
+
+@pytest.mark.parametrize("foreach", [False, True], ids=["loop", "fast"])
+@pytest.mark.parametrize(("constraints", "projected"), [("both", True), (True, True), ("none", False), (False, False)])
+def test_constraints_match_the_papers_lambcs_in_float64_over_30_steps(
+    foreach: bool, constraints: bool | str, projected: bool
+) -> None:
+    model = small_net()
+    reference_model = copy.deepcopy(model)
+    # cifar/figure2.sh: --optimizer lambcs --momentum 0.0 --beta 0.999 --wd 0.0 (cifar/train.py line 205).
+    settings = {"lr": 0.06, "betas": (0.0, 0.999), "eps": 1e-6, "weight_decay": 0.0}
+    optimizer = Lamb(model.parameters(), constraints=constraints, foreach=foreach, **settings)
+    reference = ReferenceLambCS(list(reference_model.parameters()), constraints=projected, **settings)
+    start = [p.detach().clone() for p in model.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), start, strict=True))  # nothing projected yet
+    for inputs, labels in small_batches(30):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(inputs), labels).backward()
+        optimizer.step()
+        with torch.no_grad():
+            for param, weight in zip(reference_model.parameters(), reference.weights, strict=True):
+                param.copy_(weight)
+        reference_model.zero_grad()
+        nn.functional.cross_entropy(reference_model(inputs), labels).backward()
+        reference.step([p.grad for p in reference_model.parameters()])
+        for param, weight in zip(model.parameters(), reference.weights, strict=True):
+            torch.testing.assert_close(param.detach(), weight, rtol=1e-10, atol=1e-12)
+    rows = model[3].weight.detach()
+    if projected:
+        torch.testing.assert_close(rows.mean(dim=1), torch.zeros(3, dtype=torch.float64), rtol=0, atol=1e-14)
+        torch.testing.assert_close(rows.norm(dim=1), torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-14)
+    else:
+        assert float(rows.norm(dim=1).sub(1).abs().max()) > 0.1
+    assert max(float((p.detach() - s).abs().max()) for p, s in zip(model.parameters(), start, strict=True)) > 0.05
+
+
+def test_constrained_lamb_batched_form_matches_each_member_alone() -> None:
+    from nero_study.optim.batched import BatchedLamb
+
+    lrs = [0.02, 0.1]
+    members = [small_net() for _ in lrs]
+    stacked = [torch.stack([m.state_dict()[name] for m in members]) for name, _ in members[0].named_parameters()]
+    batched = BatchedLamb(
+        stacked, torch.tensor(lrs, dtype=torch.float64), {"betas": (0.0, 0.999), "constraints": "both"}
+    )
+    alone = [
+        Lamb(m.parameters(), lr=lr, betas=(0.0, 0.999), constraints="both") for m, lr in zip(members, lrs, strict=True)
+    ]
+    for inputs, labels in small_batches(10):
+        grads = []
+        for model, optimizer in zip(members, alone, strict=True):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(inputs), labels).backward()
+            grads.append([p.grad.clone() for p in model.parameters()])
+            optimizer.step()
+        batched.step(
+            [torch.stack(per_member) for per_member in zip(*grads, strict=True)], torch.ones(2, dtype=torch.bool)
+        )
+    for index, model in enumerate(members):
+        for stacked_param, param in zip(batched.params, model.parameters(), strict=True):
+            torch.testing.assert_close(stacked_param[index], param.detach(), rtol=1e-10, atol=1e-12)
+
+
+def test_invalid_constraints_name_the_bad_value_and_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="Invalid constraints: 'sum'; valid: True, False, 'both'"):
+        Lamb([nn.Parameter(torch.ones(2, 2))], constraints="sum")

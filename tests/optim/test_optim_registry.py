@@ -90,3 +90,30 @@ def test_bad_value_reports_the_optimisers_message() -> None:
         build("nero", [nn.Parameter(torch.ones(2))], beta=1.5)
     with pytest.raises(ValueError, match="Invalid constraints: 'rows'"):
         build("nero", [nn.Parameter(torch.ones(2))], constraints="rows")
+
+
+def test_every_default_lr_says_where_it_comes_from_and_only_neros_is_the_papers() -> None:
+    sources = {info.name: info.default_lr_source for info in list_optimizers()}
+    assert all(sources.values())
+    assert "paper's out-of-the-box" in sources["nero"]
+    # The paper defines an out-of-the-box lr for Nero only (README of jxbz/nero; Algorithm 1).
+    assert "project's choice" in sources["lamb"] and "1e-3" in sources["lamb"]
+    assert "torch.optim.Adam" in sources["adam"]
+    assert all("out-of-the-box lr (" not in source for name, source in sources.items() if name != "nero")
+    assert get_optimizer("lamb").describe()["default_lr_source"] == sources["lamb"]
+
+
+def test_yaml_integer_betas_are_taken_as_floats() -> None:
+    # `betas: [0, 0.999]` in a spec: torch's Adam refuses an int beta next to a float one.
+    optimizer = build("adam", [nn.Parameter(torch.ones(2))], betas=[0, 0.999])
+    assert optimizer.param_groups[0]["betas"] == (0.0, 0.999)
+
+
+@pytest.mark.parametrize("name", ["lamb", "madam"])
+def test_lamb_and_madam_take_the_ablations_constraints_setting(name: str) -> None:
+    assert "constraints" in get_optimizer(name).hyperparameters
+    params = [nn.Parameter(torch.randn(3, 4))]
+    assert build(name, params, constraints="both").param_groups[0]["constraints"] == "both"
+    assert build(name, params).param_groups[0]["constraints"] is False  # plain LAMB / Madam by default
+    with pytest.raises(ValueError, match="Invalid constraints: 'rows'"):
+        build(name, params, constraints="rows")

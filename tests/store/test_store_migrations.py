@@ -27,9 +27,9 @@ def test_upgrade_from_empty_creates_the_tables_at_head(empty_db_url, tmp_path, m
         assert TABLES.isdisjoint(sa.inspect(engine).get_table_names())
         db.upgrade(empty_db_url)
         assert TABLES <= set(sa.inspect(engine).get_table_names())
-        assert db.current_revision(engine) == db.head_revision() == "0002"
+        assert db.current_revision(engine) == db.head_revision() == "0003"
         db.upgrade(empty_db_url)  # a second upgrade is a no-op
-        assert db.current_revision(engine) == "0002"
+        assert db.current_revision(engine) == "0003"
     finally:
         engine.dispose()
 
@@ -64,6 +64,48 @@ def test_upgrade_from_0001_keeps_sweeps_and_leaves_their_planned_count_unknown(e
             assert (sweep.name, sweep.planned_trials) == ("before 0002", None)
             new = repo.create_sweep(session, spec={}, name="after", planned_trials=12)[0]
             assert repo.get_sweep(session, sweep_id=new.id).planned_trials == 12
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_from_0002_keeps_trials_and_new_trials_record_the_settings_they_run_with(empty_db_url):
+    engine = db.make_engine(empty_db_url)
+    try:
+        with engine.begin() as connection:
+            config = db.alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0002")
+            connection.exec_driver_sql(
+                "INSERT INTO sweeps (id, name, spec, status, created_at, updated_at, cancel_requested, attempts) "
+                "VALUES ('s', 'before 0003', '{}', 'queued', '2026-11-01 00:00:00', '2026-11-01 00:00:00', false, 0)"
+            )
+            connection.exec_driver_sql(
+                "INSERT INTO trials (sweep_id, task, optimizer, label, lr, seed, budget, preset, hyperparameters, "
+                "task_options, params_key, phase, status, attempt, created_at) VALUES ('s', 'mnist-mlp100', "
+                "'adam', 'adam', 0.001, 0, 'paper', 'paper', '{}', '{}', 'k', 'grid', 'pending', 0, "
+                "'2026-11-01 00:00:00')"
+            )
+        db.upgrade(empty_db_url)
+        factory = db.session_factory(engine)
+        with factory() as session:
+            ((old,), _) = repo.list_trials(session, sweep_id="s")
+            assert (old.task, old.settings) == ("mnist-mlp100", None)
+            new = repo.add_trials(
+                session,
+                sweep_id="s",
+                trials=[
+                    {"task": "mnist-mlp100", "optimizer": "adam", "lr": 0.01, "preset": "paper"},
+                    {"task": "cifar10-cgan", "optimizer": "adam", "lr": 0.01, "hyperparameters": {"eps": 1e-6}},
+                    {"task": "not-a-task", "optimizer": "adam", "lr": 0.01},
+                ],
+            )
+            assert new[0].settings == {"model": {"betas": [0.9, 0.999], "eps": 1e-08}}
+            assert new[1].settings == {
+                "generator": {"betas": [0.0, 0.999], "eps": 1e-06},
+                "discriminator": {"betas": [0.9, 0.999], "eps": 1e-06},
+            }
+            assert new[2].settings is None  # stored all the same; this installation cannot build it
+            assert new[0].hyperparameters == {}  # what the spec set explicitly stays apart
     finally:
         engine.dispose()
 
@@ -143,6 +185,6 @@ def test_alembic_command_line_uses_the_packaged_ini(tmp_path):
     assert completed.returncode == 0, completed.stderr
     engine = db.make_engine(url)
     try:
-        assert db.current_revision(engine) == "0002"
+        assert db.current_revision(engine) == "0003"
     finally:
         engine.dispose()

@@ -7,7 +7,6 @@ byte, a class-per-folder JPEG/PNG tree, an Inception state-dict file) under a te
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import math
 import os
@@ -37,10 +36,8 @@ from nero_study.data.image_folder import (
 )
 from nero_study.data.mnist import load_mnist, read_idx
 from nero_study.data.paths import data_dir
-from nero_study.tasks import TaskConfigError, TrialSpec, get_task, run_trial
+from nero_study.tasks import TaskConfigError, TrialContext, TrialSpec, get_task, run_trial
 from nero_study.tasks.cifar10_cgan import Discriminator, Generator
-from nero_study.tasks.cifar10_resnet18 import ResNet18Cifar
-from nero_study.tasks.cifar10_vgg11 import VGG11
 from nero_study.tasks.fid import (
     FIDInceptionV3,
     fid_pixels,
@@ -49,8 +46,6 @@ from nero_study.tasks.fid import (
     inception_features,
     load_fid_inception,
 )
-from nero_study.tasks.imagenet_resnet50 import ResNet50, WarmupCosineSchedule
-from nero_study.tasks.mnist_mlp100 import DeepMLP
 
 CIFAR_PER_BATCH = 6
 CIFAR_DIR = "cifar-10-batches-py"
@@ -177,8 +172,24 @@ def data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-def smoke(task: str, **options: object) -> TrialSpec:
-    return TrialSpec(task=task, optimizer="nero", lr=0.01, budget="smoke", device="cpu", task_options=options)
+def smoke(task: str, optimizer: str = "nero", lr: float = 0.01, **options: object) -> TrialSpec:
+    return TrialSpec(task=task, optimizer=optimizer, lr=lr, budget="smoke", device="cpu", task_options=options)
+
+
+@pytest.fixture()
+def built_optimizers(monkeypatch: pytest.MonkeyPatch) -> dict[str | None, tuple[int, torch.optim.Optimizer]]:
+    """Every optimiser a trial builds, by the network it names: (parameters it got, the optimiser)."""
+    built: dict[str | None, tuple[int, torch.optim.Optimizer]] = {}
+    original = TrialContext.build_optimizer
+
+    def spy(self: TrialContext, params, network: str | None = None) -> torch.optim.Optimizer:  # noqa: ANN001
+        params = list(params)
+        optimizer = original(self, params, network)
+        built[network] = (sum(p.numel() for p in params), optimizer)
+        return optimizer
+
+    monkeypatch.setattr(TrialContext, "build_optimizer", spy)
+    return built
 
 
 def assert_trained(result, steps: int) -> None:  # noqa: ANN001
@@ -443,28 +454,6 @@ def test_fid_pixels_stretch_each_image_and_quantise_to_8_bits() -> None:
 # --- cifar10-vgg11 ----------------------------------------------------------------------------------------
 
 
-def test_vgg11_paper_settings() -> None:
-    config = get_task("cifar10-vgg11").config("paper")
-    assert (config.epochs, config.batch_size, config.warmup_epochs) == (200, 128, 5.0)
-    assert config.milestones == (100.0, 150.0, 180.0) and config.lr_gamma == 0.2
-    assert (config.crop_padding, config.flip, config.rotation_degrees) == (4, True, 15.0)
-    assert (config.width, config.classifier_width, config.dropout) == (64, 4096, 0.5)
-    assert (config.train_limit, config.test_limit, config.max_steps) == (None, None, None)
-    task = get_task("cifar10-vgg11")
-    assert (task.kind, task.default_device, task.metric_name, task.lower_is_better) == (
-        "paper",
-        "auto",
-        "test_error",
-        True,
-    )
-    model = VGG11(config.width, config.classifier_width)
-    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    # 9,217,728 in the convolutions + 18,923,530 in the 512-4096-4096-10 classifier (the paper's code).
-    assert parameter_count(model) == 28_141_258
-    assert parameter_count(model.features) == 9_217_728
-    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
-
-
 def test_vgg11_trains_at_smoke_budget_and_is_deterministic(data_root: Path) -> None:
     write_cifar(data_root)
     result = run_trial(smoke("cifar10-vgg11"))
@@ -486,19 +475,6 @@ def test_vgg11_missing_data_fails_naming_the_file(data_root: Path) -> None:
 # --- cifar10-resnet18 -------------------------------------------------------------------------------------
 
 
-def test_resnet18_paper_settings() -> None:
-    config = get_task("cifar10-resnet18").config("paper")
-    vgg = get_task("cifar10-vgg11").config("paper")
-    shared = [f.name for f in dataclasses.fields(config) if f.name != "bn_gain_reg"]
-    assert {name: getattr(config, name) for name in shared} == {name: getattr(vgg, name) for name in shared}
-    assert config.bn_gain_reg == 0.0 and config.width == 64
-    model = ResNet18Cifar(config.width)
-    assert parameter_count(model) == 11_173_962
-    assert model.stem[0].kernel_size == (3, 3) and model.stem[0].stride == (1, 1)
-    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 20
-    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
-
-
 def test_resnet18_trains_at_smoke_budget_and_bn_gain_reg_enters_the_loss(data_root: Path) -> None:
     write_cifar(data_root)
     plain = run_trial(smoke("cifar10-resnet18"))
@@ -518,22 +494,22 @@ def test_resnet18_missing_data_fails_naming_the_file(data_root: Path) -> None:
 # --- mnist-mlp100 -----------------------------------------------------------------------------------------
 
 
-def test_mnist_mlp100_paper_settings() -> None:
-    config = get_task("mnist-mlp100").config("paper")
-    assert (config.depth, config.width, config.bias) == (100, 784, True)
-    assert (config.epochs, config.batch_size, config.lr_decay) == (50, 250, 0.9)
-    assert (config.train_limit, config.test_limit, config.max_steps) == (None, None, None)
-    model = DeepMLP(config.depth, config.width, bias=config.bias)
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    assert len(linears) == 100 and all(m.bias is not None for m in linears)
-    assert parameter_count(model) == 99 * (784 * 784 + 784) + 784 * 10 + 10
-    assert model.activation_gain == pytest.approx(math.sqrt(2))
-
-
 def test_mnist_mlp100_trains_at_smoke_budget(data_root: Path) -> None:
     write_mnist(data_root / "mnist", gz=True)
     result = run_trial(smoke("mnist-mlp100"))
     assert_trained(result, steps=3)
+
+
+def test_mnist_mlp100_adam_runs_with_the_papers_beta1_and_the_trial_records_it(
+    data_root: Path, built_optimizers: dict
+) -> None:
+    write_mnist(data_root / "mnist", gz=True)
+    result = run_trial(smoke("mnist-mlp100", optimizer="adam", lr=1e-3))
+    assert_trained(result, steps=3)
+    (_, optimizer), = built_optimizers.values()
+    assert optimizer.param_groups[0]["betas"] == (0.9, 0.999)  # mnist/100_layer_mlp.py line 83: Adam(lr)
+    assert result.settings == {"model": {"betas": (0.9, 0.999), "eps": 1e-8}}
+    assert result.to_dict()["settings"] == {"model": {"betas": [0.9, 0.999], "eps": 1e-8}}
 
 
 def test_mnist_mlp100_missing_data_fails_naming_the_file(data_root: Path) -> None:
@@ -544,24 +520,22 @@ def test_mnist_mlp100_missing_data_fails_naming_the_file(data_root: Path) -> Non
 # --- imagenet-resnet50 ------------------------------------------------------------------------------------
 
 
-def test_imagenet_resnet50_paper_settings() -> None:
-    config = get_task("imagenet-resnet50").config("paper")
-    assert (config.epochs, config.batch_size, config.warmup_epochs) == (90, 400, 1.0)
-    assert (config.image_size, config.resize_size) == (224, 256)
-    assert (config.width, config.blocks, config.bn_gain_reg) == (64, (3, 4, 6, 3), 0.0)
-    assert (config.max_classes, config.max_train_per_class, config.max_val_per_class) == (None, None, None)
-    schedule = WarmupCosineSchedule(config.warmup_epochs, config.epochs)
-    assert schedule(0.5) == pytest.approx(0.5 * 0.5 * (1 + math.cos(math.pi * 0.5 / 90)))
-    assert schedule(45.0) == pytest.approx(0.5) and schedule(90.0) == pytest.approx(0.0, abs=1e-12)
-    model = ResNet50(1000, config.width, config.blocks)
-    assert parameter_count(model) == 25_557_032
-
-
 def test_imagenet_resnet50_trains_at_smoke_budget(data_root: Path) -> None:
     write_image_tree(data_root)
     result = run_trial(smoke("imagenet-resnet50", bn_gain_reg=0.01))
     assert_trained(result, steps=2)
     assert 0 <= result.metric <= 1
+
+
+def test_imagenet_resnet50_sgd_has_the_papers_momentum_and_weight_decay(
+    data_root: Path, built_optimizers: dict
+) -> None:
+    write_image_tree(data_root)
+    result = run_trial(smoke("imagenet-resnet50", optimizer="sgd", lr=0.1))
+    assert_trained(result, steps=2)
+    (_, optimizer), = built_optimizers.values()
+    group = optimizer.param_groups[0]
+    assert (group["momentum"], group["weight_decay"]) == (0.9, 1e-4)  # imagenet/figure4.sh lines 4-6
 
 
 def test_imagenet_resnet50_missing_data_fails_naming_the_folder(data_root: Path) -> None:
@@ -572,34 +546,32 @@ def test_imagenet_resnet50_missing_data_fails_naming_the_folder(data_root: Path)
 # --- cifar10-cgan -----------------------------------------------------------------------------------------
 
 
-def test_cgan_paper_settings() -> None:
-    config = get_task("cifar10-cgan").config("paper")
-    assert (config.epochs, config.batch_size, config.lr_decay_epochs, config.lr_gamma) == (
-        120,
-        256,
-        (100.0,),
-        0.1,
-    )
-    assert (config.width, config.z_chunk, config.embedding_size, config.d_steps_per_g) == (64, 20, 80, 1)
-    assert (config.fid_every_epochs, config.fid_samples, config.inception_size) == (10.0, 10_000, 299)
-    assert (config.fid_reference, config.fid_per_image_minmax, config.flip) == ("test", True, True)
-    assert config.inception_weights is None and config.train_limit is None
-    task = get_task("cifar10-cgan")
-    assert (task.metric_name, task.lower_is_better, task.kind) == ("fid", True, "paper")
-    generator, discriminator = Generator(config.width), Discriminator(config.width)
-    spectral = [m for m in generator.modules() if hasattr(m, "parametrizations")]
-    assert len(spectral) == sum(isinstance(m, torch.nn.Conv2d | torch.nn.Linear) for m in generator.modules())
-    images = generator(torch.randn(3, generator.z_dim), torch.tensor([0, 4, 9]))
-    assert images.shape == (3, 3, 32, 32) and images.abs().max() <= 1
-    assert discriminator(images, torch.tensor([0, 4, 9])).shape == (3,)
-    assert generator.z_dim == 80
-
-
 def test_cgan_trains_at_smoke_budget_with_fid(data_root: Path, inception_weights_file: Path) -> None:
     write_cifar(data_root)
     result = run_trial(smoke("cifar10-cgan", inception_weights=str(inception_weights_file)))
     assert_trained(result, steps=2)
     assert result.metric_name == "fid" and all(point.metric > 0 for point in result.curve)
+
+
+def test_cgan_gives_each_network_its_own_optimiser_with_the_papers_settings(
+    data_root: Path, inception_weights_file: Path, built_optimizers: dict
+) -> None:
+    write_cifar(data_root)
+    spec = smoke("cifar10-cgan", optimizer="adam", lr=2e-4, inception_weights=str(inception_weights_file))
+    result = run_trial(spec)
+    assert_trained(result, steps=2)
+    assert set(built_optimizers) == {"generator", "discriminator"}
+    generator_size, generator_optimizer = built_optimizers["generator"]
+    discriminator_size, discriminator_optimizer = built_optimizers["discriminator"]
+    config = get_task("cifar10-cgan").config("smoke")
+    assert generator_size == sum(p.numel() for p in Generator(config.width).parameters())
+    assert discriminator_size == sum(p.numel() for p in Discriminator(config.width).parameters())
+    # cGAN/main.py lines 137-138: the same lr; betas (0.0, 0.999) for G, (0.9, 0.999) for D.
+    assert generator_optimizer.param_groups[0]["betas"] == (0.0, 0.999)
+    assert discriminator_optimizer.param_groups[0]["betas"] == (0.9, 0.999)
+    assert generator_optimizer.param_groups[0]["lr"] == discriminator_optimizer.param_groups[0]["lr"] == 2e-4
+    assert result.settings["discriminator"]["betas"] == (0.9, 0.999)
+    assert result.settings["generator"]["betas"] == (0.0, 0.999)
 
 
 def test_cgan_finds_the_default_weights_file_in_the_data_dir(

@@ -42,7 +42,12 @@ from nero_study.tasks.translation_transformer import (
     smoothed_token_losses,
     triangular_factor,
 )
-from nero_study.tasks.wikitext2_transformer import WikiText2Config, WordTransformerLM
+from nero_study.tasks.wikitext2_transformer import (
+    BestValidationCheckpoint,
+    WikiText2Config,
+    WordTransformerLM,
+    evaluate_perplexity,
+)
 
 # ---------------------------------------------------------------- tiny data sets in the real formats
 
@@ -206,46 +211,6 @@ def test_pairs_longer_than_max_len_are_dropped_and_corpus_shares_one_vocabulary(
 # ---------------------------------------------------------------- the paper's settings and models
 
 
-def test_wikitext2_paper_config_is_the_papers() -> None:
-    task = get_task("wikitext2-transformer")
-    config = task.budgets["paper"]
-    assert (config.layers, config.heads, config.d_model, config.d_ff) == (2, 2, 200, 200)
-    assert config.dropout == 0.2 and config.bptt == 35
-    assert config.epochs == 20 and config.batch_size == 20 and config.eval_batch_size == 10
-    assert config.lr_drop_epoch == 10 and config.lr_drop_factor == 0.1
-    assert config.layer_norm is False  # figure7.sh does not pass --norm
-    assert config.grad_clip == 0.25 and tuple(config.grad_clip_optimizers) == ("sgd",)
-    assert config.max_steps is None and config.max_eval_tokens is None and config.evals_per_epoch == 1
-    assert (task.kind, task.default_device, task.lower_is_better) == ("paper", "auto", True)
-    assert task.chance_metric == 33_278
-
-
-def test_translation_paper_config_is_the_papers() -> None:
-    task = get_task("translation-transformer")
-    config = task.budgets["paper"]
-    assert (config.layers, config.d_model, config.heads, config.d_ff) == (6, 512, 8, 2048)
-    assert config.dropout == 0.1 and config.tied_embeddings is True and config.label_smoothing == 0.1
-    assert config.epochs == 100 and config.batch_size == 128 and config.loss_reduction == "sum"
-    assert config.min_freq == 3 and config.max_len == 100
-    assert config.max_steps is None and config.max_train_pairs is None and config.max_valid_pairs is None
-    assert (task.kind, task.default_device, task.lower_is_better) == ("paper", "auto", True)
-
-
-def test_ppo_pong_paper_config_is_the_papers() -> None:
-    task = get_task("ppo-pong")
-    config = task.budgets["paper"]
-    assert (config.num_envs, config.rollout_steps, config.num_minibatches, config.ppo_epochs) == (8, 128, 4, 4)
-    assert config.clip == 0.1 and config.value_loss_coef == 0.5 and config.entropy_coef == 0.01
-    assert config.gamma == 0.99 and config.gae_lambda == 0.95 and config.max_grad_norm == 0.5
-    assert config.total_env_steps == 5_000_000 and config.linear_lr_decay and config.clipped_value_loss
-    assert config.updates == 5_000_000 // (8 * 128) == 4882 and config.minibatch_size == 256
-    assert (config.frame_skip, config.frame_stack, config.screen_size, config.noop_max) == (4, 4, 84, 30)
-    assert config.reward_clipping and config.metric_episodes == 10 and config.game == "pong"
-    assert config.max_episode_frames == 108_000
-    assert (task.kind, task.default_device, task.lower_is_better) == ("paper", "auto", False)
-    assert task.chance_metric == -21.0 and task.divergence_factor is None
-
-
 def n_params(model: torch.nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
@@ -360,6 +325,34 @@ def test_wikitext2_smoke_trial_succeeds_from_chance_and_is_deterministic(data_ro
     assert 0.8 * vocab_size < result.initial_metric < 1.5 * vocab_size  # small logits: about uniform
     assert all(math.isfinite(point.train_loss) for point in result.curve[1:])
     assert curve_of(run_trial(spec)) == curve_of(result)
+
+
+def test_wikitext2_trial_result_is_the_test_perplexity_of_the_best_validation_checkpoint(
+    data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_wikitext(data_root)
+    restored: list[tuple[BestValidationCheckpoint, dict[str, torch.Tensor]]] = []
+    original_restore = BestValidationCheckpoint.restore
+
+    def spy(self: BestValidationCheckpoint) -> None:
+        original_restore(self)
+        restored.append((self, {k: v.clone() for k, v in self.model.state_dict().items()}))
+
+    monkeypatch.setattr(BestValidationCheckpoint, "restore", spy)
+    spec = TrialSpec(task="wikitext2-transformer", optimizer="adam", lr=0.01, budget="smoke")
+    result = run_trial(spec)
+    assert result.status == "succeeded", result.error
+    (checkpoint, weights), = restored
+    validation = [point.metric for point in result.curve]
+    assert checkpoint.best == min(validation[1:])  # the best after training began, not at initialisation
+    # The trial's metric is that checkpoint's perplexity on the test split (the script's test_ppls.txt).
+    corpus = load_wikitext2(data_root)
+    config = get_task("wikitext2-transformer").config("smoke")
+    model = WordTransformerLM(len(corpus.vocabulary), config)
+    model.load_state_dict(weights)
+    test_perplexity = evaluate_perplexity(model, batchify(corpus.test, config.eval_batch_size), config.bptt)
+    assert result.metric == result.best_metric == pytest.approx(test_perplexity, rel=1e-6)
+    assert result.metric_name == "test perplexity" and result.metric not in validation
 
 
 def test_translation_smoke_trial_succeeds_and_is_deterministic(data_root: Path) -> None:

@@ -94,3 +94,56 @@ def test_proxy_budget_trains_within_one_cpu_core_minute(optimizer: str, lr: floa
     assert cpu_seconds <= 60
     assert len(result.curve) >= 5
     assert result.best_metric > 2 * get_task(TASK).chance_metric
+
+
+def test_paper_budget_is_the_papers_pong_ppo_wherever_it_applies_to_cartpole() -> None:
+    """ppo/figure9.sh line 4 and the ppo-pong task: 8 envs x 128 steps, 4 epochs x 4 minibatches, clip 0.1,
+    value coefficient 0.5, entropy 0.01, grad-norm clip 0.5, linear decay; ppo/a2c_ppo_acktr/algo/ppo.py
+    lines 54-56 (advantages normalised over the rollout, eps 1e-5) and 87-94 (the clipped value loss)."""
+    cartpole = get_task(TASK).config("paper")
+    pong = get_task("ppo-pong").config("paper")
+    assert (cartpole.num_envs, cartpole.rollout_steps) == (pong.num_envs, pong.rollout_steps) == (8, 128)
+    assert (cartpole.minibatches, cartpole.update_epochs) == (pong.num_minibatches, pong.ppo_epochs) == (4, 4)
+    assert (cartpole.clip, cartpole.value_coef, cartpole.entropy_coef) == (pong.clip, pong.value_loss_coef, 0.01)
+    assert (cartpole.gamma, cartpole.gae_lambda, cartpole.max_grad_norm) == (pong.gamma, pong.gae_lambda, 0.5)
+    assert cartpole.linear_lr_decay and cartpole.clipped_value_loss and cartpole.advantage_normalization == "rollout"
+    assert cartpole.iterations * cartpole.num_envs * cartpole.rollout_steps == 245_760
+    proxy = get_task(TASK).config("proxy")
+    assert (proxy.clip, proxy.num_envs, proxy.clipped_value_loss, proxy.advantage_normalization) == (
+        0.2,
+        4,
+        False,
+        "minibatch",
+    )
+
+
+def test_adam_and_lamb_get_the_papers_ppo_eps() -> None:
+    from nero_study.tasks.base import optimizer_settings
+
+    assert optimizer_settings(get_task(TASK), "adam")["model"] == {"betas": (0.0, 0.999), "eps": 1e-5}
+    assert optimizer_settings(get_task(TASK), "lamb")["model"] == {"betas": (0.0, 0.999), "eps": 1e-5}
+
+
+def test_pong_like_options_train_and_change_the_run() -> None:
+    plain = TrialSpec(task=TASK, optimizer="adam", lr=1e-3, budget="smoke")
+    pong_like = TrialSpec(
+        task=TASK,
+        optimizer="adam",
+        lr=1e-3,
+        budget="smoke",
+        task_options={"clipped_value_loss": True, "advantage_normalization": "rollout", "clip": 0.1},
+    )
+    first, again, plain_result = run_trial(pong_like), run_trial(pong_like), run_trial(plain)
+    assert first.status == "succeeded", first.error
+    assert [p.to_dict() for p in first.curve] == [p.to_dict() for p in again.curve]
+    assert first.curve[-1].train_loss != plain_result.curve[-1].train_loss
+
+
+def test_unknown_advantage_normalisation_fails_naming_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="Invalid advantage_normalization: 'batch'; valid: minibatch, rollout"):
+        get_task(TASK).config("smoke", {"advantage_normalization": "batch"})
+
+
+def test_the_listing_carries_the_nero_caveat() -> None:
+    description = get_task(TASK).describe()
+    assert "zero-mean constraint" in description["caveat"] and "140-180" in description["caveat"]
