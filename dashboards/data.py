@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from nero_study.formatting import format_number
 from nero_study.store.repo import TRIAL_FRAME_COLUMNS
 from nero_study.study.analysis import FINISHED_STATUSES, SweepAnalysis, analyze_sweep
 
@@ -227,14 +228,10 @@ class LrSensitivityInfo(NamedTuple):
     note: str = ""
 
 
-def _fmt(value: float | None) -> str:
-    return "—" if value is None else f"{value:.4g}"
-
-
 def _lr_text(label: str, lr: float, mean: float | None, std: float | None, seeds: int, bad: int) -> str:
     spread = f" ± {std:.2g}" if std is not None else ""
     extra = f", {bad} diverged/failed" if bad else ""
-    return f"{label} lr={lr:g}: {_fmt(mean)}{spread} ({seeds} seed{'s' if seeds != 1 else ''}{extra})"
+    return f"{label} lr={lr:g}: {format_number(mean)}{spread} ({seeds} seed{'s' if seeds != 1 else ''}{extra})"
 
 
 def _summaries(analysis: SweepAnalysis) -> dict[tuple[str, str], Any]:
@@ -328,7 +325,8 @@ def lr_sensitivity_info(
                     lr=default_lr,
                     x=default_lr,
                     value=top if value is None else value,
-                    text=f"{label} default lr {default_lr:g}: {_fmt(value) if value is not None else 'diverged'}",
+                    text=f"{label} default lr {default_lr:g}: "
+                    f"{format_number(value) if value is not None else 'diverged'}",
                 )
             best_lr = _number(summary.eta_star)
             best_marker = None
@@ -338,7 +336,7 @@ def lr_sensitivity_info(
                     lr=best_lr,
                     x=best_lr,
                     value=top if value is None else value,
-                    text=f"{label} best lr {best_lr:g}: {_fmt(summary.best if value is not None else None)}",
+                    text=f"{label} best lr {best_lr:g}: {format_number(summary.best if value is not None else None)}",
                 )
             bad = [
                 Marker(

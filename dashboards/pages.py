@@ -24,6 +24,7 @@ import jinja2
 
 from dashboards import data, figures
 from dashboards.data import SweepListItem, SweepSnapshot
+from nero_study.formatting import format_number
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -61,26 +62,14 @@ def plotly_version() -> str:
 # --- templates --------------------------------------------------------------------------------------
 
 
-def _num(value: Any, spec: str = ".4g") -> str:
-    """A number for a table cell: ``—`` when missing or NaN, ``∞`` for infinity."""
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "—"
-        if math.isinf(value):
-            return "∞" if value > 0 else "−∞"
-    return format(value, spec)
-
-
 def _lr(value: Any) -> str:
-    return _num(value, "g")
+    return format_number(value, "g")
 
 
 def _percent(value: Any) -> str:
     """A fraction as a percentage (``0.125`` -> ``12.5%``)."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return _num(value)
+        return format_number(value)
     return f"{100.0 * value:.1f}%"
 
 
@@ -116,7 +105,7 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(num=_num, lr=_lr, percent=_percent, when=_when, duration=_duration)
+    env.filters.update(num=format_number, lr=_lr, percent=_percent, when=_when, duration=_duration)
     env.globals.update(status_colors=data.STATUS_COLORS, status_order=data.STATUS_ORDER)
     return env
 

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nero_study.formatting import format_number
 from nero_study.json_safe import dumps
 
 app = typer.Typer(
@@ -363,12 +364,6 @@ def report(
     _print_report(sweep_id, name, execution, spec_data, analysis, rows)
 
 
-def _fmt(value: Any, spec: str = ".4g") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    return format(value, spec)
-
-
 def _print_report(sweep_id: str, name: str, execution: str | None, spec: dict, analysis: Any, rows: list) -> None:
     console.print(f"[bold]sweep {sweep_id}[/] {name}  (execution: {execution or 'n/a'}, preset {spec.get('preset')})")
     by_task: dict[str, list] = {}
@@ -382,9 +377,9 @@ def _print_report(sweep_id: str, name: str, execution: str | None, spec: dict, a
             table.add_row(
                 row.label,
                 row.text,
-                _fmt(row.eta_star, "g"),
-                _fmt(row.ootb),
-                _fmt(row.default_lr, "g"),
+                format_number(row.eta_star, "g"),
+                format_number(row.ootb),
+                format_number(row.default_lr, "g"),
             )
         console.print(table)
     metrics = Table(title="robustness metrics (per task and optimiser)")
@@ -393,8 +388,12 @@ def _print_report(sweep_id: str, name: str, execution: str | None, spec: dict, a
     for s in analysis.per_optimizer:
         k3 = s.expected_best[min(3, len(s.expected_best)) - 1] if s.expected_best else math.nan
         metrics.add_row(
-            s.task, s.label, _fmt(s.ootb_regret, ".3g"), _fmt(s.lr_sensitivity, ".3g"), _fmt(s.good_window, ".2g"),
-            _fmt(k3),
+            s.task,
+            s.label,
+            format_number(s.ootb_regret, ".3g"),
+            format_number(s.lr_sensitivity, ".3g"),
+            format_number(s.good_window, ".2g"),
+            format_number(k3),
         )
     console.print(metrics)
     profiles = Table(title="performance profile scores over tasks (1 = best on every task)")
@@ -403,7 +402,8 @@ def _print_report(sweep_id: str, name: str, execution: str | None, spec: dict, a
         profiles.add_column("out of the box" if kind == "ootb" else kind, justify="right")
     labels = list(dict.fromkeys(s.label for s in analysis.per_optimizer))
     for label in labels:
-        profiles.add_row(label, *[_fmt(p.scores.get(label, math.nan), ".3f") for p in analysis.profiles.values()])
+        scores = [format_number(p.scores.get(label, math.nan), ".3f") for p in analysis.profiles.values()]
+        profiles.add_row(label, *scores)
     console.print(profiles)
 
 
