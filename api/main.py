@@ -2,7 +2,7 @@
 
 The engine and session factory are made here from ``settings.database_url`` (creating an engine does not
 connect); the first connection is made by the first request, or by the migration at startup when asked
-for. The API never runs training: it writes queued sweeps that workers claim (DESIGN.md section 6).
+for. The API never runs training: it writes queued sweeps that workers claim (docs/architecture.md).
 
 Run it with ``uvicorn --factory api.main:create_app``.
 """

@@ -1,8 +1,8 @@
 """seq2seq: an encoder-decoder transformer on a generated toy "translation" (CPU proxy).
 
-Stands in for the paper's translation transformer (Liu et al. 2021; as recorded in the project's DESIGN.md:
-6+6 layers, d 512, 8 heads, shared embeddings, label smoothing, Multi30k de-en) with data that needs no
-download.
+Stands in for the paper's translation transformer (Liu et al. 2021; the ``translation-transformer`` task has
+its settings: 6+6 layers, d 512, 8 heads, shared embeddings, label smoothing, Multi30k de-en) with data that
+needs no download.
 
 The language pair (:func:`make_language`, fixed by ``data_seed`` and independent of the trial seed):
 source words ``s_0..s_{S-1}``, target words ``t_0..t_{T-1}``; a lexicon maps each source word to one

@@ -3,11 +3,10 @@
 Data: :mod:`nero_study.data.prose` — the ``pydoc_data.topics`` help texts (real English prose from the
 Python Language Reference, ~0.47 MB) as UTF-8 bytes, vocabulary 256; first 90% train, last 10% validate.
 
-Stands in for the paper's WikiText-2 transformer (Liu et al. 2021; settings as recorded in the project's
-DESIGN.md: 2 layers, 2 heads, d 200, ff 200, dropout 0.2, bptt 35, batch 20, 20 epochs, lr /10 at
-epoch 10). The model here is a GPT-style
-pre-LN transformer (:mod:`nero_study.tasks.transformer_blocks`); the lr schedule keeps the paper's shape
-(constant, then /10 for the rest of the run at ``lr_drop_at`` of the steps).
+Stands in for the paper's WikiText-2 transformer (Liu et al. 2021; the ``wikitext2-transformer`` task has its
+settings: 2 layers, 2 heads, d 200, ff 200, dropout 0.2, bptt 35, batch 20, 20 epochs, lr /10 at epoch 10).
+The model here is a GPT-style pre-LN transformer (:mod:`nero_study.tasks.transformer_blocks`); the lr schedule
+keeps the paper's shape (constant, then /10 for the rest of the run at ``lr_drop_at`` of the steps).
 
 Training batches are windows of ``context + 1`` bytes at offsets drawn from the trial's generator; an
 "epoch" is ``len(train) // (batch_size * context)`` steps (one pass worth of tokens). The metric is the
