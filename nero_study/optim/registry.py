@@ -133,28 +133,18 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             "library": {"betas": (0.9, 0.999), "eps": 1e-6},
         },
     ),
-}
-
-
-def _register_madam() -> None:
-    try:
-        factory = _signature_of("nero_study.optim.madam.Madam")(_madam)
-    except (ImportError, AttributeError):
-        return
-    OPTIMIZERS["madam"] = OptimizerInfo(
+    "madam": OptimizerInfo(
         name="madam",
         description=(
             "Madam (Bernstein et al. 2020): per-synapse multiplicative updates; constraints=both is the "
             "paper's constrained Madam (MadamCS)"
         ),
-        factory=factory,
+        factory=_signature_of("nero_study.optim.madam.Madam")(_madam),
         default_lr=0.01,
         default_lr_source="the default lr of the authors' Madam (jxbz/madam; optim/madam.py in jxbz/nero)",
         presets={"paper": {"beta": 0.999}, "library": {"beta": 0.999}},
-    )
-
-
-_register_madam()
+    ),
+}
 
 
 def list_optimizers() -> list[OptimizerInfo]:
