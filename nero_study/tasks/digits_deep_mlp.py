@@ -33,7 +33,6 @@ Why 50 layers (measured with ``nero-study trial --task digits-deep-mlp --optimiz
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -91,16 +90,13 @@ class DigitsDeepMLP(Task):
     }
 
     def supervised_setup(self, config: DigitsDeepMLPConfig) -> SupervisedSetup:
-        """The run as data. Not stackable (``batchable=False``): batched execution
-        (``nero_study.study.batched``) builds its optimisers from the registry preset without the task's
-        ``paper_settings``, so this task's trials run one model at a time until that path resolves them
-        through :func:`nero_study.tasks.base.optimizer_settings`."""
-        setup = digits_setup(
+        """The run as data: the same setup trains one model here or K stacked members (batched lrs), each with
+        the task's own optimiser settings (:func:`nero_study.tasks.base.optimizer_settings`)."""
+        return digits_setup(
             config,
             lambda: MLP(DIGITS_FEATURES, config.width, config.depth, DIGITS_CLASSES, activation_gain=math.sqrt(2)),
             ExponentialSchedule(config.lr_decay),
         )
-        return dataclasses.replace(setup, batchable=False)
 
     def train(self, config: DigitsDeepMLPConfig, ctx: TrialContext) -> None:
         self.supervised_setup(config).run(ctx)
