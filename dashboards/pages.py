@@ -12,133 +12,29 @@ A live page (a sweep or a trial that is still running) carries a small JSON bloc
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-import jinja2
+import pandas as pd
 
-from dashboards import data, figures
-from dashboards.data import SweepListItem, SweepSnapshot
-from nero_study.formatting import format_number
+from dashboards.common import optimizer_colors
+from dashboards.drawing import figure_to_dict
+from dashboards.expected_best import expected_best_info, plot_expected_best
+from dashboards.learning_curves import learning_curves_info, plot_learning_curves
+from dashboards.lr_sensitivity import lr_sensitivity_info, plot_lr_sensitivity
+from dashboards.normalized_score import normalized_score_info, plot_normalized_heatmap
+from dashboards.ootb_vs_tuned import ootb_vs_tuned_info, plot_ootb_vs_tuned
+from dashboards.performance_profiles import performance_profile_info, plot_performance_profiles
+from dashboards.progress import plot_sweep_progress, sweep_progress_info
+from dashboards.snapshot import SweepListItem, SweepSnapshot, trial_record, trial_version
+from dashboards.tables import paper_tables, profile_score_rows, robustness_rows
+from dashboards.templating import inline_assets, render, render_fragments, served_assets
+from nero_study.vocabulary import TRIAL_ENDED
 
-TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
-STATIC_DIR = Path(__file__).resolve().parent / "static"
-#: The dashboards' own static files (served at ``/static/<name>``).
-STATIC_FILES: tuple[str, ...] = ("dashboards.css", "dashboards.js")
-PLOTLY_JS = "plotly.min.js"
 DEFAULT_REFRESH_SECONDS = 3.0
 MIN_REFRESH_SECONDS = 0.2
 RECENT_TRIALS = 30
-_SCRIPT_END = "</" + "script"
-
-
-def plotly_js_path() -> Path:
-    """plotly.min.js inside the installed ``plotly`` package (the version that built the figures)."""
-    import plotly
-
-    return Path(plotly.__file__).resolve().parent / "package_data" / PLOTLY_JS
-
-
-def static_path(name: str) -> Path | None:
-    """The file served at ``/static/<name>``: plotly.js from the plotly package or one of ours; else ``None``."""
-    if name == PLOTLY_JS:
-        return plotly_js_path()
-    if name in STATIC_FILES:
-        return STATIC_DIR / name
-    return None
-
-
-def plotly_version() -> str:
-    import plotly
-
-    return str(plotly.__version__)
-
-
-# --- templates --------------------------------------------------------------------------------------
-
-
-def _lr(value: Any) -> str:
-    return format_number(value, "g")
-
-
-def _percent(value: Any) -> str:
-    """A fraction as a percentage (``0.125`` -> ``12.5%``)."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return format_number(value)
-    return f"{100.0 * value:.1f}%"
-
-
-def _when(value: Any) -> str:
-    """A timestamp as ``YYYY-MM-DD HH:MM:SS UTC``; ``—`` when missing (None, NaT)."""
-    if value is None or value != value:  # NaT is not equal to itself
-        return "—"
-    if not isinstance(value, datetime):
-        return str(value)
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _duration(seconds: Any) -> str:
-    if seconds is None or (isinstance(seconds, float) and not math.isfinite(seconds)):
-        return "—"
-    seconds = float(seconds)
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-@lru_cache(maxsize=1)
-def environment() -> jinja2.Environment:
-    """The Jinja2 environment of the dashboards' templates (HTML autoescaped)."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
-        autoescape=jinja2.select_autoescape(("html",), default=True),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters.update(num=format_number, lr=_lr, percent=_percent, when=_when, duration=_duration)
-    env.globals.update(status_colors=data.STATUS_COLORS, status_order=data.STATUS_ORDER)
-    return env
-
-
-@dataclass(frozen=True)
-class Assets:
-    """How a page gets its CSS and scripts: links under ``root`` (served pages) or inlined (the report)."""
-
-    root: str = ""
-    inline: bool = False
-    css: str = ""
-    js: str = ""
-    plotly_js: str = ""
-
-
-def served_assets(root: str = "") -> Assets:
-    """Assets for pages served by the app mounted at ``root`` (e.g. ``""`` or ``"/nero"``)."""
-    return Assets(root=root.rstrip("/"))
-
-
-def inline_assets() -> Assets:
-    """Everything inlined (plotly.js included) for a single self-contained HTML file."""
-    plotly_js = plotly_js_path().read_text(encoding="utf-8").replace(_SCRIPT_END, "<\\/script")
-    return Assets(
-        inline=True,
-        css=(STATIC_DIR / "dashboards.css").read_text(encoding="utf-8"),
-        js=(STATIC_DIR / "dashboards.js").read_text(encoding="utf-8").replace(_SCRIPT_END, "<\\/script"),
-        plotly_js=plotly_js,
-    )
-
-
-def _render(template: str, **context: Any) -> str:
-    return environment().get_template(template).render(**context)
 
 
 # --- figures of a sweep -----------------------------------------------------------------------------
@@ -155,59 +51,60 @@ SWEEP_FIGURES: tuple[tuple[str, str], ...] = (
 )
 
 
-def sweep_figures(snapshot: SweepSnapshot) -> dict[str, dict[str, Any]]:
-    """Every figure of the sweep page as Plotly JSON dicts, keyed by figure id."""
-    labels = snapshot.labels
-    colors = data.optimizer_colors(labels)
-    analysis = snapshot.analysis
-    note = f"Cannot analyse the trials: {snapshot.analysis_error}" if snapshot.analysis_error else ""
-    lr_info = data.lr_sensitivity_info(snapshot.trials, analysis, labels=labels, colors=colors)
-    built = {
-        "lr-sensitivity": figures.plot_lr_sensitivity(lr_info._replace(note=note or lr_info.note)),
-        "ootb-vs-tuned": figures.plot_ootb_vs_tuned(
-            _noted(data.ootb_vs_tuned_info(analysis, labels=labels, colors=colors), note)
-        ),
-        "heatmap": figures.plot_normalized_heatmap(_noted(data.normalized_score_info(analysis, labels=labels), note)),
-        "profiles": figures.plot_performance_profiles(
-            _noted(data.performance_profile_info(analysis, labels=labels, colors=colors), note)
-        ),
-        "expected-best": figures.plot_expected_best(
-            _noted(data.expected_best_info(analysis, labels=labels, colors=colors), note)
-        ),
-        "curves": figures.plot_learning_curves(
-            data.learning_curves_info(list(snapshot.curves), colors=colors),
-            title="Learning curves at each optimiser's best learning rate",
-        ),
-        "progress": figures.plot_sweep_progress(data.sweep_progress_info(snapshot.trials)),
-    }
-    return {key: figures.figure_to_dict(fig) for key, fig in built.items()}
+def _analysis_note(snapshot: SweepSnapshot) -> str:
+    """What a figure says instead of drawing when the trials could not be analysed ("" when they could)."""
+    return f"Cannot analyse the trials: {snapshot.analysis_error}" if snapshot.analysis_error else ""
 
 
 def _noted(info: Any, note: str) -> Any:
     return info._replace(note=note) if note else info
 
 
+def sweep_figures(snapshot: SweepSnapshot) -> dict[str, dict[str, Any]]:
+    """Every figure of the sweep page as Plotly JSON dicts, keyed by figure id."""
+    labels = snapshot.labels
+    colors = optimizer_colors(labels)
+    analysis = snapshot.analysis
+    note = _analysis_note(snapshot)
+    built = {
+        "lr-sensitivity": plot_lr_sensitivity(
+            _noted(lr_sensitivity_info(snapshot.trials, analysis, labels=labels), note), colors=colors
+        ),
+        "ootb-vs-tuned": plot_ootb_vs_tuned(_noted(ootb_vs_tuned_info(analysis, labels=labels), note), colors=colors),
+        "heatmap": plot_normalized_heatmap(_noted(normalized_score_info(analysis, labels=labels), note)),
+        "profiles": plot_performance_profiles(
+            _noted(performance_profile_info(analysis, labels=labels), note), colors=colors
+        ),
+        "expected-best": plot_expected_best(_noted(expected_best_info(analysis, labels=labels), note), colors=colors),
+        "curves": plot_learning_curves(
+            learning_curves_info(list(snapshot.curves)),
+            colors=colors,
+            title="Learning curves at each optimiser's best learning rate",
+        ),
+        "progress": plot_sweep_progress(sweep_progress_info(snapshot.trials)),
+    }
+    return {key: figure_to_dict(fig) for key, fig in built.items()}
+
+
 def _tables_context(snapshot: SweepSnapshot) -> dict[str, Any]:
     labels = snapshot.labels
-    colors = data.optimizer_colors(labels)
     return {
-        "paper_tables": data.paper_tables(snapshot.analysis, labels=labels, colors=colors),
-        "robustness": data.robustness_rows(snapshot.analysis, labels=labels, colors=colors),
-        "scores": data.profile_score_rows(snapshot.analysis, labels=labels, colors=colors),
+        "paper_tables": paper_tables(snapshot.analysis, labels=labels),
+        "robustness": robustness_rows(snapshot.analysis, labels=labels),
+        "scores": profile_score_rows(snapshot.analysis, labels=labels),
+        "colors": optimizer_colors(labels),
         "analysis_error": snapshot.analysis_error,
     }
 
 
 def _recent_trials(snapshot: SweepSnapshot, limit: int = RECENT_TRIALS) -> list[dict[str, Any]]:
     """The trials that changed last (by finish, else start time), newest first, at most ``limit``."""
-    import pandas as pd
-
     frame = snapshot.trials
     if frame is None or len(frame) == 0:
         return []
     last = pd.to_datetime(frame["finished_at"], utc=True).fillna(pd.to_datetime(frame["started_at"], utc=True))
     picked = frame.assign(_last=last).dropna(subset=["_last"]).sort_values(["_last", "id"], ascending=False)
-    return [data.trial_record(row) for row in picked.head(limit).to_dict("records")]
+    return [trial_record(row) for row in picked.head(limit).to_dict("records")]
 
 
 def _sweep_context(snapshot: SweepSnapshot) -> dict[str, Any]:
@@ -218,11 +115,6 @@ def _sweep_context(snapshot: SweepSnapshot) -> dict[str, Any]:
         "curve_trials": [trial for trial, _ in snapshot.curves],
         **_tables_context(snapshot),
     }
-
-
-def _fragments(template: str, names: Sequence[str], **context: Any) -> dict[str, str]:
-    module = environment().get_template(template).make_module(context)
-    return {name: str(getattr(module, name.replace("-", "_"))()) for name in names}
 
 
 SWEEP_FRAGMENTS: tuple[str, ...] = ("sweep-summary", "sweep-tables", "sweep-trials")
@@ -238,7 +130,7 @@ def sweep_update(snapshot: SweepSnapshot, *, root: str = "") -> dict[str, Any]:
         "finished": snapshot.finished,
         "counts": snapshot.counts,
         "figures": sweep_figures(snapshot),
-        "fragments": _fragments("_sweep_fragments.html", SWEEP_FRAGMENTS, **context),
+        "fragments": render_fragments("_sweep_fragments.html", SWEEP_FRAGMENTS, **context),
     }
 
 
@@ -259,7 +151,7 @@ def render_sweeps_page(
     sweeps: Sequence[SweepListItem], *, total: int, offset: int = 0, limit: int = 50, root: str = ""
 ) -> str:
     """The list of sweeps, newest first, each with its status and a progress bar; paged by offset/limit."""
-    return _render(
+    return render(
         "sweeps.html",
         assets=served_assets(root),
         sweeps=list(sweeps),
@@ -283,7 +175,7 @@ def render_sweep_page(
     if not snapshot.finished:
         url = f"{assets.root}/sweeps/{snapshot.id}/figures.json"
         live = _live(url, snapshot.version, snapshot.finished, refresh_seconds)
-    return _render(
+    return render(
         "sweep.html",
         assets=assets,
         figures=sweep_figures(snapshot),
@@ -296,7 +188,7 @@ def render_sweep_page(
 
 def render_report(snapshot: SweepSnapshot, *, generated_at: datetime | None = None) -> str:
     """The single-file report of a sweep: the sweep page's figures and tables with everything inlined."""
-    return _render(
+    return render(
         "sweep.html",
         assets=inline_assets(),
         figures=sweep_figures(snapshot),
@@ -307,11 +199,16 @@ def render_report(snapshot: SweepSnapshot, *, generated_at: datetime | None = No
     )
 
 
+def trial_has_ended(trial: Mapping[str, Any]) -> bool:
+    """Whether a trial's page will not change any more (it succeeded, diverged, failed or was cancelled)."""
+    return trial.get("status") in TRIAL_ENDED
+
+
 def trial_figures(trial: Mapping[str, Any], curve: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """The trial page's figure (metric and training loss against step), keyed by figure id."""
-    info = data.learning_curves_info([(trial, curve)])
+    info = learning_curves_info([(trial, curve)])
     title = f"Learning curve of trial {trial.get('id')}"
-    return {"curve": figures.figure_to_dict(figures.plot_learning_curves(info, title=title))}
+    return {"curve": figure_to_dict(plot_learning_curves(info, title=title))}
 
 
 TRIAL_FRAGMENTS: tuple[str, ...] = ("trial-details",)
@@ -325,15 +222,14 @@ def trial_update(
     trial: Mapping[str, Any], curve: Sequence[Mapping[str, Any]], *, sweep_name: str | None = None, root: str = ""
 ) -> dict[str, Any]:
     """What a live trial page polls: version, status, the curve figure and the details fragment."""
-    finished = trial.get("status") in data.TRIAL_DONE
     context = {**_trial_context(trial, curve, sweep_name), "assets": served_assets(root)}
     return {
         "changed": True,
-        "version": data.trial_version(trial, curve),
+        "version": trial_version(trial, curve),
         "status": trial.get("status"),
-        "finished": finished,
+        "finished": trial_has_ended(trial),
         "figures": trial_figures(trial, curve),
-        "fragments": _fragments("_trial_fragments.html", TRIAL_FRAGMENTS, **context),
+        "fragments": render_fragments("_trial_fragments.html", TRIAL_FRAGMENTS, **context),
     }
 
 
@@ -347,12 +243,12 @@ def render_trial_page(
 ) -> str:
     """A trial's page: its learning curves and its settings and outcome (live while it runs)."""
     assets = served_assets(root)
-    finished = trial.get("status") in data.TRIAL_DONE
+    finished = trial_has_ended(trial)
     live = None
     if not finished:
         url = f"{assets.root}/trials/{trial.get('id')}/figures.json"
-        live = _live(url, data.trial_version(trial, curve), finished, refresh_seconds)
-    return _render(
+        live = _live(url, trial_version(trial, curve), finished, refresh_seconds)
+    return render(
         "trial.html",
         assets=assets,
         figures=trial_figures(trial, curve),
@@ -363,18 +259,22 @@ def render_trial_page(
 
 def compare_figures(snapshots: Sequence[SweepSnapshot]) -> dict[str, dict[str, Any]]:
     """The lr-sensitivity figure of each sweep (``lr-sensitivity-<index>``), in colours shared by all of them."""
+    labels = _shared_labels(snapshots)
+    colors = optimizer_colors(labels)
+    result = {}
+    for index, snapshot in enumerate(snapshots):
+        info = _noted(lr_sensitivity_info(snapshot.trials, snapshot.analysis, labels=labels), _analysis_note(snapshot))
+        fig = plot_lr_sensitivity(info, colors=colors, title=f"Learning-rate sensitivity: {snapshot.name}")
+        result[f"lr-sensitivity-{index}"] = figure_to_dict(fig)
+    return result
+
+
+def _shared_labels(snapshots: Sequence[SweepSnapshot]) -> list[str]:
+    """Every sweep's labels, in order of first appearance (so one label has one colour on the compare page)."""
     labels: list[str] = []
     for snapshot in snapshots:
         labels.extend(label for label in snapshot.labels if label not in labels)
-    colors = data.optimizer_colors(labels)
-    result = {}
-    for index, snapshot in enumerate(snapshots):
-        info = data.lr_sensitivity_info(snapshot.trials, snapshot.analysis, labels=labels, colors=colors)
-        if snapshot.analysis_error:
-            info = info._replace(note=f"Cannot analyse the trials: {snapshot.analysis_error}")
-        fig = figures.plot_lr_sensitivity(info, title=f"Learning-rate sensitivity: {snapshot.name}")
-        result[f"lr-sensitivity-{index}"] = figures.figure_to_dict(fig)
-    return result
+    return labels
 
 
 def render_compare_page(snapshots: Sequence[SweepSnapshot], *, root: str = "") -> str:
@@ -390,38 +290,31 @@ def render_compare_page(snapshots: Sequence[SweepSnapshot], *, root: str = "") -
                 **_tables_context(snapshot),
             }
         )
-    return _render(
+    return render(
         "compare.html", assets=served_assets(root), columns=columns, figures=compare_figures(snapshots), live=None
     )
 
 
 def render_not_found(message: str, *, title: str = "Not found", root: str = "") -> str:
     """The 404 (or other error) page: what went wrong, and a link back to the sweep list."""
-    return _render("not_found.html", assets=served_assets(root), title=title, message=message, figures=None, live=None)
+    return render("not_found.html", assets=served_assets(root), title=title, message=message, figures=None, live=None)
 
 
 __all__ = [
-    "Assets",
     "DEFAULT_REFRESH_SECONDS",
-    "PLOTLY_JS",
-    "STATIC_FILES",
+    "MIN_REFRESH_SECONDS",
     "SWEEP_FIGURES",
     "compare_figures",
-    "environment",
-    "inline_assets",
-    "plotly_js_path",
-    "plotly_version",
     "render_compare_page",
     "render_not_found",
     "render_report",
     "render_sweep_page",
     "render_sweeps_page",
     "render_trial_page",
-    "served_assets",
-    "static_path",
     "sweep_figures",
     "sweep_update",
     "trial_figures",
+    "trial_has_ended",
     "trial_update",
     "unchanged_update",
 ]

@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dashboards.data import load_sweep_snapshot
 from dashboards.pages import render_report
+from dashboards.snapshot import load_sweep_snapshot
 
 
 def write_html_report(*, sweep_id: str, database_url: str, path: str | Path) -> Path:

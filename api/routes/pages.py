@@ -1,9 +1,10 @@
 """The HTML dashboards: ``/`` (sweeps), ``/sweeps/{id}``, ``/trials/{id}``, ``/compare?sweeps=a,b``.
 
-Routes stay thin: data is read through :mod:`nero_study.store.repo` (and :func:`dashboards.data.load_sweep_snapshot`,
-which only calls repo functions), and :mod:`dashboards.pages` renders the HTML. A running sweep's page polls
-``/sweeps/{id}/figures.json`` and redraws itself; ``/static/plotly.min.js`` is the file shipped inside the
-installed ``plotly`` package, so the pages work without the internet. Unknown ids get a 404 HTML page.
+Routes stay thin: data is read through :mod:`nero_study.store.repo` (and
+:func:`dashboards.snapshot.load_sweep_snapshot`, which only calls repo functions), and :mod:`dashboards.pages`
+renders the HTML. A running sweep's page polls ``/sweeps/{id}/figures.json`` and redraws itself;
+``/static/plotly.min.js`` is the file shipped inside the installed ``plotly`` package, so the pages work without
+the internet. Unknown ids get a 404 HTML page.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from api.deps import SessionDep
-from dashboards import data as dashboard_data
 from dashboards import pages
+from dashboards.snapshot import load_sweep_snapshot, sweep_list_item, sweep_version, trial_record, trial_version
+from dashboards.templating import static_path
 from nero_study.store import repo
 from nero_study.study.plan import stored_planned_trials
+from nero_study.vocabulary import SWEEP_FINISHED
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -68,7 +71,7 @@ def sweeps_page(
     """The sweeps, newest first, with their status and a progress bar."""
     sweeps, total = repo.list_sweeps(session, offset=offset, limit=limit)
     items = [
-        dashboard_data.sweep_list_item(
+        sweep_list_item(
             sweep,
             counts=repo.sweep_counts(session, sweep_id=sweep.id),
             planned=stored_planned_trials(sweep),
@@ -82,7 +85,7 @@ def sweeps_page(
 @router.get("/sweeps/{sweep_id}", response_class=HTMLResponse)
 def sweep_page(sweep_id: str, request: Request, session: SessionDep, refresh: Refresh = 3.0) -> HTMLResponse:
     """A sweep: progress, every figure, the paper-style table and the robustness metrics (live while running)."""
-    snapshot = dashboard_data.load_sweep_snapshot(session, sweep_id=sweep_id)
+    snapshot = load_sweep_snapshot(session, sweep_id=sweep_id)
     if snapshot is None:
         return _not_found(request, f"There is no sweep {_short(sweep_id)!r}.")
     return HTMLResponse(pages.render_sweep_page(snapshot, root=_root(request), refresh_seconds=refresh))
@@ -101,12 +104,12 @@ def sweep_figures_json(
     if sweep is None:
         raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"Sweep {_short(sweep_id)!r} not found")
     counts = repo.sweep_counts(session, sweep_id=sweep.id)
-    current = dashboard_data.sweep_version(sweep.status, counts)
-    finished = sweep.status in dashboard_data.SWEEP_DONE_STATUSES
+    current = sweep_version(sweep.status, counts)
+    finished = sweep.status in SWEEP_FINISHED
     if version == current:
         body: dict[str, Any] = pages.unchanged_update(current, status=sweep.status, finished=finished)
     else:
-        snapshot = dashboard_data.load_sweep_snapshot(session, sweep_id=sweep.id)
+        snapshot = load_sweep_snapshot(session, sweep_id=sweep.id)
         if snapshot is None:  # deleted in between
             raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"Sweep {_short(sweep_id)!r} not found")
         body = pages.sweep_update(snapshot, root=_root(request))
@@ -116,7 +119,7 @@ def sweep_figures_json(
 @router.get("/sweeps/{sweep_id}/report.html", response_class=HTMLResponse)
 def sweep_report(sweep_id: str, request: Request, session: SessionDep) -> Response:
     """The single-file HTML report of the sweep (plotly.js inlined), as a download."""
-    snapshot = dashboard_data.load_sweep_snapshot(session, sweep_id=sweep_id)
+    snapshot = load_sweep_snapshot(session, sweep_id=sweep_id)
     if snapshot is None:
         return _not_found(request, f"There is no sweep {_short(sweep_id)!r}.")
     html = pages.render_report(snapshot, generated_at=datetime.now(UTC))
@@ -129,7 +132,7 @@ def _trial(session: Any, trial_id: int) -> tuple[dict[str, Any], list[dict[str, 
         return None
     trial, curve = found
     sweep = repo.get_sweep(session, sweep_id=trial.sweep_id)
-    return dashboard_data.trial_record(trial), curve, None if sweep is None else sweep.name
+    return trial_record(trial), curve, None if sweep is None else sweep.name
 
 
 @router.get("/trials/{trial_id}", response_class=HTMLResponse)
@@ -157,8 +160,8 @@ def trial_figures_json(
     if found is None:
         raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"Trial {_short(trial_id)!r} not found")
     trial, curve, sweep_name = found
-    current = dashboard_data.trial_version(trial, curve)
-    finished = trial.get("status") in dashboard_data.TRIAL_DONE
+    current = trial_version(trial, curve)
+    finished = pages.trial_has_ended(trial)
     if version == current:
         body: dict[str, Any] = pages.unchanged_update(current, status=str(trial.get("status")), finished=finished)
     else:
@@ -181,7 +184,7 @@ def compare_page(
         return _not_found(request, message, status_code=status.HTTP_400_BAD_REQUEST)
     snapshots = []
     for sweep_id in ids:
-        snapshot = dashboard_data.load_sweep_snapshot(session, sweep_id=sweep_id, with_curves=False)
+        snapshot = load_sweep_snapshot(session, sweep_id=sweep_id, with_curves=False)
         if snapshot is None:
             return _not_found(request, f"There is no sweep {_short(sweep_id)!r}.")
         snapshots.append(snapshot)
@@ -191,7 +194,7 @@ def compare_page(
 @router.get("/static/{name}")
 def static_file(name: str) -> FileResponse:
     """plotly.min.js (from the installed plotly package) and the dashboards' own CSS and JavaScript."""
-    path = pages.static_path(name)
+    path = static_path(name)
     if path is None or not path.is_file():
         raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"No static file {_short(name)!r}")
     return FileResponse(

@@ -9,7 +9,9 @@ from collections.abc import Callable
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from dashboards import data, pages
+from dashboards import pages
+from dashboards.common import KNOWN_OPTIMIZER_COLORS, MAX_CURVE_POINTS, STATUS_COLORS
+from dashboards.templating import plotly_js_path
 from nero_study.store import repo
 
 Outcomes = tuple[tuple[str, str, float, int, str, float | None], ...]
@@ -63,6 +65,9 @@ def test_sweep_page_figures_and_tables(client: TestClient, make_sweep: Callable[
     adam_row = table[table.index('data-label="adam"') :][:800]
     assert "0.25 ± 0.071" in adam_row and "0.4<" in adam_row and "0.001" in adam_row
     assert "Robustness metrics" in html and "20.0%" in html  # nero's out-of-the-box regret on digits-mlp
+    # Each optimiser's swatch in its figure colour; the progress bar's segment in its status colour.
+    assert f'<span class="swatch" style="background: {KNOWN_OPTIMIZER_COLORS["adam"]}"></span>adam' in adam_row
+    assert f'background: {STATUS_COLORS["diverged"]}" title="diverged: 3"' in html.replace("\n       ", " ")
     assert 'id="page-live"' not in html  # a finished sweep does not poll
     assert '<script src="/static/plotly.min.js"></script>' in html
     assert "cdn" not in html.lower() and "https://" not in html
@@ -141,7 +146,7 @@ def test_compare_page_two_sweeps_side_by_side(
         for t in fig["data"]
         if t.get("legendgroup") == "nero" and t.get("mode") == "lines+markers"
     }
-    assert nero_colors == {data.KNOWN_OPTIMIZER_COLORS["nero"]}  # the same colour in both columns
+    assert nero_colors == {KNOWN_OPTIMIZER_COLORS["nero"]}  # the same colour in both columns
     assert html.count('class="paper-table"') == 3  # two tasks in the first sweep, one in the second
     assert client.get(f"/compare?sweeps={paper}").status_code == 400
 
@@ -174,7 +179,7 @@ def test_trial_curve_downsampled(
     html = client.get(f"/trials/{trial.id}").text
     figure = embedded(html, "page-figures")["curve"]
     metric = next(t for t in figure["data"] if t.get("xaxis", "x") == "x" and t["mode"] == "lines")
-    assert len(metric["x"]) <= data.MAX_CURVE_POINTS
+    assert len(metric["x"]) <= MAX_CURVE_POINTS
     assert metric["x"][0] == 0 and metric["x"][-1] == 1999 and 1234 in metric["x"]
     assert min(metric["y"]) == 0.05
     live = embedded(html, "page-live")  # a running trial's page polls too
@@ -217,14 +222,14 @@ def test_sweep_page_with_many_trials_stays_small(
     lines = [t for t in lr["data"] if t.get("mode") == "lines+markers"]
     assert len(lines) == 6 and all(len(t["x"]) <= 12 for t in lines)  # the grid (+ default lr), not 100 points
     progress = embedded(response.text, "page-figures")["progress"]
-    assert all(len(t["x"]) <= data.MAX_CURVE_POINTS for t in progress["data"])
+    assert all(len(t["x"]) <= MAX_CURVE_POINTS for t in progress["data"])
 
 
 def test_static_files_come_from_the_installed_packages(client: TestClient) -> None:
     response = client.get("/static/plotly.min.js")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/javascript")
-    assert response.content == pages.plotly_js_path().read_bytes()
+    assert response.content == plotly_js_path().read_bytes()
     own = client.get("/static/dashboards.js")
     assert own.status_code == 200 and b"Plotly.react" in own.content
     assert client.get("/static/dashboards.css").headers["content-type"].startswith("text/css")

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from dashboards import pages
 from dashboards.report import write_html_report
+from dashboards.templating import plotly_js_path
 
 
 class ExternalReferences(HTMLParser):
@@ -36,7 +37,7 @@ def test_report_is_self_contained(database_url: str, make_sweep: Callable[..., s
     path = write_html_report(sweep_id=sweep_id, database_url=database_url, path=tmp_path / "out" / "report.html")
     html = path.read_text(encoding="utf-8")
     # plotly.js inline (the package's file, banner and all), no script or stylesheet loaded from anywhere.
-    plotly_js = pages.plotly_js_path().read_text(encoding="utf-8")
+    plotly_js = plotly_js_path().read_text(encoding="utf-8")
     assert plotly_js[:200] in html and f"plotly.js v{plotly_js.split('plotly.js v')[1].split()[0]}" in html
     assert len(html) > len(plotly_js)
     parser = ExternalReferences()

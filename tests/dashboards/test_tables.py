@@ -1,0 +1,96 @@
+"""The tables of the sweep and compare pages on the known sweep: every number worked out by hand below."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from dashboards.tables import paper_tables, profile_score_rows, robustness_rows
+from nero_study.study.analysis import analyze_sweep
+
+SQRT2 = math.sqrt(2.0)
+
+
+def test_paper_tables(known_trials: pd.DataFrame) -> None:
+    tables = paper_tables(analyze_sweep(known_trials), labels=("nero", "adam"))
+    digits = tables[0]
+    assert digits.task == "digits-mlp" and digits.metric_name == "test_error" and digits.initial_metric == 0.9
+    nero, adam = digits.rows
+    assert (nero.best, nero.best_lr, nero.ootb, nero.default_lr, nero.seeds) == pytest.approx((0.3, 0.01, 0.3, 0.01, 2))
+    assert nero.best_std == pytest.approx(0.1 * SQRT2)
+    assert (adam.best, adam.best_lr, adam.ootb, adam.default_lr) == pytest.approx((0.25, 0.01, 0.4, 0.001))
+    # Best tuned: adam (0.25); best out of the box: nero (0.3 < 0.4).
+    assert (nero.is_best, adam.is_best) == (False, True)
+    assert (nero.is_best_ootb, adam.is_best_ootb) == (True, False)
+    ppo_nero, ppo_adam = tables[1].rows
+    # Higher is better: adam's 150 is the best, tuned and out of the box; one seed: no std.
+    assert (ppo_nero.is_best, ppo_adam.is_best, ppo_adam.is_best_ootb) == (False, True, True)
+    assert ppo_adam.best_std is None and ppo_adam.seeds == 1
+
+
+def test_robustness_rows(known_trials: pd.DataFrame) -> None:
+    rows = robustness_rows(analyze_sweep(known_trials), labels=("nero", "adam"))
+    assert [(r.task, r.label) for r in rows] == [
+        ("digits-mlp", "nero"),
+        ("digits-mlp", "adam"),
+        ("ppo-cartpole", "nero"),
+        ("ppo-cartpole", "adam"),
+    ]
+    nero = rows[0]
+    # ootb regret (0.3 - 0.25) / 0.25 = 0.2; lr sensitivity mean(0.6, 0.3, 0.85, 0.9) - 0.3 = 0.3625.
+    assert nero.ootb_regret == pytest.approx(0.2)
+    assert nero.lr_sensitivity == pytest.approx(0.3625)
+    assert nero.tuned_ratio == pytest.approx(0.65 / 0.6)
+    # Good window: only eta* itself is within 0.1 (m0 - best) = 0.06 of best (0.6 and 0.85 are not): one point of a
+    # grid one decade apart = 1 decade. Out of the box (default lr = eta*): the same ratio as tuned.
+    assert nero.good_window == pytest.approx(1.0)
+    assert nero.ootb_ratio == pytest.approx(0.65 / 0.6)
+    adam = rows[1]
+    # adam's out-of-the-box 0.4: ratio (0.9 - 0.25) / (0.9 - 0.4) = 1.3; tuned it is the best of all: 1.
+    assert (adam.ootb_ratio, adam.tuned_ratio) == pytest.approx((1.3, 1.0))
+    assert adam.ootb_regret == pytest.approx((0.4 - 0.25) / 0.25)
+    ppo_nero = rows[2]
+    # ppo-cartpole (higher is better): nero 100 at its default lr 0.01, best of all 150, m0 10: regret 1/3,
+    # ratio (10 - 150) / (10 - 100) = 1.556.
+    assert ppo_nero.ootb_regret == pytest.approx(50 / 150)
+    assert ppo_nero.ootb_ratio == pytest.approx(140 / 90)
+
+
+def test_a_ratio_that_never_beat_chance_stays_infinite() -> None:
+    # sgd never beats chance (0.9) on digits-mlp, adam does: sgd's ratio is infinite, not "no number".
+    rows = [("sgd", 0.1, "diverged", math.nan), ("sgd", 0.01, "succeeded", 0.95), ("adam", 0.001, "succeeded", 0.3)]
+    frame = pd.DataFrame(
+        [
+            {
+                "task": "digits-mlp",
+                "optimizer": label,
+                "label": label,
+                "lr": lr,
+                "seed": 0,
+                "status": status,
+                "metric": metric,
+                "initial_metric": 0.9,
+                "metric_name": "test_error",
+                "lower_is_better": True,
+            }
+            for label, lr, status, metric in rows
+        ]
+    )
+    sgd = next(row for row in robustness_rows(analyze_sweep(frame)) if row.label == "sgd")
+    assert sgd.tuned_ratio == math.inf and sgd.ootb_ratio == math.inf
+
+
+def test_profile_score_rows(known_trials: pd.DataFrame) -> None:
+    scores = profile_score_rows(analyze_sweep(known_trials))
+    assert [s.label for s in scores] == ["nero", "adam"]
+    # See test_performance_profiles: nero 0.8935 both ways; adam 0.95 out of the box, 1 tuned.
+    assert scores[0].ootb_score == pytest.approx((4 - 0.65 / 0.6 + 4 - 140 / 90) / 6)
+    assert scores[0].tuned_score == pytest.approx(scores[0].ootb_score)
+    assert (scores[1].ootb_score, scores[1].tuned_score) == pytest.approx((5.7 / 6, 1.0))
+
+
+def test_no_finished_trials_give_no_rows() -> None:
+    empty = analyze_sweep([])
+    assert paper_tables(empty) == () and robustness_rows(empty) == () and profile_score_rows(empty) == ()
