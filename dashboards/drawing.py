@@ -18,6 +18,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
+from nero_study.formatting import format_number
+
 DEFAULT_LR_SYMBOL = "diamond-open"
 BEST_LR_SYMBOL = "star"
 DIVERGED_SYMBOL = "x"
@@ -115,7 +117,7 @@ def log_ticks(values: Iterable[float | None], *, max_ticks: int = 8) -> dict[str
             break
     if len(ticks) < 2:
         return {}
-    return {"tickmode": "array", "tickvals": ticks, "ticktext": [f"{t:g}" for t in ticks]}
+    return {"tickmode": "array", "tickvals": ticks, "ticktext": [format_number(t, "g") for t in ticks]}
 
 
 def metric_axis(log: bool, values: Iterable[float | None]) -> dict[str, Any]:

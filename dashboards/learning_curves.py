@@ -18,6 +18,7 @@ from plotly.subplots import make_subplots
 
 from dashboards import drawing
 from dashboards.common import MAX_CURVE_POINTS, color_of, finished_trials, optimizer_colors, wants_log_axis
+from nero_study.formatting import format_number
 from nero_study.json_safe import finite_or_none
 from nero_study.study.analysis import SweepAnalysis
 from nero_study.vocabulary import LR_REL_TOL, TRIAL_FINISHED
@@ -176,7 +177,7 @@ def select_curve_trials(trials: pd.DataFrame, analysis: SweepAnalysis) -> list[d
 
 
 def _legend_name(series: CurveSeries) -> str:
-    name = f"{series.label} lr={series.lr:g}" if series.lr is not None else series.label
+    name = f"{series.label} lr={format_number(series.lr, 'g')}" if series.lr is not None else series.label
     return name if series.seed is None else f"{name} seed {series.seed}"
 
 
