@@ -84,7 +84,7 @@ class LrSensitivityInfo(NamedTuple):
     note: str = ""
 
 
-def mean_at(series: LrSeries, lr: float) -> float | None:
+def _mean_at(series: LrSeries, lr: float) -> float | None:
     """The series' mean over finite seeds at ``lr`` (``None`` when ``lr`` is off its grid or all diverged)."""
     index = next((i for i, x in enumerate(series.lrs) if same_lr(x, lr)), None)
     return None if index is None else series.means[index]
@@ -126,7 +126,7 @@ def _with_marks(series: LrSeries, top: float) -> LrSeries:
     """``series`` with its default-lr, best-lr and diverged marks (a mark with no finite mean sits at ``top``)."""
 
     def at(lr: float) -> Marker:
-        value = mean_at(series, lr)
+        value = _mean_at(series, lr)
         return Marker(lr=lr, value=top if value is None else value)
 
     default_lr, best_lr = series.default_lr, series.best_lr
@@ -221,10 +221,10 @@ def _marks(series: LrSeries, dodge: Callable[[str, float], float]) -> list[tuple
         bad.append((dodge(label, marker.lr), marker.value, f"{label} lr={format_number(marker.lr, 'g')}: {counts}"))
     best_points, default_points = [], []
     if best is not None:
-        shown = format_number(series.best if mean_at(series, best.lr) is not None else None)
+        shown = format_number(series.best if _mean_at(series, best.lr) is not None else None)
         best_points.append((best.lr, best.value, f"{label} best lr {format_number(best.lr, 'g')}: {shown}"))
     if default is not None:
-        mean = mean_at(series, default.lr)
+        mean = _mean_at(series, default.lr)
         shown = format_number(mean) if mean is not None else "diverged"
         default_points.append(
             (default.lr, default.value, f"{label} default lr {format_number(default.lr, 'g')}: {shown}")
@@ -359,6 +359,5 @@ __all__ = [
     "LrSeries",
     "Marker",
     "lr_sensitivity_info",
-    "mean_at",
     "plot_lr_sensitivity",
 ]

@@ -199,11 +199,6 @@ def render_report(snapshot: SweepSnapshot, *, generated_at: datetime | None = No
     )
 
 
-def trial_has_ended(trial: Mapping[str, Any]) -> bool:
-    """Whether a trial's page will not change any more (it succeeded, diverged, failed or was cancelled)."""
-    return trial.get("status") in TRIAL_ENDED
-
-
 def trial_figures(trial: Mapping[str, Any], curve: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """The trial page's figure (metric and training loss against step), keyed by figure id."""
     info = learning_curves_info([(trial, curve)])
@@ -227,7 +222,7 @@ def trial_update(
         "changed": True,
         "version": trial_version(trial, curve),
         "status": trial.get("status"),
-        "finished": trial_has_ended(trial),
+        "finished": trial.get("status") in TRIAL_ENDED,
         "figures": trial_figures(trial, curve),
         "fragments": render_fragments("_trial_fragments.html", TRIAL_FRAGMENTS, **context),
     }
@@ -243,7 +238,7 @@ def render_trial_page(
 ) -> str:
     """A trial's page: its learning curves and its settings and outcome (live while it runs)."""
     assets = served_assets(root)
-    finished = trial_has_ended(trial)
+    finished = trial.get("status") in TRIAL_ENDED
     live = None
     if not finished:
         url = f"{assets.root}/trials/{trial.get('id')}/figures.json"
@@ -314,7 +309,6 @@ __all__ = [
     "sweep_figures",
     "sweep_update",
     "trial_figures",
-    "trial_has_ended",
     "trial_update",
     "unchanged_update",
 ]

@@ -22,7 +22,7 @@ from dashboards.snapshot import load_sweep_snapshot, sweep_list_item, sweep_vers
 from dashboards.templating import static_path
 from nero_study.store import repo
 from nero_study.study.plan import stored_planned_trials
-from nero_study.vocabulary import SWEEP_FINISHED
+from nero_study.vocabulary import SWEEP_FINISHED, TRIAL_ENDED
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -161,7 +161,7 @@ def trial_figures_json(
         raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"Trial {_short(trial_id)!r} not found")
     trial, curve, sweep_name = found
     current = trial_version(trial, curve)
-    finished = pages.trial_has_ended(trial)
+    finished = trial.get("status") in TRIAL_ENDED
     if version == current:
         body: dict[str, Any] = pages.unchanged_update(current, status=str(trial.get("status")), finished=finished)
     else:
