@@ -134,6 +134,7 @@ class SweepEngine:
         spec: SweepSpec,
         on_progress: ProgressHook | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        cancel_check_seconds: float = 1.0,
         max_failures: int = 2,
         attempt: int = 1,
         pool: WarmPool | None = None,
@@ -144,7 +145,7 @@ class SweepEngine:
         self.sweep_id = sweep_id
         self.spec = spec
         self.on_progress = on_progress
-        self.stopper = _CancelStopper(should_cancel)
+        self.stopper = _CancelStopper(should_cancel, cancel_check_seconds)
         self.max_failures = max_failures
         self.progress = SweepProgress()
         self.execution_used: set[ExecutionUsed] = set()

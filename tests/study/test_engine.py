@@ -125,7 +125,11 @@ def test_cancel_stops_the_sweep(tmp_path: Path) -> None:
     _, factory = _factory(tmp_path)
     done: list[int] = []  # the engine's progress reports: the cancel comes once the first trial has finished
     sweep_id, outcome = _run(
-        factory, spec, on_progress=lambda progress: done.append(progress.done), should_cancel=lambda: any(done)
+        factory,
+        spec,
+        on_progress=lambda progress: done.append(progress.done),
+        should_cancel=lambda: any(done),
+        cancel_check_seconds=0.0,  # ask at every result, so the stop comes at the first report after it
     )
     assert outcome.status == "stopped"
     with factory() as session:
