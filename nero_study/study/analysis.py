@@ -1,4 +1,4 @@
-"""Robustness metrics of a learning-rate sweep (DESIGN.md section 4), from finished trial records.
+"""Robustness metrics of a learning-rate sweep, from finished trial records.
 
 Input: trial records (mappings, objects with ``to_dict()`` such as ``TrialResult``, or a pandas DataFrame)
 with ``task``, ``label`` (optimiser variant; ``optimizer`` when missing), ``optimizer``, ``lr``, ``seed``,
@@ -308,7 +308,7 @@ def _ootb_regret(ootb: float, best_all: float) -> float:
 def analyze_sweep(
     trials: Any, *, chance: Mapping[str, float] | None = None, tau_max: float = TAU_MAX
 ) -> SweepAnalysis:
-    """Compute the robustness metrics of DESIGN.md section 4 (conventions in the module docstring).
+    """Compute a sweep's robustness metrics (conventions in the module docstring).
 
     ``trials``: records or a DataFrame (columns in the module docstring). ``chance``: m0 per task in the
     task's orientation, overriding the median initial metric. No finished trials give an empty analysis.
