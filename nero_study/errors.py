@@ -15,3 +15,7 @@ class UnknownTaskError(ValueError):
 class UnknownOptimizerError(ValueError):
     """An optimiser name that is not registered; the message lists the valid ones."""
 
+
+
+class InfeasibleResourcesError(ValueError):
+    """A sweep asks for more per trial than the cluster has in all; the message names the resource."""

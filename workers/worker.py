@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nero_study.settings import Settings
 from nero_study.store import db, repo
-from nero_study.study.cluster import PoolShape, ensure_ray, pool_shape
+from nero_study.errors import InfeasibleResourcesError
+from nero_study.study.cluster import PoolShape, ensure_ray, infeasible_resources, pool_shape
 from nero_study.study.engine import SweepEngine
 from nero_study.study.pool import WarmPool
 from nero_study.study.sink import ProgressHook, SweepProgress
@@ -162,6 +163,13 @@ class SweepWorker:
             pool, self.pool = self.pool, None
             pool.close()
 
+    def discard_pool(self) -> None:
+        """Close the runners after a failure; a close that fails too is logged, the pool is dropped anyway."""
+        try:
+            self.close_pool()
+        except Exception:  # noqa: BLE001 - a broken pool may fail to close; it is dropped either way
+            logger.exception("worker %s: closing the failed warm runners failed", self.owner)
+
     def process(
         self, sweep_id: str, spec_data: dict, attempt: int = 1, *, on_progress: ProgressHook | None = None
     ) -> str:
@@ -176,9 +184,14 @@ class SweepWorker:
         )
         heartbeat.start()
         status, error, execution = "failed", None, None
+        pool: WarmPool | None = None
         try:
             spec = SweepSpec.from_stored(spec_data)
             ensure_ray()
+            problem = infeasible_resources(spec.resources)
+            if problem is not None:
+                raise InfeasibleResourcesError(problem)
+            pool = self.pool_for(spec)
             engine = SweepEngine(
                 session_factory=self.session_factory,
                 sweep_id=sweep_id,
@@ -186,7 +199,7 @@ class SweepWorker:
                 should_cancel=lambda: heartbeat.should_stop() or self.stopping.is_set(),
                 on_progress=on_progress or self._log_progress,
                 attempt=attempt,
-                pool=self.pool_for(spec),
+                pool=pool,
             )
             outcome = engine.run()
             execution = outcome.execution
@@ -194,6 +207,11 @@ class SweepWorker:
         except Exception as exc:  # noqa: BLE001 - recorded on the sweep; the worker goes on
             logger.exception("sweep %s failed", sweep_id)
             error = f"{type(exc).__name__}: {exc}"
+            if pool is not None:
+                # The runners may be what failed (a dead dispatcher, a crashed experiment): never hand them
+                # to the next sweep. The next sweep that needs runners starts new ones.
+                logger.warning("worker %s: discarding the warm runners after sweep %s failed", self.owner, sweep_id)
+                self.discard_pool()
         finally:
             heartbeat.stop_event.set()
             heartbeat.join(timeout=5)
