@@ -64,16 +64,18 @@ def test_unknown_task_option_is_refused_with_the_tasks_config_fields(client: Tes
     message = refused(client, {**QUICK_SPEC, "task_options": {"digits-mlp": {"no_such_field": 1}}})
 
     assert "no_such_field" in message and "'digits-mlp'" in message
-    from nero_study.tasks.registry import get_task
     import dataclasses
+
+    from nero_study.tasks.registry import get_task
 
     fields = [field.name for field in dataclasses.fields(get_task("digits-mlp").budgets["smoke"])]
     assert all(name in message for name in fields)
 
 
 def test_a_known_task_option_is_accepted(client: TestClient) -> None:
-    from nero_study.tasks.registry import get_task
     import dataclasses
+
+    from nero_study.tasks.registry import get_task
 
     config = get_task("digits-mlp").budgets["smoke"]
     field = dataclasses.fields(config)[0].name
