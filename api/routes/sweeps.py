@@ -27,7 +27,7 @@ from api.schemas import (
     SweepsPublic,
     TrialsPublic,
 )
-from nero_study.json_safe import json_safe
+from nero_study.json_safe import MAX_SHOWN_DEPTH, json_safe
 from nero_study.store import repo
 from nero_study.store.models import Sweep
 from nero_study.study.plan import stored_planned_trials
@@ -71,7 +71,8 @@ def sweep_public(sweep: Sweep, *, counts: dict[str, int], planned_trials: int | 
         id=sweep.id,
         name=sweep.name,
         status=sweep.status,
-        spec=json_safe(dict(sweep.spec or {})),
+        # Bounded: a stored spec of any depth (one stored before specs were bounded) never breaks a listing.
+        spec=json_safe(dict(sweep.spec or {}), max_depth=MAX_SHOWN_DEPTH),
         counts=counts,
         trials_total=sum(counts.values()),
         planned_trials=planned_trials,
