@@ -19,9 +19,9 @@ from types import FrameType
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from nero_study.errors import InfeasibleResourcesError
 from nero_study.settings import Settings
 from nero_study.store import db, repo
-from nero_study.errors import InfeasibleResourcesError
 from nero_study.study.cluster import PoolShape, ensure_ray, infeasible_resources, pool_shape
 from nero_study.study.engine import SweepEngine
 from nero_study.study.pool import WarmPool
