@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from nero_study.formatting import format_number
@@ -347,6 +348,7 @@ def report(
             _fail(f"Unknown sweep {sweep_id!r}")
         frame = repo.trials_frame(session, sweep_id=sweep_id)
         spec_data, name, execution = dict(record.spec), record.name, record.execution
+        status, error = record.status, record.error
     analysis = analyze_sweep(frame)
     if html:
         from dashboards.report import write_html_report
@@ -356,16 +358,29 @@ def report(
         return
     rows = paper_table(analysis)
     if output_format == "json":
-        typer.echo(dumps({"sweep_id": sweep_id, "name": name, "execution": execution, **analysis.to_dict()}))
+        typer.echo(
+            dumps(
+                {"sweep_id": sweep_id, "name": name, "status": status, "error": error, "execution": execution,
+                 **analysis.to_dict()}
+            )
+        )
         return
     if output_format == "csv":
         typer.echo(analysis.summary_frame().to_csv(index=False), nl=False)
         return
-    _print_report(sweep_id, name, execution, spec_data, analysis, rows)
+    _print_report(sweep_id, name, execution, spec_data, analysis, rows, status=status, error=error)
 
 
-def _print_report(sweep_id: str, name: str, execution: str | None, spec: dict, analysis: Any, rows: list) -> None:
-    console.print(f"[bold]sweep {sweep_id}[/] {name}  (execution: {execution or 'n/a'}, preset {spec.get('preset')})")
+def _print_report(
+    sweep_id: str, name: str, execution: str | None, spec: dict, analysis: Any, rows: list, *, status: str,
+    error: str | None,
+) -> None:
+    console.print(
+        f"[bold]sweep {sweep_id}[/] {escape(name)}  status {status}  (execution: {execution or 'n/a'}, "
+        f"preset {spec.get('preset')})"
+    )
+    if error:
+        console.print(f"[red]{escape(error)}[/]")
     by_task: dict[str, list] = {}
     for row in rows:
         by_task.setdefault(row.task, []).append(row)

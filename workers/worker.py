@@ -231,6 +231,8 @@ class SweepWorker:
             repo.finish_sweep(
                 session, sweep_id=sweep_id, owner=self.owner, status=status, error=error, execution=execution
             )
+            stored = repo.get_sweep(session, sweep_id=sweep_id)
+            status = stored.status if stored is not None else status  # trials_failed when some trials failed
         logger.info("worker %s: sweep %s %s", self.owner, sweep_id, status)
         return status
 

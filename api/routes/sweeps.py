@@ -32,7 +32,7 @@ from nero_study.store import repo
 from nero_study.store.models import Sweep
 from nero_study.study.plan import stored_planned_trials
 from nero_study.study.queue import queue_sweep
-from nero_study.vocabulary import SweepStatus, TrialStatus
+from nero_study.vocabulary import SWEEP_FINISHED, SweepStatus, TrialStatus
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def cancel_sweep(
     sweep = repo.request_cancel(session, sweep_id=sweep_id)
     if sweep is None:
         raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"Sweep {sweep_id[:64]!r} not found")
-    if sweep.status in ("succeeded", "failed"):
+    if sweep.status in SWEEP_FINISHED and sweep.status != "cancelled":
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=f"Sweep {sweep.id} has already {sweep.status}")
     logger.info("cancel of sweep %s requested by %s", sweep.id, principal.name)
     return _present(session, sweep)

@@ -390,7 +390,9 @@ def finish_sweep(
 ) -> bool:
     """End ``owner``'s run of the sweep with ``status`` (succeeded/failed/cancelled) and release the lease.
 
-    Returns ``False`` (and changes nothing) when ``owner`` no longer holds the sweep.
+    ``succeeded`` is stored as ``trials_failed`` when any of the sweep's trials failed (the error then says how
+    many), so a sweep never says plain ``succeeded`` about failed work. Returns ``False`` (and changes nothing)
+    when ``owner`` no longer holds the sweep.
     """
     if status not in SWEEP_FINISHED:
         raise ValueError(f"Invalid sweep status: {status!r}; valid: {', '.join(SWEEP_FINISHED)}")
@@ -405,6 +407,13 @@ def finish_sweep(
     if execution is not None:
         values["execution"] = execution
     with _write(session):
+        if status == "succeeded":
+            failed = session.scalar(
+                sa.select(sa.func.count()).where(Trial.sweep_id == sweep_id, Trial.status == "failed")
+            )
+            if failed:
+                values["status"] = "trials_failed"
+                values["error"] = error or f"{failed} trial(s) failed; see each trial's error"
         result = session.execute(
             sa.update(Sweep)
             .where(Sweep.id == sweep_id, Sweep.lease_owner == owner, Sweep.status == "running")

@@ -121,7 +121,7 @@ def test_listing_filters_by_status(client: TestClient, submit: Submit) -> None:
 @pytest.mark.parametrize(
     ("params", "field", "valid"),
     [
-        ({"status": "done"}, "status", "'queued', 'running', 'succeeded', 'failed' or 'cancelled'"),
+        ({"status": "done"}, "status", "'queued', 'running', 'succeeded', 'trials_failed', 'failed' or 'cancelled'"),
         ({"limit": 0}, "limit", "greater than or equal to 1"),
         ({"limit": 100000}, "limit", "less than or equal to 500"),
         ({"offset": -1}, "offset", "greater than or equal to 0"),
