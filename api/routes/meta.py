@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from api.deps import SessionDep
 from api.schemas import HealthPublic, OptimizerPublic, TaskPublic
 from nero_study.json_safe import json_safe
-from nero_study.store import db
+from nero_study.store import db, repo
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +63,12 @@ def list_optimizers() -> list[OptimizerPublic]:
 @health_router.get(
     "/healthz",
     response_model=HealthPublic,
-    summary="Health check (database)",
-    responses={503: {"model": HealthPublic, "description": "The database does not answer"}},
+    summary="Health check (database reads and writes)",
+    responses={503: {"model": HealthPublic, "description": "The database does not answer or cannot write"}},
 )
 def healthz(session: SessionDep) -> HealthPublic | JSONResponse:
-    """``ok`` when the database answers a query; also the migration revision it is at and the newest shipped."""
+    """``ok`` when the database answers a query and commits a write; also the migration revision it is at and
+    the newest shipped. 503 when either fails (a service that cannot store a sweep is not healthy)."""
     try:
         session.execute(sa.select(1)).scalar_one()
         # On the session's own connection: on SQLite a second connection would wait for this one's lock.
@@ -75,5 +76,11 @@ def healthz(session: SessionDep) -> HealthPublic | JSONResponse:
     except Exception as exc:  # noqa: BLE001 - any database failure means "unhealthy", not a 500
         logger.warning("health check failed: %s", type(exc).__name__)
         body = HealthPublic(status="error", database=f"unreachable ({type(exc).__name__})")
+        return JSONResponse(status_code=503, content=body.model_dump(mode="json"))
+    try:
+        repo.check_writable(session)
+    except Exception as exc:  # noqa: BLE001 - a failed write means "unhealthy", not a 500
+        logger.warning("health check: the database cannot write: %s", type(exc).__name__)
+        body = HealthPublic(status="error", database=f"not writable ({type(exc).__name__})", revision=revision)
         return JSONResponse(status_code=503, content=body.model_dump(mode="json"))
     return HealthPublic(status="ok", database="ok", revision=revision, head=_head_revision())
