@@ -4,6 +4,7 @@ and runs the next sweep."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +81,56 @@ def test_a_broken_warm_pool_fails_its_sweep_and_the_next_sweep_runs_on_new_runne
         assert broken and worker.pool is not broken[0] and not broken[0].alive
     finally:
         worker.close()
+
+
+class FailingStatements:
+    """Makes the next ``failures`` statements that ``matches`` fail as SQLite's disk I/O error does."""
+
+    def __init__(self, matches: Callable[[str, Any], bool], failures: int) -> None:
+        self.matches = matches
+        self.remaining = failures
+
+    def __call__(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        import sqlite3
+
+        import sqlalchemy as sa
+
+        if self.remaining > 0 and self.matches(statement, parameters):
+            self.remaining -= 1
+            raise sa.exc.OperationalError(statement, parameters, sqlite3.OperationalError("disk I/O error"))
+
+
+def test_a_worker_whose_store_fails_past_the_retries_waits_instead_of_exiting(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import ray
+    import sqlalchemy as sa
+
+    from nero_study.store.repo import WRITE_ATTEMPTS
+
+    worker, factory = make_worker(tmp_path)
+    worker.warm = False
+    too_big = {**ONE_TRIAL, "resources": {"cpu": ray.cluster_resources()["CPU"] + 1}}  # fails fast, no trials
+    first = queue(factory, too_big, "claimed after the store comes back")
+    # The claim fails past its retries once; then ending the sweep fails past its retries, and so does the
+    # release that follows: the worker must go on (the issue's worker exited from run_forever).
+    claim_fails = FailingStatements(lambda sql, _: sql.startswith("SELECT sweeps.id"), WRITE_ATTEMPTS)
+    end_fails = FailingStatements(
+        lambda sql, params: sql.startswith("UPDATE sweeps")
+        and ("finished_at" in sql or list(params)[:1] == ["queued"]),  # finish_sweep, release_sweep
+        2 * WRITE_ATTEMPTS,
+    )
+    sa.event.listen(worker.engine, "before_cursor_execute", claim_fails)
+    sa.event.listen(worker.engine, "before_cursor_execute", end_fails)
+    caplog.set_level("INFO", logger="nero_study.worker")
+
+    assert worker.run_forever(once=True) == 1
+
+    assert claim_fails.remaining == 0 and end_fails.remaining == 0
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("the store is unreachable" in m for m in messages)
+    assert any(f"the store failed ending sweep {first}" in m for m in messages)
+    assert any(f"could not release sweep {first} either" in m for m in messages)
+    with factory() as session:
+        assert repo.get_sweep(session, sweep_id=first).status == "running"  # its lease will expire
+    # With the store back, the next run of the loop ends the sweep it takes over once the lease lapses.

@@ -17,6 +17,7 @@ import time
 import uuid
 from types import FrameType
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from nero_study.errors import InfeasibleResourcesError
@@ -109,7 +110,15 @@ class SweepWorker:
             self.warm_pool(pool_shape(Resources()))
         try:
             while not self.stopping.is_set():
-                claimed = self.claim()
+                try:
+                    claimed = self.claim()
+                except sa.exc.DBAPIError as exc:
+                    if not repo.is_transient(exc):
+                        raise
+                    # The store's own retries ran out: wait and try again rather than exit (we hold nothing).
+                    logger.warning("worker %s: the store is unreachable (%s); waiting", self.owner, exc.orig)
+                    self.stopping.wait(max(self.settings.poll_seconds, 1.0))
+                    continue
                 if claimed is None:
                     if once or (idle_timeout is not None and time.monotonic() - idle_since > idle_timeout):
                         break
@@ -184,6 +193,7 @@ class SweepWorker:
         )
         heartbeat.start()
         status, error, execution = "failed", None, None
+        store_down = False
         pool: WarmPool | None = None
         try:
             spec = SweepSpec.from_stored(spec_data)
@@ -207,6 +217,8 @@ class SweepWorker:
         except Exception as exc:  # noqa: BLE001 - recorded on the sweep; the worker goes on
             logger.exception("sweep %s failed", sweep_id)
             error = f"{type(exc).__name__}: {exc}"
+            # The store failing past its retries is not the sweep's fault: give it back rather than fail it.
+            store_down = isinstance(exc, sa.exc.DBAPIError) and repo.is_transient(exc)
             if pool is not None:
                 # The runners may be what failed (a dead dispatcher, a crashed experiment): never hand them
                 # to the next sweep. The next sweep that needs runners starts new ones.
@@ -218,23 +230,45 @@ class SweepWorker:
         if heartbeat.lease_lost.is_set():
             logger.warning("worker %s lost the lease of sweep %s; leaving it to its new owner", self.owner, sweep_id)
             return "lost"
-        if status == "stopped" and not heartbeat.cancel_requested.is_set():
-            # Shutting down, not cancelled by a user: give the sweep back to the queue for another worker.
+        try:
+            if store_down or (status == "stopped" and not heartbeat.cancel_requested.is_set()):
+                # Shutting down (not cancelled by a user), or the store failed: back to the queue.
+                with self.session_factory() as session:
+                    repo.release_sweep(session, sweep_id=sweep_id, owner=self.owner)
+                logger.info("worker %s: sweep %s released back to the queue", self.owner, sweep_id)
+                return "released"
+            if status == "stopped":
+                status = "cancelled"
+                with self.session_factory() as session:
+                    repo.cancel_pending_trials(session, sweep_id=sweep_id)
             with self.session_factory() as session:
-                repo.release_sweep(session, sweep_id=sweep_id, owner=self.owner)
-            return "released"
-        if status == "stopped":
-            status = "cancelled"
-            with self.session_factory() as session:
-                repo.cancel_pending_trials(session, sweep_id=sweep_id)
-        with self.session_factory() as session:
-            repo.finish_sweep(
-                session, sweep_id=sweep_id, owner=self.owner, status=status, error=error, execution=execution
-            )
-            stored = repo.get_sweep(session, sweep_id=sweep_id)
-            status = stored.status if stored is not None else status  # trials_failed when some trials failed
+                repo.finish_sweep(
+                    session, sweep_id=sweep_id, owner=self.owner, status=status, error=error, execution=execution
+                )
+                stored = repo.get_sweep(session, sweep_id=sweep_id)
+                status = stored.status if stored is not None else status  # trials_failed when some trials failed
+        except sa.exc.DBAPIError as exc:
+            if not repo.is_transient(exc):
+                raise
+            return self._release_after_store_failure(sweep_id, exc)
         logger.info("worker %s: sweep %s %s", self.owner, sweep_id, status)
         return status
+
+    def _release_after_store_failure(self, sweep_id: str, exc: sa.exc.DBAPIError) -> str:
+        """The store failed past its retries while ending a sweep: try to give the sweep back; failing that,
+        its lease (no longer renewed) expires and another worker, or this one once the store answers, takes it
+        over and keeps its finished trials. Either way the worker goes on."""
+        logger.error("worker %s: the store failed ending sweep %s (%s)", self.owner, sweep_id, exc.orig)
+        try:
+            with self.session_factory() as session:
+                repo.release_sweep(session, sweep_id=sweep_id, owner=self.owner)
+        except sa.exc.DBAPIError as again:
+            if not repo.is_transient(again):
+                raise
+            logger.error("worker %s: could not release sweep %s either; its lease will expire", self.owner, sweep_id)
+            return "unrecorded"
+        logger.info("worker %s: sweep %s released back to the queue", self.owner, sweep_id)
+        return "released"
 
     def _log_progress(self, progress: SweepProgress) -> None:
         logger.debug("progress %s/%s %s", progress.done, progress.total, dict(progress.counts))
