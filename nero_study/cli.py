@@ -440,7 +440,14 @@ def worker(
     store_db.upgrade(settings.database_url)
     sweep_worker = SweepWorker(settings)
     sweep_worker.install_signal_handlers()
-    count = sweep_worker.run_forever(once=once, idle_timeout=idle_timeout)
+    try:
+        count = sweep_worker.run_forever(once=once, idle_timeout=idle_timeout)
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()  # stops the local Ray this worker started (raylet, GCS, its workers)
+        logging.getLogger("nero_study.worker").info("worker %s: stopped", sweep_worker.owner)
     console.print(f"worker {sweep_worker.owner}: ran {count} sweep(s)")
 
 

@@ -87,12 +87,33 @@ class SweepWorker:
         self.pool: WarmPool | None = None
 
     def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT both stop the worker gracefully: its sweep goes back to the queue.
+
+        ``ray.init`` installs its own SIGTERM handler (which exits at once, leaving the sweep ``running`` until
+        its lease expires), so the handlers are installed again each time this worker connects to Ray.
+        """
+
         def handle(signum: int, frame: FrameType | None) -> None:
-            logger.info("worker %s: signal %s, stopping after the current step", self.owner, signum)
+            logger.info(
+                "worker %s: signal %s, stopping after the current step", self.owner, signal.Signals(signum).name
+            )
             self.stopping.set()
 
+        self._signal_handler = handle
+        # A per-sweep Tune experiment runs in the main thread, where Tune would take SIGINT for itself: it
+        # ended the experiment and the sweep was recorded as finished with trials still pending.
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
+
+    def connect_ray(self) -> None:
+        """Connect to Ray (once per process), then take SIGTERM/SIGINT back from Ray if this worker owns them."""
+        ensure_ray()
+        handler = getattr(self, "_signal_handler", None)
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                if signal.getsignal(signum) is not handler:
+                    signal.signal(signum, handler)
 
     def claim(self) -> tuple[str, dict, int] | None:
         with self.session_factory() as session:
@@ -106,7 +127,7 @@ class SweepWorker:
         if self.warm:
             # Start the runners for the default per-trial resources now, while the queue may still be
             # empty: the first sweep then finds them warm too (a sweep needing others replaces them).
-            ensure_ray()
+            self.connect_ray()
             self.warm_pool(pool_shape(Resources()))
         try:
             while not self.stopping.is_set():
@@ -197,7 +218,7 @@ class SweepWorker:
         pool: WarmPool | None = None
         try:
             spec = SweepSpec.from_stored(spec_data)
-            ensure_ray()
+            self.connect_ray()
             problem = infeasible_resources(spec.resources)
             if problem is not None:
                 raise InfeasibleResourcesError(problem)
