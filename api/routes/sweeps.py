@@ -327,11 +327,30 @@ def export_frame(session: Session, sweep: Sweep) -> Any:
     return frame
 
 
+#: A text cell starting with one of these is a formula to a spreadsheet (OWASP's CSV injection list).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(frame: Any) -> Any:
+    """``frame`` with every text cell that a spreadsheet would run as a formula prefixed by ``'`` (shown as
+    text). Numbers are left alone: a negative number is data, not a formula."""
+    from pandas.api.types import is_numeric_dtype
+
+    frame = frame.copy()
+    for column in frame.columns:
+        if not is_numeric_dtype(frame[column]):
+            frame[column] = [
+                f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+                for value in frame[column]
+            ]
+    return frame
+
+
 def _export(session: Session, sweep_id: str, kind: str) -> Response:
     sweep = _get_or_404(session, sweep_id)
     frame = export_frame(session, sweep)
     if kind == "csv":
-        content = frame.to_csv(index=False).encode("utf-8")
+        content = csv_safe(frame).to_csv(index=False).encode("utf-8")
     else:
         buffer = io.BytesIO()
         frame.to_parquet(buffer, index=False, engine="pyarrow")

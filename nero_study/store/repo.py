@@ -949,10 +949,17 @@ def verify_token(session: Session, *, token: str, now: datetime | None = None) -
     """Whether ``token`` is a stored, unrevoked token; records when it was last used."""
     if not token:
         return False
+    digest = hash_token(token)
+    with _read(session):  # a wrong token never takes the write lock (on SQLite it would wait for a writer)
+        known = session.scalar(
+            sa.select(ApiToken.id).where(ApiToken.token_hash == digest, ApiToken.revoked.is_(False))
+        )
+    if known is None:
+        return False
     with _write(session):
         result = session.execute(
             sa.update(ApiToken)
-            .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked.is_(False))
+            .where(ApiToken.token_hash == digest, ApiToken.revoked.is_(False))
             .values(last_used_at=now or utc_now())
             .execution_options(synchronize_session=False)
         )
