@@ -459,10 +459,10 @@ def serve(
     workers: Annotated[int, typer.Option(help="Worker processes to start beside the API")] = 1,
     demo: Annotated[bool, typer.Option(help="Submit a small demo sweep when the database is empty")] = True,
 ) -> None:
-    """The embedded default: the API and dashboards, plus worker process(es) on local Ray."""
+    """The embedded default: the API and dashboards, plus worker process(es) on local Ray (restarted if one
+    dies, and ended with the service whatever ends it)."""
+    import logging
     import os
-    import subprocess
-    import sys
 
     import uvicorn
 
@@ -481,21 +481,20 @@ def serve(
             created = queue_demo_if_empty(session)
         if created is not None:
             console.print(f"submitted demo sweep {created.id}")
+    from workers.supervisor import WorkerSupervisor
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     env = {**os.environ, "NERO_STUDY_DATABASE_URL": settings.database_url}
-    children = [
-        subprocess.Popen([sys.executable, "-m", "nero_study.cli", "worker"], env=env) for _ in range(max(0, workers))
-    ]
-    console.print(f"nero-study on http://{settings.host}:{settings.port}  ({len(children)} worker(s))")
+    supervisor = WorkerSupervisor(max(0, workers), env)
+    supervisor.start()
+    console.print(f"nero-study on http://{settings.host}:{settings.port}  ({workers} worker(s))")
+    api_app = create_app(settings)
+    if workers > 0:
+        api_app.state.worker_status = supervisor.status  # /healthz reports them
     try:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+        uvicorn.run(api_app, host=settings.host, port=settings.port, log_level="info")
     finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        supervisor.stop()
 
 
 @app.command()

@@ -7,7 +7,7 @@ from functools import cache
 
 import sqlalchemy as sa
 from alembic.runtime.migration import MigrationContext
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import SessionDep
@@ -66,7 +66,7 @@ def list_optimizers() -> list[OptimizerPublic]:
     summary="Health check (database reads and writes)",
     responses={503: {"model": HealthPublic, "description": "The database does not answer or cannot write"}},
 )
-def healthz(session: SessionDep) -> HealthPublic | JSONResponse:
+def healthz(session: SessionDep, request: Request) -> HealthPublic | JSONResponse:
     """``ok`` when the database answers a query and commits a write; also the migration revision it is at and
     the newest shipped. 503 when either fails (a service that cannot store a sweep is not healthy)."""
     try:
@@ -83,4 +83,9 @@ def healthz(session: SessionDep) -> HealthPublic | JSONResponse:
         logger.warning("health check: the database cannot write: %s", type(exc).__name__)
         body = HealthPublic(status="error", database=f"not writable ({type(exc).__name__})", revision=revision)
         return JSONResponse(status_code=503, content=body.model_dump(mode="json"))
-    return HealthPublic(status="ok", database="ok", revision=revision, head=_head_revision())
+    worker_status = getattr(request.app.state, "worker_status", None)
+    workers = worker_status() if worker_status is not None else None
+    if workers is not None and workers["alive"] < workers["expected"]:
+        body = HealthPublic(status="error", database="ok", revision=revision, head=_head_revision(), workers=workers)
+        return JSONResponse(status_code=503, content=body.model_dump(mode="json"))
+    return HealthPublic(status="ok", database="ok", revision=revision, head=_head_revision(), workers=workers)
