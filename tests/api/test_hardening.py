@@ -57,3 +57,26 @@ def test_a_wrong_token_is_refused_while_another_process_holds_the_write_lock(
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_figure_legends_show_label_markup_as_text(
+    client: TestClient, submit: Callable[..., dict[str, Any]], finished_trials: Callable[..., Any]
+) -> None:
+    label = '<a href="http://example.com">x</a><b>bold</b>'
+    spec = {
+        "tasks": ["digits-mlp"],
+        "optimizers": [{"name": "nero", "label": label}, "adam"],
+        "lrs": [0.001, 0.01],
+        "budget": "smoke",
+    }
+    sweep = submit(spec)
+    finished_trials(
+        sweep["id"],
+        {(lbl, lr): ("succeeded", 0.2 + lr) for lbl in (label, "adam") for lr in (0.001, 0.01)},
+    )
+
+    figures = client.get(f"/sweeps/{sweep['id']}/figures.json").json()["figures"]
+
+    names = [trace.get("name", "") for fig in figures.values() for trace in fig["data"]]
+    assert any("&lt;a href=" in name for name in names)  # the label is in a legend, as text
+    assert not any("<a " in name or "<b>" in name for name in names)
