@@ -30,6 +30,7 @@ from dashboards.progress import plot_sweep_progress, sweep_progress_info
 from dashboards.snapshot import SweepListItem, SweepSnapshot, trial_record, trial_version
 from dashboards.tables import paper_tables, profile_score_rows, robustness_rows
 from dashboards.templating import inline_assets, render, render_fragments, served_assets
+from nero_study.tasks.registry import task_caveats
 from nero_study.vocabulary import TRIAL_ENDED
 
 DEFAULT_REFRESH_SECONDS = 3.0
@@ -110,6 +111,7 @@ def _recent_trials(snapshot: SweepSnapshot, limit: int = RECENT_TRIALS) -> list[
 def _sweep_context(snapshot: SweepSnapshot) -> dict[str, Any]:
     return {
         "sweep": snapshot,
+        "caveats": task_caveats(snapshot.spec.get("tasks", []) or []),
         "progress": snapshot.progress,
         "recent_trials": _recent_trials(snapshot),
         "curve_trials": [trial for trial, _ in snapshot.curves],

@@ -366,6 +366,10 @@ def report(
 
 def _print_report(sweep_id: str, name: str, execution: str | None, spec: dict, analysis: Any, rows: list) -> None:
     console.print(f"[bold]sweep {sweep_id}[/] {name}  (execution: {execution or 'n/a'}, preset {spec.get('preset')})")
+    from nero_study.tasks.registry import task_caveats
+
+    for task_name, caveat in task_caveats(spec.get("tasks", []) or []).items():
+        console.print(f"[yellow]caveat ({task_name}):[/] {caveat}", markup=True, highlight=False)
     by_task: dict[str, list] = {}
     for row in rows:
         by_task.setdefault(row.task, []).append(row)

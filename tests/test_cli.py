@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from nero_study.cli import app
 from nero_study.store import db, repo
 from nero_study.tasks.base import TrialSpec
+from nero_study.tasks.registry import get_task
 from nero_study.tasks.runner import run_trial
 
 runner = CliRunner()
@@ -193,6 +194,19 @@ def test_report_prints_the_paper_table_and_machine_formats(stored_sweep: tuple[s
     csv = runner.invoke(app, ["report", sweep_id, "--db", url, "--format", "csv"]).stdout
     assert csv.splitlines()[0].startswith("task,label")
     assert len(csv.strip().splitlines()) == 3
+
+
+def test_report_states_the_caveats_of_its_tasks(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'caveat.db'}"
+    db.upgrade(url)
+    spec = {"tasks": ["ppo-cartpole", "digits-mlp"], "optimizers": ["nero"], "lrs": [0.01], "budget": "smoke"}
+    with db.session_factory(db.make_engine(url))() as session:
+        sweep = repo.create_sweep(session, spec=spec, name="caveats")[0]
+    result = runner.invoke(app, ["report", sweep.id, "--db", url], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    caveat = " ".join(get_task("ppo-cartpole").caveat.split())
+    assert f"caveat (ppo-cartpole): {caveat}" in " ".join(result.output.split())
+    assert "caveat (digits-mlp)" not in result.output  # only tasks with a known limit
 
 
 def test_report_of_an_unknown_sweep_fails_clearly(tmp_path: Path) -> None:
