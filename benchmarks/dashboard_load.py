@@ -219,8 +219,10 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
 
-    print(f"\n{args.trials} trials, min of {args.repeats}, ms (targets: changed <= {TARGET_CHANGED_MS:.0f}, "
-          f"unchanged <= {TARGET_UNCHANGED_MS:.0f})")
+    print(
+        f"\n{args.trials} trials, min of {args.repeats}, ms (targets: changed <= {TARGET_CHANGED_MS:.0f}, "
+        f"unchanged <= {TARGET_UNCHANGED_MS:.0f})"
+    )
     print(f"{'':14}{'changed':>10}{'same version':>14}{'If-None-Match':>15}  statuses")
     for name, row in rows.items():
         print(f"{name:14}{row['changed']:>10.1f}{row['same']:>14.1f}{row['unchanged']:>15.1f}  {row['status']}")

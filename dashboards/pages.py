@@ -120,8 +120,13 @@ def _sweep_context(snapshot: SweepSnapshot) -> dict[str, Any]:
 SWEEP_FRAGMENTS: tuple[str, ...] = ("sweep-summary", "sweep-tables", "sweep-trials")
 
 
-def sweep_update(snapshot: SweepSnapshot, *, root: str = "") -> dict[str, Any]:
-    """What a live sweep page polls: version, status, every figure and the re-rendered fragments."""
+def sweep_update(
+    snapshot: SweepSnapshot, *, root: str = "", figures: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """What a live sweep page polls: version, status, every figure and the re-rendered fragments.
+
+    ``figures``: :func:`sweep_figures` of ``snapshot`` when already built (they are built here otherwise).
+    """
     context = {**_sweep_context(snapshot), "assets": served_assets(root)}
     return {
         "changed": True,
@@ -129,7 +134,7 @@ def sweep_update(snapshot: SweepSnapshot, *, root: str = "") -> dict[str, Any]:
         "status": snapshot.status,
         "finished": snapshot.finished,
         "counts": snapshot.counts,
-        "figures": sweep_figures(snapshot),
+        "figures": sweep_figures(snapshot) if figures is None else figures,
         "fragments": render_fragments("_sweep_fragments.html", SWEEP_FRAGMENTS, **context),
     }
 
@@ -139,9 +144,14 @@ def unchanged_update(version: str, *, status: str, finished: bool) -> dict[str, 
     return {"changed": False, "version": version, "status": status, "finished": finished}
 
 
-def _live(url: str, version: str, finished: bool, refresh_seconds: float) -> dict[str, Any]:
+def _live(
+    url: str, version: str, finished: bool, refresh_seconds: float, etag: str | None = None
+) -> dict[str, Any]:
     interval = max(MIN_REFRESH_SECONDS, float(refresh_seconds))
-    return {"url": url, "version": version, "finished": finished, "interval_ms": int(interval * 1000)}
+    live = {"url": url, "version": version, "finished": finished, "interval_ms": int(interval * 1000)}
+    if etag is not None:
+        live["etag"] = etag  # the poll sends it as If-None-Match: 304 while nothing changed
+    return live
 
 
 # --- pages ------------------------------------------------------------------------------------------
@@ -164,21 +174,28 @@ def render_sweeps_page(
 
 
 def render_sweep_page(
-    snapshot: SweepSnapshot, *, root: str = "", refresh_seconds: float = DEFAULT_REFRESH_SECONDS
+    snapshot: SweepSnapshot,
+    *,
+    root: str = "",
+    refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
+    figures: dict[str, dict[str, Any]] | None = None,
+    figures_etag: str | None = None,
 ) -> str:
     """A sweep's page: progress, every figure, the paper-style table and the robustness metrics.
 
-    While the sweep has not finished the page polls ``/sweeps/<id>/figures.json`` every ``refresh_seconds``.
+    While the sweep has not finished the page polls ``/sweeps/<id>/figures.json`` every ``refresh_seconds``,
+    with ``If-None-Match: <figures_etag>`` (the validator of that URL at the page's version) when given.
+    ``figures``: :func:`sweep_figures` of ``snapshot`` when already built.
     """
     assets = served_assets(root)
     live = None
     if not snapshot.finished:
         url = f"{assets.root}/sweeps/{snapshot.id}/figures.json"
-        live = _live(url, snapshot.version, snapshot.finished, refresh_seconds)
+        live = _live(url, snapshot.version, snapshot.finished, refresh_seconds, figures_etag)
     return render(
         "sweep.html",
         assets=assets,
-        figures=sweep_figures(snapshot),
+        figures=sweep_figures(snapshot) if figures is None else figures,
         live=live,
         report=False,
         generated_at=None,
@@ -186,12 +203,17 @@ def render_sweep_page(
     )
 
 
-def render_report(snapshot: SweepSnapshot, *, generated_at: datetime | None = None) -> str:
+def render_report(
+    snapshot: SweepSnapshot,
+    *,
+    generated_at: datetime | None = None,
+    figures: dict[str, dict[str, Any]] | None = None,
+) -> str:
     """The single-file report of a sweep: the sweep page's figures and tables with everything inlined."""
     return render(
         "sweep.html",
         assets=inline_assets(),
-        figures=sweep_figures(snapshot),
+        figures=sweep_figures(snapshot) if figures is None else figures,
         live=None,
         report=True,
         generated_at=generated_at or datetime.now(UTC),

@@ -94,6 +94,8 @@ class SweepSnapshot:
     analysis: SweepAnalysis = field(repr=False)
     analysis_error: str | None = None  # why the trials could not be analysed (the figures say so)
     curves: tuple[tuple[dict[str, Any], list[dict[str, Any]]], ...] = field(default=(), repr=False)
+    #: The sweep's change counter in the store when this was read (``Sweep.version``): what ETags are made of.
+    store_version: int = 0
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -155,6 +157,7 @@ def load_sweep_snapshot(session: Session, *, sweep_id: str, with_curves: bool = 
         analysis=analysis,
         analysis_error=error,
         curves=tuple(curves),
+        store_version=int(sweep.version or 0),
     )
 
 
