@@ -107,6 +107,12 @@ class _NewestPerKey(Generic[T]):
         self._size = 0
         self.builds = 0
 
+    def latest(self, key: Hashable) -> Any:
+        """The newest value kept for ``key`` whatever its version (``None`` when there is none)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            return None if entry is None else entry.value
+
     def _fresh(self, key: Hashable, version: int) -> Any:
         with self._lock:
             entry = self._entries.get(key)
@@ -167,27 +173,36 @@ class SweepViewCache:
         self.answers: _NewestPerKey[Answer] = _NewestPerKey(max_size=max_answer_bytes)
         self.figures: _NewestPerKey[Any] = _NewestPerKey(max_items=max_snapshots)
 
-    def snapshot(self, sweep_id: str, version: int, load: Callable[[], Any]) -> Any:
-        """The sweep's snapshot at ``version`` or newer; ``load()`` reads one (``None``: no such sweep)."""
+    def snapshot(self, sweep_id: str, version: int, load: Callable[[Any], Any]) -> Any:
+        """The sweep's snapshot at ``version`` or newer; ``load(previous)`` reads one (``None``: no such sweep),
+        given the newest snapshot kept of the sweep (``None`` when there is none) to take over what is current."""
+
+        def build() -> _Loaded:
+            previous = self.snapshots.latest(sweep_id)
+            return _Loaded(load(None if previous is None else previous.snapshot))
+
         found = self.snapshots.get(
             sweep_id,
             version,
-            lambda: _Loaded(load()),
+            build,
             version_of=lambda loaded: -1 if loaded.snapshot is None else loaded.snapshot.store_version,
             size=lambda loaded: 1,
         )
         return found.snapshot
 
-    def figures_of(self, snapshot: Any, build: Callable[[Any], Any]) -> Any:
-        """The figures of ``snapshot`` (``build(snapshot)``), built once per sweep version."""
+    def figures_of(self, snapshot: Any, build: Callable[[Any, Any], Any]) -> Any:
+        """The figures of ``snapshot``, built once per sweep version by ``build(snapshot, previous)``, where
+        ``previous`` is the newest snapshot whose figures are kept, and its figures (or ``None``)."""
         version = snapshot.store_version
+
+        def make() -> tuple[int, Any, Any]:
+            kept = self.figures.latest(snapshot.id)
+            previous = None if kept is None else (kept[1], kept[2])
+            return version, snapshot, build(snapshot, previous)
+
         return self.figures.get(
-            snapshot.id,
-            version,
-            lambda: (version, build(snapshot)),
-            version_of=lambda item: item[0],
-            size=lambda item: 1,
-        )[1]
+            snapshot.id, version, make, version_of=lambda item: item[0], size=lambda item: 1
+        )[2]
 
     def answer(self, key: Hashable, version: int, build: Callable[[], Answer]) -> Answer:
         """The answer for ``key`` (a sweep id, a representation and its parameters) at ``version`` or newer."""
@@ -230,7 +245,9 @@ def sweep_answer(
         return Response(status_code=304, headers={"ETag": current, **common})
 
     def build() -> Answer:
-        snapshot = cache.snapshot(sweep_id, version, lambda: load_sweep_snapshot(session, sweep_id=sweep_id))
+        snapshot = cache.snapshot(
+            sweep_id, version, lambda previous: load_sweep_snapshot(session, sweep_id=sweep_id, previous=previous)
+        )
         if snapshot is None:
             raise _SweepGone
         tag = etag(sweep_id, snapshot.store_version, representation, params, weak=weak)

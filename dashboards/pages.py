@@ -12,7 +12,7 @@ A live page (a sweep or a trial that is still running) carries a small JSON bloc
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,30 +60,54 @@ def _noted(info: Any, note: str) -> Any:
     return info._replace(note=note) if note else info
 
 
-def sweep_figures(snapshot: SweepSnapshot) -> dict[str, dict[str, Any]]:
-    """Every figure of the sweep page as Plotly JSON dicts, keyed by figure id."""
+#: The figures drawn from the learning curves alone (the others come from the trials and their analysis).
+CURVE_FIGURES: tuple[str, ...] = ("curves",)
+
+
+def sweep_figures(
+    snapshot: SweepSnapshot, *, only: Collection[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Every figure of the sweep page (or those named in ``only``) as Plotly JSON dicts, keyed by figure id."""
     labels = snapshot.labels
     colors = optimizer_colors(labels)
     analysis = snapshot.analysis
     note = _analysis_note(snapshot)
-    built = {
-        "lr-sensitivity": plot_lr_sensitivity(
+    builders: dict[str, Callable[[], Any]] = {
+        "lr-sensitivity": lambda: plot_lr_sensitivity(
             _noted(lr_sensitivity_info(snapshot.trials, analysis, labels=labels), note), colors=colors
         ),
-        "ootb-vs-tuned": plot_ootb_vs_tuned(_noted(ootb_vs_tuned_info(analysis, labels=labels), note), colors=colors),
-        "heatmap": plot_normalized_heatmap(_noted(normalized_score_info(analysis, labels=labels), note)),
-        "profiles": plot_performance_profiles(
+        "ootb-vs-tuned": lambda: plot_ootb_vs_tuned(
+            _noted(ootb_vs_tuned_info(analysis, labels=labels), note), colors=colors
+        ),
+        "heatmap": lambda: plot_normalized_heatmap(_noted(normalized_score_info(analysis, labels=labels), note)),
+        "profiles": lambda: plot_performance_profiles(
             _noted(performance_profile_info(analysis, labels=labels), note), colors=colors
         ),
-        "expected-best": plot_expected_best(_noted(expected_best_info(analysis, labels=labels), note), colors=colors),
-        "curves": plot_learning_curves(
+        "expected-best": lambda: plot_expected_best(
+            _noted(expected_best_info(analysis, labels=labels), note), colors=colors
+        ),
+        "curves": lambda: plot_learning_curves(
             learning_curves_info(list(snapshot.curves)),
             colors=colors,
             title="Learning curves at each optimiser's best learning rate",
         ),
-        "progress": plot_sweep_progress(sweep_progress_info(snapshot.trials)),
+        "progress": lambda: plot_sweep_progress(sweep_progress_info(snapshot.trials)),
     }
-    return {key: figure_to_dict(fig) for key, fig in built.items()}
+    return {key: figure_to_dict(build()) for key, build in builders.items() if only is None or key in only}
+
+
+def updated_sweep_figures(
+    snapshot: SweepSnapshot, previous: tuple[SweepSnapshot, dict[str, dict[str, Any]]] | None
+) -> dict[str, dict[str, Any]]:
+    """:func:`sweep_figures` of ``snapshot``, taking over the figures of a ``previous`` snapshot (and its
+    figures) that drew the same trials and analysis: then only the learning curves are drawn again."""
+    if previous is None:
+        return sweep_figures(snapshot)
+    before, figures = previous
+    same_trials = before.trials is snapshot.trials and before.analysis is snapshot.analysis
+    if not same_trials or before.labels != snapshot.labels:
+        return sweep_figures(snapshot)
+    return {**figures, **sweep_figures(snapshot, only=CURVE_FIGURES)}
 
 
 def _tables_context(snapshot: SweepSnapshot) -> dict[str, Any]:
@@ -333,4 +357,5 @@ __all__ = [
     "trial_figures",
     "trial_update",
     "unchanged_update",
+    "updated_sweep_figures",
 ]

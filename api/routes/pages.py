@@ -89,7 +89,7 @@ _JSON = "application/json"
 
 def _figures(request: Request, snapshot: Any) -> dict[str, Any]:
     """The snapshot's figures, built once per sweep version for every page, poll and report that shows them."""
-    return request.app.state.sweep_view_cache.figures_of(snapshot, pages.sweep_figures)
+    return request.app.state.sweep_view_cache.figures_of(snapshot, pages.updated_sweep_figures)
 
 
 @router.get("/sweeps/{sweep_id}", response_class=HTMLResponse)

@@ -143,13 +143,14 @@ def _lock_sweep(session: Session, sweep_id: str) -> None:
         session.execute(sa.select(Sweep.id).where(Sweep.id == sweep_id).with_for_update())
 
 
-def _bump_version(session: Session, sweep_id: str) -> None:
-    """Raise the sweep's ``version`` by one: something it shows changed in this transaction."""
+def _bump_version(session: Session, sweep_id: str, *, trials: bool) -> None:
+    """Raise the sweep's ``version`` by one: something it shows changed in this transaction; ``trials``: its
+    trial rows changed (not only curve points), so ``trials_version`` rises too."""
+    values: dict[str, Any] = {"version": Sweep.version + 1}
+    if trials:
+        values["trials_version"] = Sweep.trials_version + 1
     session.execute(
-        sa.update(Sweep)
-        .where(Sweep.id == sweep_id)
-        .values(version=Sweep.version + 1)
-        .execution_options(synchronize_session=False)
+        sa.update(Sweep).where(Sweep.id == sweep_id).values(**values).execution_options(synchronize_session=False)
     )
 
 
@@ -496,8 +497,8 @@ def request_cancel(session: Session, *, sweep_id: str, now: datetime | None = No
             )
             .execution_options(synchronize_session=False)
         )
-        if cancelled_now.rowcount == 1:
-            _cancel_pending(session, sweep_id=sweep_id, now=now)
+        if cancelled_now.rowcount == 1 and _cancel_pending(session, sweep_id=sweep_id, now=now):
+            _bump_version(session, sweep_id, trials=True)
         return session.get(Sweep, sweep_id, populate_existing=True)
 
 
@@ -580,7 +581,7 @@ def add_trials(session: Session, *, sweep_id: str, trials: Iterable[Any]) -> lis
             sa.select(Trial).where(Trial.sweep_id == sweep_id).execution_options(populate_existing=True)
         ).all()
         if len(stored) != before:
-            _bump_version(session, sweep_id)
+            _bump_version(session, sweep_id, trials=True)
     by_key = {_trial_key(trial): trial for trial in stored}
     ordered: dict[tuple[Any, ...], Trial] = {}
     for row in rows:
@@ -719,7 +720,7 @@ def mark_trial_running(
         )
         if result.rowcount == 1:
             session.execute(sa.delete(MetricPoint).where(MetricPoint.trial_id == trial_id))
-            _bump_version(session, str(sweep_id))
+            _bump_version(session, str(sweep_id), trials=True)
             return True
         current = session.execute(
             sa.select(Trial.status, Trial.attempt).where(Trial.id == trial_id)
@@ -766,7 +767,7 @@ def add_metric_points(
             _lock_sweep(session, found.sweep_id)
         _upsert_points(session, rows)
         if found is not None and rows:
-            _bump_version(session, found.sweep_id)
+            _bump_version(session, found.sweep_id, trials=False)
     return len(rows)
 
 
@@ -827,7 +828,7 @@ def finish_trial(
         if applied and curve is not None:
             _upsert_points(session, _point_rows(trial_id, curve))
         if applied:
-            _bump_version(session, str(sweep_id))
+            _bump_version(session, str(sweep_id), trials=True)
     return applied
 
 
@@ -870,7 +871,7 @@ def cancel_pending_trials(session: Session, *, sweep_id: str, now: datetime | No
         _lock_sweep(session, sweep_id)
         count = _cancel_pending(session, sweep_id=sweep_id, now=now or utc_now())
         if count:
-            _bump_version(session, sweep_id)
+            _bump_version(session, sweep_id, trials=True)
     return count
 
 

@@ -8,14 +8,18 @@ live here, beside the store tests, because they run the real app on both databas
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 
 import pytest
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from api.main import create_app
+from dashboards import pages
+from dashboards.snapshot import load_sweep_snapshot
 from nero_study.settings import Settings
 from nero_study.store import repo
 
@@ -73,10 +77,13 @@ def _version(session: Session, sweep_id: str) -> int:
 def test_every_change_raises_the_version_and_nothing_else_does(session: Session) -> None:
     sweep_id = _running_sweep(session)
     seen = [_version(session, sweep_id)]
+    trials_seen = [repo.get_sweep(session, sweep_id=sweep_id).trials_version]
 
-    def changed() -> None:
+    def changed(*, trials: bool = True) -> None:
         seen.append(_version(session, sweep_id))
         assert seen[-1] > seen[-2]
+        assert (repo.get_sweep(session, sweep_id=sweep_id).trials_version > trials_seen[-1]) is trials
+        trials_seen.append(repo.get_sweep(session, sweep_id=sweep_id).trials_version)
 
     def unchanged() -> None:
         assert _version(session, sweep_id) == seen[-1]
@@ -90,7 +97,7 @@ def test_every_change_raises_the_version_and_nothing_else_does(session: Session)
     assert repo.mark_trial_running(session, trial_id=first.id, attempt=1)
     unchanged()  # started again under the same attempt: a no-op
     assert repo.add_metric_points(session, trial_id=first.id, points=[{"step": 5, "metric": 0.7}], attempt=1) == 1
-    changed()  # a curve point added
+    changed(trials=False)  # a curve point added: the trial rows are as they were
     assert repo.add_metric_points(session, trial_id=first.id, points=[{"step": 6, "metric": 0.6}], attempt=0) == 0
     unchanged()  # a point of a superseded attempt is ignored
     assert _finish(session, first.id, 0.2)
@@ -103,7 +110,7 @@ def test_every_change_raises_the_version_and_nothing_else_does(session: Session)
     repo.trials_frame(session, sweep_id=sweep_id)
     unchanged()  # reads
     assert repo.request_cancel(session, sweep_id=sweep_id) is not None
-    changed()  # a cancel request
+    changed(trials=False)  # a cancel request (the sweep's own row)
     repo.request_cancel(session, sweep_id=sweep_id)
     unchanged()  # asked again: nothing new
     assert repo.cancel_pending_trials(session, sweep_id=sweep_id) == 1
@@ -111,7 +118,7 @@ def test_every_change_raises_the_version_and_nothing_else_does(session: Session)
     assert repo.cancel_pending_trials(session, sweep_id=sweep_id) == 0
     unchanged()
     assert repo.finish_sweep(session, sweep_id=sweep_id, owner=OWNER, status="cancelled")
-    changed()  # the sweep ended
+    changed(trials=False)  # the sweep ended
     assert repo.get_sweep_version(session, sweep_id="no-such-sweep") is None
 
 
@@ -192,6 +199,9 @@ def test_a_curve_point_changes_the_etag_and_the_analysis_is_computed_once_per_ve
     assert cache.snapshots.builds == builds + 2
     traces = after.json()["figures"]["curves"]["data"]
     assert traces and all(30 in trace["x"] for trace in traces if trace.get("x"))  # the new point is drawn
+    # Only the curves were drawn again; every figure is what drawing them all from the store gives.
+    snapshot = load_sweep_snapshot(session, sweep_id=sweep_id)
+    assert after.json()["figures"] == json.loads(JSONResponse(pages.sweep_figures(snapshot)).body)
 
 
 def test_the_live_page_carries_the_validator_of_its_poll(client: TestClient, session: Session) -> None:
