@@ -37,6 +37,8 @@ MAX_ANSWER_BYTES = 64 * 2**20
 #: What makes browsers ask again each time, with the validator they hold (never a stale page).
 REVALIDATE = "no-cache"
 
+_BUILD_LOCKS = 64
+
 _ROOT = Path(__file__).resolve().parents[1]
 _CODE_GLOBS = ("api/**/*.py", "dashboards/**/*.py", "dashboards/templates/*", "dashboards/static/*")
 
@@ -101,7 +103,8 @@ class _NewestPerKey(Generic[T]):
     def __init__(self, *, max_items: int | None = None, max_size: int | None = None) -> None:
         self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
         self._lock = threading.Lock()
-        self._building: dict[Hashable, threading.Lock] = {}
+        # One builder at a time per key, from a fixed set of locks (keys come from requests: no lock per key).
+        self._building = tuple(threading.Lock() for _ in range(_BUILD_LOCKS))
         self._max_items = max_items
         self._max_size = max_size
         self._size = 0
@@ -134,9 +137,7 @@ class _NewestPerKey(Generic[T]):
         found = self._fresh(key, version)
         if found is not None:
             return found
-        with self._lock:
-            building = self._building.setdefault(key, threading.Lock())
-        with building:
+        with self._building[hash(key) % _BUILD_LOCKS]:
             found = self._fresh(key, version)  # another viewer may have built it meanwhile
             if found is not None:
                 return found
@@ -200,9 +201,7 @@ class SweepViewCache:
             previous = None if kept is None else (kept[1], kept[2])
             return version, snapshot, build(snapshot, previous)
 
-        return self.figures.get(
-            snapshot.id, version, make, version_of=lambda item: item[0], size=lambda item: 1
-        )[2]
+        return self.figures.get(snapshot.id, version, make, version_of=lambda item: item[0], size=lambda item: 1)[2]
 
     def answer(self, key: Hashable, version: int, build: Callable[[], Answer]) -> Answer:
         """The answer for ``key`` (a sweep id, a representation and its parameters) at ``version`` or newer."""
