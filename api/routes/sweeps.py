@@ -12,10 +12,12 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from api.body import SWEEP_BODY_OPENAPI, read_sweep_spec
+from api.cache import sweep_answer
 from api.deps import SessionDep, TokenDep, in_session
 from api.errors import ERROR_RESPONSES
 from api.schemas import (
@@ -289,27 +291,36 @@ class AnalysisPublic(BaseModel):
     summary="Robustness metrics of a sweep",
     responses={**_NOT_FOUND, 409: {"model": ErrorPublic, "description": "The trials cannot be analysed"}},
 )
-def read_sweep_analysis(sweep_id: SweepId, session: SessionDep) -> AnalysisPublic:
+def read_sweep_analysis(sweep_id: SweepId, request: Request, session: SessionDep) -> Response:
     """Out-of-the-box regret, lr sensitivity, good-lr window, expected best of k and performance profiles.
 
-    Computed from the trials finished so far (succeeded, diverged, failed), so it fills in while a sweep runs.
+    Computed from the trials finished so far (succeeded, diverged, failed), so it fills in while a sweep runs;
+    once per sweep version for every viewer (the pages show the same analysis). ``ETag`` from the sweep's
+    version: ``304`` for ``If-None-Match`` while nothing changed.
     """
-    from nero_study.study.analysis import FINISHED_STATUSES, analyze_sweep
+    from nero_study.study.analysis import FINISHED_STATUSES
 
-    sweep = _get_or_404(session, sweep_id)
-    frame = repo.trials_frame(session, sweep_id=sweep.id)
-    try:
-        result = analyze_sweep(frame).to_dict()
-    except ValueError as exc:
-        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=f"Cannot analyse sweep: {exc}") from None
-    finished = int(frame["status"].isin(FINISHED_STATUSES).sum()) if len(frame) else 0
-    return AnalysisPublic(
-        sweep_id=sweep.id,
-        status=sweep.status,
-        finished_trials=finished,
-        total_trials=len(frame),
-        **json_safe(result),
+    def render(snapshot: Any) -> bytes:
+        if snapshot.analysis_error is not None:
+            detail = f"Cannot analyse sweep: {snapshot.analysis_error}"
+            raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=detail)
+        frame = snapshot.trials
+        finished = int(frame["status"].isin(FINISHED_STATUSES).sum()) if len(frame) else 0
+        public = AnalysisPublic(
+            sweep_id=snapshot.id,
+            status=snapshot.status,
+            finished_trials=finished,
+            total_trials=len(frame),
+            **json_safe(snapshot.analysis.to_dict()),
+        )
+        return JSONResponse(public.model_dump(mode="json")).body
+
+    answer = sweep_answer(
+        request, session, sweep_id=sweep_id, representation="analysis", render=render, media_type="application/json"
     )
+    if answer is None:
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"Sweep {sweep_id[:64]!r} not found")
+    return answer
 
 
 EXPORT_MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}

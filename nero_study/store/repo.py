@@ -132,6 +132,32 @@ def _utc(value: datetime) -> Any:
     return sa.literal(value, UTCDateTime())
 
 
+def _lock_sweep(session: Session, sweep_id: str) -> None:
+    """Lock the sweep's row first in a write that changes its trials (PostgreSQL; SQLite's write lock is taken).
+
+    Every write that changes a sweep's trials raises the sweep's ``version`` in the same transaction; taking
+    the sweep's row before any trial row keeps one lock order for all of them (no deadlock with a cancel,
+    which updates the sweep and then its trials).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.select(Sweep.id).where(Sweep.id == sweep_id).with_for_update())
+
+
+def _bump_version(session: Session, sweep_id: str, *, trials: bool) -> None:
+    """Raise the sweep's ``version`` by one: something it shows changed in this transaction; ``trials``: its
+    trial rows changed (not only curve points), so ``trials_version`` rises too."""
+    values: dict[str, Any] = {"version": Sweep.version + 1}
+    if trials:
+        values["trials_version"] = Sweep.trials_version + 1
+    session.execute(
+        sa.update(Sweep).where(Sweep.id == sweep_id).values(**values).execution_options(synchronize_session=False)
+    )
+
+
+def _sweep_of_trial(session: Session, trial_id: int) -> str | None:
+    return session.scalar(sa.select(Trial.sweep_id).where(Trial.id == trial_id))
+
+
 def _canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
@@ -231,6 +257,16 @@ def list_sweeps(
     return items, total
 
 
+def get_sweep_version(session: Session, *, sweep_id: str) -> int | None:
+    """The sweep's change counter (``Sweep.version``), or ``None`` for an unknown id: one indexed read.
+
+    It is raised in the same transaction as every write that changes what the sweep shows, so two reads
+    that give the same number saw the same sweep, trials and curves.
+    """
+    with _read(session):
+        return session.scalar(sa.select(Sweep.version).where(Sweep.id == sweep_id))
+
+
 def sweep_counts(session: Session, *, sweep_id: str) -> dict[str, int]:
     """Number of the sweep's trials in each trial status (every status present, zero included)."""
     counts = dict.fromkeys(TRIAL_STATUSES, 0)
@@ -291,6 +327,7 @@ def claim_next_sweep(
             "attempts": Sweep.attempts + 1,
             "started_at": sa.func.coalesce(Sweep.started_at, _utc(now)),
             "updated_at": now,
+            "version": Sweep.version + 1,
         }
         if execution is not None:
             values["execution"] = execution
@@ -345,6 +382,7 @@ def claim_sweep(
                 cancel_requested=False,
                 error=None,
                 updated_at=now,
+                version=Sweep.version + 1,
             )
             .returning(Sweep.id)
             .execution_options(synchronize_session=False)
@@ -395,6 +433,7 @@ def finish_sweep(
         "finished_at": now,
         "lease_expires_at": None,
         "updated_at": now,
+        "version": Sweep.version + 1,
     }
     if execution is not None:
         values["execution"] = execution
@@ -415,7 +454,7 @@ def release_sweep(session: Session, *, sweep_id: str, owner: str, now: datetime 
         result = session.execute(
             sa.update(Sweep)
             .where(Sweep.id == sweep_id, Sweep.lease_owner == owner, Sweep.status == "running")
-            .values(status="queued", lease_owner=None, lease_expires_at=None, updated_at=now)
+            .values(status="queued", lease_owner=None, lease_expires_at=None, updated_at=now, version=Sweep.version + 1)
             .execution_options(synchronize_session=False)
         )
     return result.rowcount == 1
@@ -433,17 +472,27 @@ def request_cancel(session: Session, *, sweep_id: str, now: datetime | None = No
         session.execute(
             sa.update(Sweep)
             .where(Sweep.id == sweep_id, Sweep.status.in_(SWEEP_ACTIVE))
-            .values(cancel_requested=True, updated_at=now)
+            .values(
+                cancel_requested=True,
+                updated_at=now,
+                version=Sweep.version + sa.case((Sweep.cancel_requested.is_(True), 0), else_=1),
+            )
             .execution_options(synchronize_session=False)
         )
         cancelled_now = session.execute(
             sa.update(Sweep)
             .where(Sweep.id == sweep_id, Sweep.status == "queued")
-            .values(status="cancelled", finished_at=now, lease_owner=None, lease_expires_at=None)
+            .values(
+                status="cancelled",
+                finished_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+                version=Sweep.version + 1,
+            )
             .execution_options(synchronize_session=False)
         )
-        if cancelled_now.rowcount == 1:
-            _cancel_pending(session, sweep_id=sweep_id, now=now)
+        if cancelled_now.rowcount == 1 and _cancel_pending(session, sweep_id=sweep_id, now=now):
+            _bump_version(session, sweep_id, trials=True)
         return session.get(Sweep, sweep_id, populate_existing=True)
 
 
@@ -517,11 +566,16 @@ def add_trials(session: Session, *, sweep_id: str, trials: Iterable[Any]) -> lis
     if not rows:
         return []
     with _write(session):
+        _lock_sweep(session, sweep_id)
+        count = sa.select(sa.func.count()).select_from(Trial).where(Trial.sweep_id == sweep_id)
+        before = session.scalar(count) or 0
         statement = _insert(session, Trial).on_conflict_do_nothing(index_elements=list(_TRIAL_KEY_COLUMNS))
         session.execute(statement, rows)
         stored = session.scalars(
             sa.select(Trial).where(Trial.sweep_id == sweep_id).execution_options(populate_existing=True)
         ).all()
+        if len(stored) != before:
+            _bump_version(session, sweep_id, trials=True)
     by_key = {_trial_key(trial): trial for trial in stored}
     ordered: dict[tuple[Any, ...], Trial] = {}
     for row in rows:
@@ -635,6 +689,9 @@ def mark_trial_running(session: Session, *, trial_id: int, attempt: int, now: da
     now = now or utc_now()
     fresh_start = sa.or_(Trial.attempt < attempt, sa.and_(Trial.attempt == attempt, Trial.status != "running"))
     with _write(session):
+        sweep_id = _sweep_of_trial(session, trial_id)
+        if sweep_id is not None:
+            _lock_sweep(session, sweep_id)
         result = session.execute(
             sa.update(Trial)
             .where(Trial.id == trial_id, Trial.status.not_in(TRIAL_FINISHED), fresh_start)
@@ -653,6 +710,7 @@ def mark_trial_running(session: Session, *, trial_id: int, attempt: int, now: da
         )
         if result.rowcount == 1:
             session.execute(sa.delete(MetricPoint).where(MetricPoint.trial_id == trial_id))
+            _bump_version(session, str(sweep_id), trials=True)
             return True
         current = session.execute(sa.select(Trial.status, Trial.attempt).where(Trial.id == trial_id)).one_or_none()
     return current is not None and current.status == "running" and current.attempt == attempt
@@ -688,11 +746,14 @@ def add_metric_points(session: Session, *, trial_id: int, points: Iterable[Any],
     """
     rows = _point_rows(trial_id, points)
     with _write(session):
-        if attempt is not None:
-            current = session.scalar(sa.select(Trial.attempt).where(Trial.id == trial_id))
-            if current != attempt:
-                return 0
+        found = session.execute(sa.select(Trial.sweep_id, Trial.attempt).where(Trial.id == trial_id)).one_or_none()
+        if attempt is not None and (found is None or found.attempt != attempt):
+            return 0
+        if found is not None and rows:
+            _lock_sweep(session, found.sweep_id)
         _upsert_points(session, rows)
+        if found is not None and rows:
+            _bump_version(session, found.sweep_id, trials=False)
     return len(rows)
 
 
@@ -743,12 +804,17 @@ def finish_trial(
         conditions.append(Trial.attempt <= attempt)
         values["attempt"] = attempt
     with _write(session):
+        sweep_id = _sweep_of_trial(session, trial_id)
+        if sweep_id is not None:
+            _lock_sweep(session, sweep_id)
         result = session.execute(
             sa.update(Trial).where(*conditions).values(**values).execution_options(synchronize_session=False)
         )
         applied = result.rowcount == 1
         if applied and curve is not None:
             _upsert_points(session, _point_rows(trial_id, curve))
+        if applied:
+            _bump_version(session, str(sweep_id), trials=True)
     return applied
 
 
@@ -788,7 +854,10 @@ def _cancel_pending(session: Session, *, sweep_id: str, now: datetime) -> int:
 def cancel_pending_trials(session: Session, *, sweep_id: str, now: datetime | None = None) -> int:
     """Mark the sweep's pending and running trials ``cancelled``; returns how many. Results are kept."""
     with _write(session):
+        _lock_sweep(session, sweep_id)
         count = _cancel_pending(session, sweep_id=sweep_id, now=now or utc_now())
+        if count:
+            _bump_version(session, sweep_id, trials=True)
     return count
 
 

@@ -27,9 +27,9 @@ def test_upgrade_from_empty_creates_the_tables_at_head(empty_db_url, tmp_path, m
         assert TABLES.isdisjoint(sa.inspect(engine).get_table_names())
         db.upgrade(empty_db_url)
         assert TABLES <= set(sa.inspect(engine).get_table_names())
-        assert db.current_revision(engine) == db.head_revision() == "0003"
+        assert db.current_revision(engine) == db.head_revision() == "0006"
         db.upgrade(empty_db_url)  # a second upgrade is a no-op
-        assert db.current_revision(engine) == "0003"
+        assert db.current_revision(engine) == "0006"
     finally:
         engine.dispose()
 
@@ -64,6 +64,27 @@ def test_upgrade_from_0001_keeps_sweeps_and_leaves_their_planned_count_unknown(e
             assert (sweep.name, sweep.planned_trials) == ("before 0002", None)
             new = repo.create_sweep(session, spec={}, name="after", planned_trials=12)[0]
             assert repo.get_sweep(session, sweep_id=new.id).planned_trials == 12
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_from_0003_starts_stored_sweeps_at_version_0_and_writes_raise_it(empty_db_url):
+    engine = db.make_engine(empty_db_url)
+    try:
+        with engine.begin() as connection:
+            config = db.alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0003")
+            connection.exec_driver_sql(
+                "INSERT INTO sweeps (id, name, spec, status, created_at, updated_at, cancel_requested, attempts) "
+                "VALUES ('v', 'before 0006', '{}', 'queued', '2026-11-01 00:00:00', '2026-11-01 00:00:00', false, 0)"
+            )
+        db.upgrade(empty_db_url)
+        factory = db.session_factory(engine)
+        with factory() as session:
+            assert repo.get_sweep_version(session, sweep_id="v") == 0
+            repo.add_trials(session, sweep_id="v", trials=[{"task": "digits-mlp", "optimizer": "adam", "lr": 0.01}])
+            assert repo.get_sweep_version(session, sweep_id="v") == 1
     finally:
         engine.dispose()
 
@@ -185,6 +206,6 @@ def test_alembic_command_line_uses_the_packaged_ini(tmp_path):
     assert completed.returncode == 0, completed.stderr
     engine = db.make_engine(url)
     try:
-        assert db.current_revision(engine) == "0003"
+        assert db.current_revision(engine) == "0006"
     finally:
         engine.dispose()
