@@ -27,9 +27,9 @@ def test_upgrade_from_empty_creates_the_tables_at_head(empty_db_url, tmp_path, m
         assert TABLES.isdisjoint(sa.inspect(engine).get_table_names())
         db.upgrade(empty_db_url)
         assert TABLES <= set(sa.inspect(engine).get_table_names())
-        assert db.current_revision(engine) == db.head_revision() == "0006"
+        assert db.current_revision(engine) == db.head_revision() == "0004"
         db.upgrade(empty_db_url)  # a second upgrade is a no-op
-        assert db.current_revision(engine) == "0006"
+        assert db.current_revision(engine) == "0004"
     finally:
         engine.dispose()
 
@@ -77,7 +77,7 @@ def test_upgrade_from_0003_starts_stored_sweeps_at_version_0_and_writes_raise_it
             command.upgrade(config, "0003")
             connection.exec_driver_sql(
                 "INSERT INTO sweeps (id, name, spec, status, created_at, updated_at, cancel_requested, attempts) "
-                "VALUES ('v', 'before 0006', '{}', 'queued', '2026-11-01 00:00:00', '2026-11-01 00:00:00', false, 0)"
+                "VALUES ('v', 'before 0004', '{}', 'queued', '2026-11-01 00:00:00', '2026-11-01 00:00:00', false, 0)"
             )
         db.upgrade(empty_db_url)
         factory = db.session_factory(engine)
@@ -206,6 +206,6 @@ def test_alembic_command_line_uses_the_packaged_ini(tmp_path):
     assert completed.returncode == 0, completed.stderr
     engine = db.make_engine(url)
     try:
-        assert db.current_revision(engine) == "0006"
+        assert db.current_revision(engine) == "0004"
     finally:
         engine.dispose()
