@@ -122,3 +122,5 @@ async def read_sweep_spec(request: Request, settings: SettingsDep) -> SweepCreat
             for error in exc.errors(include_url=False, include_input=False)
         ]
         raise RequestValidationError(errors) from None
+
+

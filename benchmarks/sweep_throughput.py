@@ -70,13 +70,8 @@ def main() -> None:
     def spec_data(n: int) -> dict:
         default = get_optimizer(args.optimizer).default_lr
         grid = [lr for lr in lr_grid(n, 1e-4, 1.0) if lr != default][: n - 1]
-        return {
-            "tasks": [args.task],
-            "optimizers": [args.optimizer],
-            "lrs": grid,
-            "budget": args.budget,
-            "resources": {"cpu": 1},
-        }
+        return {"tasks": [args.task], "optimizers": [args.optimizer], "lrs": grid, "budget": args.budget,
+                "resources": {"cpu": 1}}
 
     sizes = (args.trials, 3 * args.trials)
     specs = {n: [item.spec for item in plan_trials(SweepSpec.model_validate(spec_data(n)))] for n in sizes}
@@ -112,14 +107,10 @@ def main() -> None:
         finally:
             pool.close()
         print(f"\nrepeat {repeat + 1}/{args.repeats}")
-        print(
-            f"{'path':<28}{'wall n':>8}{'wall 3n':>8}{'ovh/trial n':>13}{'ovh fixed s':>13}{'ovh marg./trial':>17}"
-            f"{'s/trial':>9}{'x 1-by-1 (n)':>14}{'x marginal':>12}"
-        )
-        print(
-            f"{'one by one, one process':<28}{compute_s:>8.2f}{3 * compute_s:>8.2f}{'':>13}{'':>13}{'':>17}"
-            f"{per_trial:>9.3f}{1:>14.2f}{1:>12.2f}"
-        )
+        print(f"{'path':<28}{'wall n':>8}{'wall 3n':>8}{'ovh/trial n':>13}{'ovh fixed s':>13}{'ovh marg./trial':>17}"
+              f"{'s/trial':>9}{'x 1-by-1 (n)':>14}{'x marginal':>12}")
+        print(f"{'one by one, one process':<28}{compute_s:>8.2f}{3 * compute_s:>8.2f}{'':>13}{'':>13}{'':>17}"
+              f"{per_trial:>9.3f}{1:>14.2f}{1:>12.2f}")
         for name in PATHS:
             wall = walls[name]
             marginal = (wall[large] - wall[small]) / (large - small)
@@ -135,10 +126,8 @@ def main() -> None:
                 in_run = idle[small] / small
                 columns = f"{in_run:>13.3f}{fixed:>13.2f}{marginal_overhead:>17.3f}"
             summary[name].append((in_run, marginal_overhead, speedup, per_trial / marginal))
-            print(
-                f"{name:<28}{wall[small]:>8.2f}{wall[large]:>8.2f}{columns}{marginal:>9.3f}{speedup:>14.2f}"
-                f"{per_trial / marginal:>12.2f}  {notes.get(name, '')}"
-            )
+            print(f"{name:<28}{wall[small]:>8.2f}{wall[large]:>8.2f}{columns}{marginal:>9.3f}{speedup:>14.2f}"
+                  f"{per_trial / marginal:>12.2f}  {notes.get(name, '')}")
 
     def median(name: str, field: int) -> float:
         return statistics.median(row[field] for row in summary[name])
@@ -147,14 +136,10 @@ def main() -> None:
     a_in_run, a_marginal = median(PATHS[0], 0), median(PATHS[0], 1)
     print(f"(a) bare Tuner overhead per trial: in-run {a_in_run:.3f} s, marginal {a_marginal:.3f} s")
     for packed, batched in ((PATHS[1], PATHS[2]), (PATHS[3], PATHS[4])):
-        print(
-            f"{packed}: overhead per trial in-run {median(packed, 0):.3f} s (start-up included), marginal "
-            f"{median(packed, 1):.3f} s (target <= 0.1)"
-        )
-        print(
-            f"{batched}: throughput vs one by one {median(batched, 2):.2f}x for the whole n={small} run "
-            f"(start-up included), {median(batched, 3):.2f}x marginal (target >= 1.5)"
-        )
+        print(f"{packed}: overhead per trial in-run {median(packed, 0):.3f} s (start-up included), marginal "
+              f"{median(packed, 1):.3f} s (target <= 0.1)")
+        print(f"{batched}: throughput vs one by one {median(batched, 2):.2f}x for the whole n={small} run "
+              f"(start-up included), {median(batched, 3):.2f}x marginal (target >= 1.5)")
 
 
 if __name__ == "__main__":

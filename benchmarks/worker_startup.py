@@ -93,10 +93,8 @@ def main() -> None:
         ray.kill(actor)
         ready = time.perf_counter() - start - sum(seconds)
         imports = ", ".join(f"{name} {value:.2f}" for name, value in zip(IMPORTS, seconds, strict=True))
-        print(
-            f"repeat {repeat + 1}: Tuner.fit of {args.slots} no-op trials {noop:.2f} s, importing torch "
-            f"{with_torch:.2f} s | a fresh actor: ready {ready:.2f} s, then imports (s): {imports}"
-        )
+        print(f"repeat {repeat + 1}: Tuner.fit of {args.slots} no-op trials {noop:.2f} s, importing torch "
+              f"{with_torch:.2f} s | a fresh actor: ready {ready:.2f} s, then imports (s): {imports}")
     print("sklearn is listed for comparison: nero-study's digits loader no longer imports it.")
 
 

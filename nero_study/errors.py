@@ -14,3 +14,4 @@ class UnknownTaskError(ValueError):
 
 class UnknownOptimizerError(ValueError):
     """An optimiser name that is not registered; the message lists the valid ones."""
+

@@ -34,12 +34,7 @@ class _Heartbeat(threading.Thread):
     """Renews the lease every ``interval`` seconds and records a cancel request or a lost lease."""
 
     def __init__(
-        self,
-        *,
-        session_factory: sessionmaker[Session],
-        sweep_id: str,
-        owner: str,
-        lease_seconds: float,
+        self, *, session_factory: sessionmaker[Session], sweep_id: str, owner: str, lease_seconds: float,
         interval: float,
     ) -> None:
         super().__init__(name=f"heartbeat-{sweep_id}", daemon=True)

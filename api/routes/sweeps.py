@@ -190,7 +190,9 @@ async def read_sweep(sweep_id: SweepId, request: Request) -> SweepPublic:
         409: {"model": ErrorPublic, "description": "The sweep has already finished"},
     },
 )
-def cancel_sweep(principal: TokenDep, sweep_id: SweepId, session: SessionDep) -> SweepPublic:
+def cancel_sweep(
+    principal: TokenDep, sweep_id: SweepId, session: SessionDep
+) -> SweepPublic:
     """A queued sweep is cancelled at once; a running one stops within seconds (its worker sees the request).
 
     Cancelling a cancelled sweep again is fine; a sweep that succeeded or failed cannot be cancelled (409).

@@ -88,7 +88,9 @@ def read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         raise TaskConfigError(f"{path} is not a CIFAR-10 python batch file: no b'data' / b'labels' entries")
     data = np.asarray(data)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != math.prod(CIFAR10_IMAGE_SHAPE):
-        raise TaskConfigError(f"{path}: b'data' must be uint8 of shape (N, 3072), got {data.dtype} {tuple(data.shape)}")
+        raise TaskConfigError(
+            f"{path}: b'data' must be uint8 of shape (N, 3072), got {data.dtype} {tuple(data.shape)}"
+        )
     label_array = np.asarray(labels, dtype=np.int64)
     if label_array.shape != (data.shape[0],):
         raise TaskConfigError(f"{path}: {len(label_array)} labels for {data.shape[0]} images")

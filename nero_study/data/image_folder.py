@@ -88,7 +88,9 @@ def scan_image_folder(
     else:
         unknown = sorted(set(present) - set(classes))
         if unknown:
-            raise TaskConfigError(f"{root} has class folders not in the training set: {', '.join(unknown[:5])}")
+            raise TaskConfigError(
+                f"{root} has class folders not in the training set: {', '.join(unknown[:5])}"
+            )
     classes = list(classes)[:max_classes]
     if not classes:
         raise TaskConfigError(f"expected class sub-folders with images at {root}")
@@ -104,7 +106,9 @@ def scan_image_folder(
         )
         samples.extend((folder / file, label) for file in files[:max_per_class])
     if not samples:
-        raise TaskConfigError(f"expected images ({', '.join(IMAGE_EXTENSIONS)}) in the class folders of {root}")
+        raise TaskConfigError(
+            f"expected images ({', '.join(IMAGE_EXTENSIONS)}) in the class folders of {root}"
+        )
     return ImageFolderIndex(samples=samples, classes=classes)
 
 
@@ -219,10 +223,14 @@ def epoch_loader(
     """A loader over one epoch: shuffled from ``generator`` (``None``: in order), last batch kept."""
     if generator is None:
         order = [
-            list(range(start, min(start + batch_size, len(dataset)))) for start in range(0, len(dataset), batch_size)
+            list(range(start, min(start + batch_size, len(dataset))))
+            for start in range(0, len(dataset), batch_size)
         ]
     else:
-        order = [index.tolist() for index in minibatch_indices(len(dataset), batch_size, generator, drop_last=False)]
+        order = [
+            index.tolist()
+            for index in minibatch_indices(len(dataset), batch_size, generator, drop_last=False)
+        ]
     batch_keys = [[(epoch, i) for i in batch] for batch in order]
     return DataLoader(dataset, batch_sampler=batch_keys, num_workers=num_workers, pin_memory=pin_memory)
 

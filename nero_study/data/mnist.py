@@ -64,7 +64,8 @@ def read_idx(path: Path) -> np.ndarray:
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(content) - header != expected:
         raise TaskConfigError(
-            f"{path}: IDX header says shape {tuple(shape)} ({expected} bytes) but {len(content) - header} bytes follow"
+            f"{path}: IDX header says shape {tuple(shape)} ({expected} bytes) "
+            f"but {len(content) - header} bytes follow"
         )
     array = np.frombuffer(content, dtype=dtype, offset=header).reshape(shape)
     return array.astype(dtype.newbyteorder("="), copy=True)

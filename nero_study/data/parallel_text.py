@@ -128,7 +128,9 @@ class ParallelCorpus:
     valid: list[IdPair]
 
 
-def load_parallel_corpus(files: dict[str, tuple[Path, Path]], *, min_freq: int, max_len: int) -> ParallelCorpus:
+def load_parallel_corpus(
+    files: dict[str, tuple[Path, Path]], *, min_freq: int, max_len: int
+) -> ParallelCorpus:
     """Read ``files`` (keys ``train``, ``val``), drop over-long pairs, build the vocabulary on train."""
     train_pairs = filter_length(read_parallel(*files["train"]), max_len)
     valid_pairs = filter_length(read_parallel(*files["val"]), max_len)

@@ -180,7 +180,9 @@ def resolve_settings(name: str, preset: str = "paper", overrides: Mapping[str, A
     valid = info.hyperparameters
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
-        raise ValueError(f"Invalid setting(s) {', '.join(unknown)} for optimizer {name!r}; valid: {', '.join(valid)}")
+        raise ValueError(
+            f"Invalid setting(s) {', '.join(unknown)} for optimizer {name!r}; valid: {', '.join(valid)}"
+        )
     settings = {key: _normalise(key, value) for key, value in {**info.presets[preset], **overrides}.items()}
     probe = torch.zeros(2, 2, requires_grad=True)
     try:

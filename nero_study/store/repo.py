@@ -209,14 +209,18 @@ def create_sweep(
         with _read(session):
             query = sa.select(Sweep).where(Sweep.idempotency_key == idempotency_key)
             existing = session.scalars(query).first()
-        if existing is not None and (existing.name != name or _canonical_json(existing.spec) != _canonical_json(spec)):
+        if existing is not None and (
+            existing.name != name or _canonical_json(existing.spec) != _canonical_json(spec)
+        ):
             raise IdempotencyKeyReused(idempotency_key, existing)
         return existing
 
     found = existing_for_key()
     if found is not None:
         return found, False
-    sweep = Sweep(name=name, spec=spec, idempotency_key=idempotency_key, status="queued", planned_trials=planned_trials)
+    sweep = Sweep(
+        name=name, spec=spec, idempotency_key=idempotency_key, status="queued", planned_trials=planned_trials
+    )
     try:
         with _write(session):
             session.add(sweep)
@@ -317,7 +321,9 @@ def claim_next_sweep(
         sa.and_(Sweep.status == "running", Sweep.lease_expires_at < _utc(now)),
     )
     with _write(session):
-        candidate = sa.select(Sweep.id).where(claimable).order_by(Sweep.created_at, Sweep.id).limit(1)
+        candidate = (
+            sa.select(Sweep.id).where(claimable).order_by(Sweep.created_at, Sweep.id).limit(1)
+        )
         if session.get_bind().dialect.name == "postgresql":
             candidate = candidate.with_for_update(skip_locked=True)
         values: dict[str, Any] = {
@@ -679,7 +685,9 @@ def trial_rows(
     return rows, total
 
 
-def mark_trial_running(session: Session, *, trial_id: int, attempt: int, now: datetime | None = None) -> bool:
+def mark_trial_running(
+    session: Session, *, trial_id: int, attempt: int, now: datetime | None = None
+) -> bool:
     """Mark a trial as started by claim number ``attempt`` (the sweep's ``attempts``); ``False`` if refused.
 
     Starting a trial again (a new attempt, or a re-run after it was cancelled) clears its old curve
@@ -687,7 +695,9 @@ def mark_trial_running(session: Session, *, trial_id: int, attempt: int, now: da
     and returns ``True``. A trial with a result, or one taken by a newer attempt, is refused.
     """
     now = now or utc_now()
-    fresh_start = sa.or_(Trial.attempt < attempt, sa.and_(Trial.attempt == attempt, Trial.status != "running"))
+    fresh_start = sa.or_(
+        Trial.attempt < attempt, sa.and_(Trial.attempt == attempt, Trial.status != "running")
+    )
     with _write(session):
         sweep_id = _sweep_of_trial(session, trial_id)
         if sweep_id is not None:
@@ -712,7 +722,9 @@ def mark_trial_running(session: Session, *, trial_id: int, attempt: int, now: da
             session.execute(sa.delete(MetricPoint).where(MetricPoint.trial_id == trial_id))
             _bump_version(session, str(sweep_id), trials=True)
             return True
-        current = session.execute(sa.select(Trial.status, Trial.attempt).where(Trial.id == trial_id)).one_or_none()
+        current = session.execute(
+            sa.select(Trial.status, Trial.attempt).where(Trial.id == trial_id)
+        ).one_or_none()
     return current is not None and current.status == "running" and current.attempt == attempt
 
 
@@ -737,7 +749,9 @@ def _upsert_points(session: Session, rows: list[dict[str, Any]]) -> None:
     session.execute(statement, rows)
 
 
-def add_metric_points(session: Session, *, trial_id: int, points: Iterable[Any], attempt: int | None = None) -> int:
+def add_metric_points(
+    session: Session, *, trial_id: int, points: Iterable[Any], attempt: int | None = None
+) -> int:
     """Store learning-curve points (``EvalPoint`` objects or mappings with step, epoch, train_loss, metric).
 
     Each point becomes values named ``metric``, ``train_loss`` and ``epoch`` at its ``step``; writing the

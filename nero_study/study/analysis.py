@@ -305,7 +305,9 @@ def _ootb_regret(ootb: float, best_all: float) -> float:
     return (ootb - best_all) / abs(best_all)
 
 
-def analyze_sweep(trials: Any, *, chance: Mapping[str, float] | None = None, tau_max: float = TAU_MAX) -> SweepAnalysis:
+def analyze_sweep(
+    trials: Any, *, chance: Mapping[str, float] | None = None, tau_max: float = TAU_MAX
+) -> SweepAnalysis:
     """Compute a sweep's robustness metrics (conventions in the module docstring).
 
     ``trials``: records or a DataFrame (columns in the module docstring). ``chance``: m0 per task in the
@@ -399,7 +401,9 @@ def analyze_sweep(trials: Any, *, chance: Mapping[str, float] | None = None, tau
         grid, means, star = oriented[key]
         best = means[star]
         default = default_of[key]
-        ootb_index = next((i for i, lr in enumerate(grid) if math.isclose(lr, default, rel_tol=_LR_REL_TOL)), None)
+        ootb_index = next(
+            (i for i, lr in enumerate(grid) if math.isclose(lr, default, rel_tol=_LR_REL_TOL)), None
+        )
         ootb = means[ootb_index] if ootb_index is not None else math.nan
         sensitivity = float(np.mean([float(np.fmin(m, zero)) - best for m in means]))
         curve = tuple(
@@ -470,18 +474,14 @@ def _profile(
     steps = round((tau_max - 1.0) / _TAU_STEP)
     taus = tuple(float(t) for t in np.linspace(1.0, tau_max, steps + 1))
     rho = {
-        label: tuple(sum(1 for r in ratios[label].values() if r <= tau) / len(tasks) for tau in taus)
+        label: tuple(
+            sum(1 for r in ratios[label].values() if r <= tau) / len(tasks) for tau in taus
+        )
         for label in labels
     }
     scores = {label: profile_score(ratios[label].values(), tau_max) for label in labels}
     return PerformanceProfile(
-        kind=kind,
-        tau_max=tau_max,
-        tasks=tasks,
-        labels=labels,
-        ratios=ratios,
-        taus=taus,
-        rho=rho,
+        kind=kind, tau_max=tau_max, tasks=tasks, labels=labels, ratios=ratios, taus=taus, rho=rho,
         scores=scores,
     )
 

@@ -184,11 +184,9 @@ def run_batched_group(members: Sequence[tuple[int, TrialSpec]], emit: Emit) -> N
             x, y = train_x[index], train_y[index]
             stacked = dict(zip(names, tensors, strict=True))
             logits = train_forward(stacked, buffers, x)
-            losses = (
-                torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
-                .reshape(len(runs), -1)
-                .mean(dim=1)
-            )
+            losses = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none"
+            ).reshape(len(runs), -1).mean(dim=1)
             total = torch.where(active, losses, torch.zeros_like(losses)).sum()
             grads = torch.autograd.grad(total, tensors)
             optimizer.step(grads, active, setup.schedule(step / per_epoch))

@@ -66,7 +66,9 @@ def choose_bundle_size(
     return max(1, math.ceil(pending_in_task / (2 * slots)))
 
 
-def make_bundles(members: Sequence[tuple[int, TrialSpec]], size: int, execution: ExecutionMode) -> list[Bundle]:
+def make_bundles(
+    members: Sequence[tuple[int, TrialSpec]], size: int, execution: ExecutionMode
+) -> list[Bundle]:
     """``members`` (store id, spec) of one task dealt round-robin into bundles of at most ``size``.
 
     Round-robin gives each bundle a mix of lrs, so bundles of early-diverging (short) trials and of long ones

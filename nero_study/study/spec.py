@@ -102,7 +102,9 @@ class _StrictModel(BaseModel):
             valid = list(cls.model_fields)
             unknown = [key for key in data if key not in valid]
             if unknown:
-                raise ValueError(f"Unknown field(s) {', '.join(repr(k) for k in unknown)}; valid: {', '.join(valid)}")
+                raise ValueError(
+                    f"Unknown field(s) {', '.join(repr(k) for k in unknown)}; valid: {', '.join(valid)}"
+                )
         return data
 
 
@@ -244,7 +246,8 @@ class SweepSpec(_StrictModel):
                     lr = math.nan
                 if not (math.isfinite(lr) and lr > 0):
                     raise ValueError(
-                        f"Invalid lr {item!r} at lrs[{index}]; a learning rate must be a positive finite number"
+                        f"Invalid lr {item!r} at lrs[{index}]; a learning rate must be a positive finite "
+                        "number"
                     )
                 lrs.append(lr)
             return lrs
@@ -275,11 +278,15 @@ class SweepSpec(_StrictModel):
 
     @field_validator("optimizers")
     @classmethod
-    def _valid_variants(cls, variants: list[OptimizerVariant], info: ValidationInfo) -> list[OptimizerVariant]:
+    def _valid_variants(
+        cls, variants: list[OptimizerVariant], info: ValidationInfo
+    ) -> list[OptimizerVariant]:
         labels = [v.label for v in variants]
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
         if duplicates:
-            raise ValueError(f"Duplicate optimizer label(s) {', '.join(duplicates)}; give each variant its own 'label'")
+            raise ValueError(
+                f"Duplicate optimizer label(s) {', '.join(duplicates)}; give each variant its own 'label'"
+            )
         preset = info.data.get("preset")
         if preset is not None:  # an invalid preset has its own error
             for index, variant in enumerate(variants):
@@ -312,7 +319,9 @@ class SweepSpec(_StrictModel):
         else:
             ceiling = int(context.get("max_trials_per_sweep") or DEFAULT_MAX_TRIALS_PER_SWEEP)
         if ceiling is not None and self.max_trials is not None and self.max_trials > ceiling:
-            raise ValueError(f"max_trials {self.max_trials} is above the service limit of {ceiling} trials per sweep")
+            raise ValueError(
+                f"max_trials {self.max_trials} is above the service limit of {ceiling} trials per sweep"
+            )
         limits = [limit for limit in (self.max_trials, ceiling) if limit is not None]
         if not limits:
             return self

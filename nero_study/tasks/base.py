@@ -166,7 +166,9 @@ class TrialContext:
         self.losses_checked = 0
         self.final_metric: float | None = None
         self.final_initial_metric: float | None = None
-        self._divergence_factor = task.divergence_factor if divergence_factor is None else divergence_factor
+        self._divergence_factor = (
+            task.divergence_factor if divergence_factor is None else divergence_factor
+        )
 
     @property
     def settings(self) -> SettingsByNetwork:
@@ -184,7 +186,9 @@ class TrialContext:
         networks = self.task.networks
         if network is None:
             if len(networks) != 1:
-                raise ValueError(f"task {self.task.name!r} trains several networks; name one of: {', '.join(networks)}")
+                raise ValueError(
+                    f"task {self.task.name!r} trains several networks; name one of: {', '.join(networks)}"
+                )
             network = networks[0]
         if network not in networks:
             raise ValueError(f"Unknown network {network!r} of task {self.task.name!r}; valid: {', '.join(networks)}")
@@ -295,7 +299,9 @@ class Task(ABC):
     def config(self, budget: str, options: dict[str, Any] | None = None) -> Any:
         """The budget's config with ``options`` applied, validated."""
         if budget not in self.budgets:
-            raise TaskConfigError(f"Invalid budget {budget!r} for task {self.name!r}; valid: {', '.join(self.budgets)}")
+            raise TaskConfigError(
+                f"Invalid budget {budget!r} for task {self.name!r}; valid: {', '.join(self.budgets)}"
+            )
         config = self.budgets[budget]
         if options:
             valid = {f.name for f in dataclasses.fields(config)}
@@ -333,7 +339,9 @@ class Task(ABC):
             "caveat": self.caveat,
             "networks": list(self.networks),
             "paper_overrides": {
-                network: overrides for network in self.networks if (overrides := _overrides_as_json(self, network))
+                network: overrides
+                for network in self.networks
+                if (overrides := _overrides_as_json(self, network))
             },
             "paper_settings_source": self.paper_settings_source,
             "optimizer_settings": optimizer_settings_table(self),

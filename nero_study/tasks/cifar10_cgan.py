@@ -321,7 +321,9 @@ PAPER = Cifar10CGANConfig()
 
 class Cifar10CGAN(Task):
     name = "cifar10-cgan"
-    description = "Class-conditional BigGAN-like GAN (spectral norm, self-attention, hinge loss) on CIFAR-10; FID"
+    description = (
+        "Class-conditional BigGAN-like GAN (spectral norm, self-attention, hinge loss) on CIFAR-10; FID"
+    )
     metric_name = "fid"
     lower_is_better = True
     # Nominal FID of an untrained generator: noise-like images score in the hundreds against CIFAR-10.
@@ -478,7 +480,10 @@ def _train_gan(
 
             with torch.no_grad():
                 fake = generator(latent(len(labels), ctx.generator), labels)
-            loss_d = F.relu(1 + discriminator(fake, labels)).mean() + F.relu(1 - discriminator(real, labels)).mean()
+            loss_d = (
+                F.relu(1 + discriminator(fake, labels)).mean()
+                + F.relu(1 - discriminator(real, labels)).mean()
+            )
             optimizer_d.zero_grad(set_to_none=True)
             loss_d.backward()
             optimizer_d.step()

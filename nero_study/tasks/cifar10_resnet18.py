@@ -117,7 +117,9 @@ PAPER = Cifar10ResNet18Config()
 
 class Cifar10ResNet18(Task):
     name = "cifar10-resnet18"
-    description = "ResNet-18 (CIFAR variant, BatchNorm) on CIFAR-10, the paper's 199-epoch schedule; top-1 test error"
+    description = (
+        "ResNet-18 (CIFAR variant, BatchNorm) on CIFAR-10, the paper's 199-epoch schedule; top-1 test error"
+    )
     metric_name = "test_error"
     lower_is_better = True
     chance_metric = 0.9

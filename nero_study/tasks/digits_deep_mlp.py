@@ -64,7 +64,9 @@ class DigitsDeepMLPConfig:
 
 class DigitsDeepMLP(Task):
     name = "digits-deep-mlp"
-    description = "The paper's 100-layer MLP (ReLU x sqrt 2, no normalisation) on scikit-learn's digits; test error"
+    description = (
+        "The paper's 100-layer MLP (ReLU x sqrt 2, no normalisation) on scikit-learn's digits; test error"
+    )
     metric_name = "test_error"
     lower_is_better = True
     chance_metric = 0.9

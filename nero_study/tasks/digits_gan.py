@@ -130,7 +130,9 @@ def _real_test_statistics() -> tuple[torch.Tensor, torch.Tensor]:
         return _feature_statistics(feature_classifier().features(data.test_x))
 
 
-def frechet_distance(mean_a: torch.Tensor, cov_a: torch.Tensor, mean_b: torch.Tensor, cov_b: torch.Tensor) -> float:
+def frechet_distance(
+    mean_a: torch.Tensor, cov_a: torch.Tensor, mean_b: torch.Tensor, cov_b: torch.Tensor
+) -> float:
     """``|mean_a - mean_b|^2 + Tr(cov_a + cov_b - 2 (cov_a cov_b)^(1/2))`` between two Gaussians (float64).
 
     The trace of the matrix square root is the sum of the square roots of the eigenvalues of the symmetric
@@ -179,7 +181,9 @@ class DigitsGANConfig:
 
 class DigitsGAN(Task):
     name = "digits-gan"
-    description = "MLP GAN, hinge loss, on scikit-learn's 8x8 digits; Fréchet distance in a fixed classifier's features"
+    description = (
+        "MLP GAN, hinge loss, on scikit-learn's 8x8 digits; Fréchet distance in a fixed classifier's features"
+    )
     metric_name = "frechet_distance"
     lower_is_better = True
     chance_metric = 650.0
@@ -219,7 +223,8 @@ class DigitsGAN(Task):
                 noise = torch.randn(len(index), config.noise_dim, generator=ctx.generator).to(device)
                 fake = generator(noise)
                 loss_d = (
-                    torch.relu(1 - discriminator(real)).mean() + torch.relu(1 + discriminator(fake.detach())).mean()
+                    torch.relu(1 - discriminator(real)).mean()
+                    + torch.relu(1 + discriminator(fake.detach())).mean()
                 )
                 optimizer_d.zero_grad(set_to_none=True)
                 loss_d.backward()

@@ -153,7 +153,9 @@ class InceptionD(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         seven = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(self.branch7x7x3_1(x))))
-        return torch.cat([self.branch3x3_2(self.branch3x3_1(x)), seven, F.max_pool2d(x, kernel_size=3, stride=2)], 1)
+        return torch.cat(
+            [self.branch3x3_2(self.branch3x3_1(x)), seven, F.max_pool2d(x, kernel_size=3, stride=2)], 1
+        )
 
 
 class InceptionE(nn.Module):
@@ -222,7 +224,9 @@ class FIDInceptionV3(nn.Module):
         self.fc = nn.Linear(FID_FEATURES, FID_CLASSES)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        x = F.interpolate(
+            images, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False
+        )
         x = 2 * x - 1
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, kernel_size=3, stride=2)
@@ -321,7 +325,9 @@ def _sqrt_psd(matrix: torch.Tensor) -> torch.Tensor:
     return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
 
 
-def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor) -> float:
+def frechet_distance(
+    mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor
+) -> float:
     """Fréchet distance between ``N(mu1, sigma1)`` and ``N(mu2, sigma2)`` (covariances symmetric PSD)."""
     mu1, mu2, sigma1, sigma2 = (t.double() for t in (mu1, mu2, sigma1, sigma2))
     root1 = _sqrt_psd(sigma1)

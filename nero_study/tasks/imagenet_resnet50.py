@@ -215,7 +215,9 @@ def imagenet_dir() -> Path:
 
 class ImageNetResNet50(Task):
     name = "imagenet-resnet50"
-    description = "ResNet-50 on ImageNet, 90 epochs of batch 400 with a cosine schedule; top-1 validation error"
+    description = (
+        "ResNet-50 on ImageNet, 90 epochs of batch 400 with a cosine schedule; top-1 validation error"
+    )
     metric_name = "val_error"
     lower_is_better = True
     chance_metric = 0.999

@@ -40,7 +40,8 @@ class MLP(nn.Module):
             raise ValueError(f"Invalid depth: {depth}; an MLP needs at least one Linear layer")
         sizes = [in_features] + [width] * (depth - 1) + [out_features]
         self.layers = nn.ModuleList(
-            nn.Linear(fan_in, fan_out, bias=bias) for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True)
+            nn.Linear(fan_in, fan_out, bias=bias)
+            for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True)
         )
         self.activation_gain = activation_gain
 

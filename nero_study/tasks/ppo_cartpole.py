@@ -109,17 +109,13 @@ class ActorCritic(nn.Module):
         super().__init__()
         gain = math.sqrt(2)
         self.actor = nn.Sequential(
-            _layer(OBSERVATION_SIZE, hidden, gain),
-            nn.Tanh(),
-            _layer(hidden, hidden, gain),
-            nn.Tanh(),
+            _layer(OBSERVATION_SIZE, hidden, gain), nn.Tanh(),
+            _layer(hidden, hidden, gain), nn.Tanh(),
             _layer(hidden, ACTIONS, 0.01),
         )
         self.critic = nn.Sequential(
-            _layer(OBSERVATION_SIZE, hidden, gain),
-            nn.Tanh(),
-            _layer(hidden, hidden, gain),
-            nn.Tanh(),
+            _layer(OBSERVATION_SIZE, hidden, gain), nn.Tanh(),
+            _layer(hidden, hidden, gain), nn.Tanh(),
             _layer(hidden, 1, 1.0),
         )
 
@@ -289,17 +285,11 @@ class PPOCartPole(Task):
                     order = torch.randperm(batch, generator=ctx.generator)
                     for start in range(0, batch - minibatch + 1, minibatch):
                         index = order[start : start + minibatch]
-                        mb_actions, mb_old_log_probs, mb_advantages, mb_returns, mb_values = (x[index] for x in flat)
-                        loss = self._loss(
-                            model,
-                            config,
-                            flat_obs[index],
-                            mb_actions,
-                            mb_old_log_probs,
-                            mb_advantages,
-                            mb_returns,
-                            mb_values,
+                        mb_actions, mb_old_log_probs, mb_advantages, mb_returns, mb_values = (
+                            x[index] for x in flat
                         )
+                        loss = self._loss(model, config, flat_obs[index], mb_actions, mb_old_log_probs,
+                                          mb_advantages, mb_returns, mb_values)
                         optimizer.zero_grad(set_to_none=True)
                         loss.backward()
                         if config.max_grad_norm is not None:
@@ -333,7 +323,9 @@ class PPOCartPole(Task):
         if config.advantage_normalization == "minibatch":
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         ratio = (new_log_probs - old_log_probs).exp()
-        policy_loss = -torch.min(ratio * advantages, ratio.clamp(1 - config.clip, 1 + config.clip) * advantages).mean()
+        policy_loss = -torch.min(
+            ratio * advantages, ratio.clamp(1 - config.clip, 1 + config.clip) * advantages
+        ).mean()
         values = model.value(observations)
         value_error = (values - returns).pow(2)
         if config.clipped_value_loss:

@@ -100,13 +100,8 @@ class AtariActorCritic(nn.Module):
     """Conv trunk shared by a policy head (action logits) and a value head, on uint8 frame stacks."""
 
     def __init__(
-        self,
-        in_frames: int,
-        num_actions: int,
-        *,
-        conv_channels: tuple[int, int, int] = (32, 64, 32),
-        hidden_size: int = 512,
-        screen_size: int = 84,
+        self, in_frames: int, num_actions: int, *, conv_channels: tuple[int, int, int] = (32, 64, 32),
+        hidden_size: int = 512, screen_size: int = 84,
     ) -> None:
         super().__init__()
         c1, c2, c3 = conv_channels
@@ -114,15 +109,11 @@ class AtariActorCritic(nn.Module):
         if side < 1:
             raise ValueError(f"Invalid screen_size: {screen_size}; the conv stack needs at least 36 pixels")
         self.trunk = nn.Sequential(
-            nn.Conv2d(in_frames, c1, 8, stride=4),
-            nn.ReLU(),
-            nn.Conv2d(c1, c2, 4, stride=2),
-            nn.ReLU(),
-            nn.Conv2d(c2, c3, 3, stride=1),
-            nn.ReLU(),
+            nn.Conv2d(in_frames, c1, 8, stride=4), nn.ReLU(),
+            nn.Conv2d(c1, c2, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(c2, c3, 3, stride=1), nn.ReLU(),
             nn.Flatten(),
-            nn.Linear(c3 * side * side, hidden_size),
-            nn.ReLU(),
+            nn.Linear(c3 * side * side, hidden_size), nn.ReLU(),
         )
         self.policy = nn.Linear(hidden_size, num_actions)
         self.value = nn.Linear(hidden_size, 1)
@@ -178,14 +169,8 @@ class PPOPong(Task):
     )
     budgets: ClassVar[dict[str, Any]] = {
         "smoke": PPOPongConfig(
-            total_env_steps=96,
-            num_envs=2,
-            rollout_steps=16,
-            num_minibatches=2,
-            ppo_epochs=1,
-            max_episode_frames=100,
-            eval_every_updates=1,
-            env_threads=1,
+            total_env_steps=96, num_envs=2, rollout_steps=16, num_minibatches=2, ppo_epochs=1,
+            max_episode_frames=100, eval_every_updates=1, env_threads=1,
         ),
         "proxy": PPOPongConfig(total_env_steps=5_120, num_envs=4, eval_every_updates=2),
         "paper": PPOPongConfig(),
@@ -215,14 +200,9 @@ class PPOPong(Task):
         device = ctx.device
         threads = config.env_threads or min(config.num_envs, cpu_threads())
         envs = make_atari_envs(
-            config.game,
-            config.num_envs,
-            frame_skip=config.frame_skip,
-            frame_stack=config.frame_stack,
-            screen_size=config.screen_size,
-            noop_max=config.noop_max,
-            max_episode_frames=config.max_episode_frames,
-            num_threads=threads,
+            config.game, config.num_envs, frame_skip=config.frame_skip, frame_stack=config.frame_stack,
+            screen_size=config.screen_size, noop_max=config.noop_max,
+            max_episode_frames=config.max_episode_frames, num_threads=threads,
         )
         try:
             self._train(config, ctx, envs, device)
@@ -232,11 +212,8 @@ class PPOPong(Task):
     def _train(self, config: PPOPongConfig, ctx: TrialContext, envs: Any, device: torch.device) -> None:
         steps, num_envs = config.rollout_steps, config.num_envs
         model = AtariActorCritic(
-            config.frame_stack,
-            int(envs.single_action_space.n),
-            conv_channels=tuple(config.conv_channels),
-            hidden_size=config.hidden_size,
-            screen_size=config.screen_size,
+            config.frame_stack, int(envs.single_action_space.n), conv_channels=tuple(config.conv_channels),
+            hidden_size=config.hidden_size, screen_size=config.screen_size,
         ).to(device)
         optimizer = ctx.build_optimizer(model.parameters())
         base_lrs = [group["lr"] for group in optimizer.param_groups]
@@ -288,10 +265,8 @@ class PPOPong(Task):
             model.train()
             flat_obs = observations[:-1].reshape(steps * num_envs, *frame_shape)
             flat = {
-                "actions": actions.reshape(-1),
-                "log_probs": log_probs.reshape(-1),
-                "values": values[:-1].reshape(-1),
-                "returns": returns.reshape(-1),
+                "actions": actions.reshape(-1), "log_probs": log_probs.reshape(-1),
+                "values": values[:-1].reshape(-1), "returns": returns.reshape(-1),
                 "advantages": advantages.reshape(-1),
             }
             losses = []

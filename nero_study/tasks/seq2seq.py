@@ -229,35 +229,20 @@ class Seq2Seq(Task):
     metric_name: ClassVar[str] = "validation perplexity"
     lower_is_better: ClassVar[bool] = True
     # uniform over the default vocabulary (PAD, BOS, EOS, 24 source and 32 target words): 59
-    chance_metric: ClassVar[float] = float(SPECIAL_TOKENS + Seq2SeqConfig.source_words + Seq2SeqConfig.target_words)
+    chance_metric: ClassVar[float] = float(
+        SPECIAL_TOKENS + Seq2SeqConfig.source_words + Seq2SeqConfig.target_words
+    )
     kind: ClassVar[str] = "proxy"
     default_device: ClassVar[str] = "cpu"
     budgets: ClassVar[dict[str, Any]] = {
         "smoke": Seq2SeqConfig(
-            epochs=1,
-            evals_per_epoch=1,
-            max_steps=20,
-            train_pairs=640,
-            validation_pairs=128,
-            d_model=32,
-            heads=2,
-            encoder_layers=1,
-            decoder_layers=1,
-            d_ff=64,
-            batch_size=32,
+            epochs=1, evals_per_epoch=1, max_steps=20, train_pairs=640, validation_pairs=128, d_model=32,
+            heads=2, encoder_layers=1, decoder_layers=1, d_ff=64, batch_size=32,
         ),
         "proxy": Seq2SeqConfig(epochs=4, evals_per_epoch=2),
         "paper": Seq2SeqConfig(
-            epochs=40,
-            evals_per_epoch=1,
-            train_pairs=65536,
-            validation_pairs=4096,
-            d_model=128,
-            encoder_layers=3,
-            decoder_layers=3,
-            d_ff=512,
-            dropout=0.1,
-            batch_size=128,
+            epochs=40, evals_per_epoch=1, train_pairs=65536, validation_pairs=4096, d_model=128,
+            encoder_layers=3, decoder_layers=3, d_ff=512, dropout=0.1, batch_size=128,
         ),
     }
 

@@ -66,7 +66,8 @@ class ByteTransformerLM(nn.Module):
         super().__init__()
         self.embed = Embeddings(BYTE_VOCAB_SIZE, config.d_model, config.context, config.dropout)
         self.blocks = nn.ModuleList(
-            TransformerBlock(config.d_model, config.heads, config.d_ff, config.dropout) for _ in range(config.layers)
+            TransformerBlock(config.d_model, config.heads, config.d_ff, config.dropout)
+            for _ in range(config.layers)
         )
         self.norm = nn.LayerNorm(config.d_model)
         self.head = nn.Linear(config.d_model, BYTE_VOCAB_SIZE)
@@ -135,28 +136,13 @@ class TextLM(Task):
     default_device: ClassVar[str] = "cpu"
     budgets: ClassVar[dict[str, Any]] = {
         "smoke": TextLMConfig(
-            epochs=1.0,
-            max_steps=30,
-            evals_per_epoch=1,
-            context=32,
-            d_model=32,
-            heads=2,
-            layers=1,
-            d_ff=64,
-            batch_size=16,
-            validation_bytes=4096,
+            epochs=1.0, max_steps=30, evals_per_epoch=1, context=32, d_model=32, heads=2, layers=1, d_ff=64,
+            batch_size=16, validation_bytes=4096,
         ),
         "proxy": TextLMConfig(epochs=2.5, evals_per_epoch=2, validation_bytes=16384),
         "paper": TextLMConfig(
-            epochs=20.0,
-            evals_per_epoch=1,
-            context=35,
-            d_model=200,
-            heads=2,
-            layers=2,
-            d_ff=200,
-            dropout=0.2,
-            batch_size=20,
+            epochs=20.0, evals_per_epoch=1, context=35, d_model=200, heads=2,
+            layers=2, d_ff=200, dropout=0.2, batch_size=20,
         ),
     }
 
@@ -172,7 +158,9 @@ class TextLM(Task):
         model = ByteTransformerLM(config).to(ctx.device)
 
         def batches(epoch: int) -> Iterator[Batch]:
-            return random_windows(splits.train, config.context, config.batch_size, steps_per_epoch, ctx.generator)
+            return random_windows(
+                splits.train, config.context, config.batch_size, steps_per_epoch, ctx.generator
+            )
 
         train_supervised(
             ctx,

@@ -179,7 +179,9 @@ class Seq2SeqTransformer(nn.Module):
         else:
             self.source_embedding = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
             self.projection = nn.Linear(d_model, vocab_size, bias=False)
-        self.register_buffer("positions", sinusoid_table(max(200, config.max_len + 2), d_model), persistent=False)
+        self.register_buffer(
+            "positions", sinusoid_table(max(200, config.max_len + 2), d_model), persistent=False
+        )
         self.dropout = nn.Dropout(dropout)
         self.source_norm = nn.LayerNorm(d_model, eps=1e-6, elementwise_affine=False)
         self.target_norm = nn.LayerNorm(d_model, eps=1e-6, elementwise_affine=False)
@@ -281,28 +283,12 @@ class TranslationTransformer(Task):
     default_device: ClassVar[str] = "auto"
     budgets: ClassVar[dict[str, Any]] = {
         "smoke": TranslationConfig(
-            epochs=3,
-            batch_size=4,
-            layers=1,
-            d_model=16,
-            heads=2,
-            d_ff=32,
-            min_freq=1,
-            eval_batch_size=8,
-            evals_per_epoch=2,
-            max_steps=6,
+            epochs=3, batch_size=4, layers=1, d_model=16, heads=2, d_ff=32, min_freq=1, eval_batch_size=8,
+            evals_per_epoch=2, max_steps=6,
         ),
         "proxy": TranslationConfig(
-            epochs=4,
-            batch_size=32,
-            layers=2,
-            d_model=64,
-            heads=4,
-            d_ff=128,
-            eval_batch_size=100,
-            evals_per_epoch=2,
-            max_train_pairs=2_000,
-            max_valid_pairs=200,
+            epochs=4, batch_size=32, layers=2, d_model=64, heads=4, d_ff=128, eval_batch_size=100,
+            evals_per_epoch=2, max_train_pairs=2_000, max_valid_pairs=200,
         ),
         "paper": TranslationConfig(),
     }
@@ -365,5 +351,7 @@ class TranslationTransformer(Task):
                 step += 1
                 last_loss = ctx.check_loss(loss_sum.detach() / max(1, words))
                 if step % eval_every == 0 and step < total_steps:
-                    ctx.evaluate(step=step, epoch=step / steps_per_epoch, train_loss=last_loss, metric=evaluate())
+                    ctx.evaluate(
+                        step=step, epoch=step / steps_per_epoch, train_loss=last_loss, metric=evaluate()
+                    )
         ctx.evaluate(step=step, epoch=step / steps_per_epoch, train_loss=last_loss, metric=evaluate())

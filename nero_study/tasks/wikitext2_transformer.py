@@ -190,17 +190,8 @@ class WikiText2Transformer(Task):
     default_device: ClassVar[str] = "auto"
     budgets: ClassVar[dict[str, Any]] = {
         "smoke": WikiText2Config(
-            epochs=2,
-            batch_size=4,
-            eval_batch_size=2,
-            bptt=8,
-            d_model=16,
-            heads=2,
-            d_ff=16,
-            layers=1,
-            lr_drop_epoch=1.0,
-            eval_every_steps=2,
-            max_steps=6,
+            epochs=2, batch_size=4, eval_batch_size=2, bptt=8, d_model=16, heads=2, d_ff=16, layers=1,
+            lr_drop_epoch=1.0, eval_every_steps=2, max_steps=6,
         ),
         "proxy": WikiText2Config(epochs=1, eval_every_steps=20, max_steps=60, max_eval_tokens=4_000),
         "paper": WikiText2Config(),

@@ -27,7 +27,9 @@ from sqlalchemy.schema import CreateSchema, DropSchema
 from nero_study.store import db
 from nero_study.store.models import Base
 
-POSTGRES_URL = os.environ.get("NERO_STUDY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "NERO_STUDY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 

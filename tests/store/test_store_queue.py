@@ -36,7 +36,8 @@ def test_live_lease_is_kept_and_expired_lease_is_taken_over(session):
     start = utc_now()
     assert repo.claim_next_sweep(session, owner="a", lease_seconds=30, now=start).id == sweep_id
     assert repo.claim_next_sweep(session, owner="b", lease_seconds=30, now=start + timedelta(seconds=10)) is None
-    assert repo.renew_lease(session, sweep_id=sweep_id, owner="a", lease_seconds=30, now=start + timedelta(seconds=20))
+    assert repo.renew_lease(session, sweep_id=sweep_id, owner="a", lease_seconds=30,
+                            now=start + timedelta(seconds=20))
     # still alive thanks to the heartbeat (expires at start + 50 s)
     assert repo.claim_next_sweep(session, owner="b", lease_seconds=30, now=start + timedelta(seconds=45)) is None
     # worker a died: its lease runs out and b takes the sweep over
@@ -68,14 +69,8 @@ def test_takeover_keeps_finished_trials_and_reruns_the_rest(session):
     second = repo.claim_next_sweep(session, owner="b", lease_seconds=5, now=start + timedelta(seconds=6))
     assert second.attempts == 2
     # planning again inserts nothing; what is left is the running (orphaned) and the pending trial
-    assert [
-        t.id
-        for t in repo.add_trials(
-            session,
-            sweep_id=sweep_id,
-            trials=[{"task": "mlp", "optimizer": "nero", "lr": lr} for lr in (0.01, 0.1, 1.0)],
-        )
-    ] == [t.id for t in trials]
+    assert [t.id for t in repo.add_trials(session, sweep_id=sweep_id, trials=[
+        {"task": "mlp", "optimizer": "nero", "lr": lr} for lr in (0.01, 0.1, 1.0)])] == [t.id for t in trials]
     assert [t.id for t in repo.pending_trials(session, sweep_id=sweep_id)] == [trials[1].id, trials[2].id]
 
 
@@ -178,13 +173,8 @@ def test_processes_sharing_the_database_never_share_a_sweep(session, db_url):
     """Separate processes (as the API and workers are) claim from one database, SQLite file included."""
     sweep_ids = make_sweeps(session, 10)
     processes = [
-        subprocess.Popen(
-            [sys.executable, "-c", CLAIM_SCRIPT, db_url, f"p{i}"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        subprocess.Popen([sys.executable, "-c", CLAIM_SCRIPT, db_url, f"p{i}"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(3)
     ]
     for process in processes:  # wait until all are imported and connected-ready, then start together

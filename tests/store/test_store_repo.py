@@ -83,12 +83,7 @@ def test_add_trials_is_idempotent(session):
     assert len(second) == 5  # the repeated input row is returned once
     assert session.scalar(sa.select(sa.func.count()).select_from(Trial)) == 5
     assert repo.sweep_counts(session, sweep_id=sweep.id) == {
-        "pending": 5,
-        "running": 0,
-        "succeeded": 0,
-        "diverged": 0,
-        "failed": 0,
-        "cancelled": 0,
+        "pending": 5, "running": 0, "succeeded": 0, "diverged": 0, "failed": 0, "cancelled": 0,
     }
 
 
@@ -99,18 +94,13 @@ def test_add_trials_fills_label_phase_and_key(session):
         sweep_id=sweep.id,
         trials=[
             {"task": "mlp", "optimizer": "nero", "lr": 0.01},
-            {
-                "task": "mlp",
-                "optimizer": "nero",
-                "lr": 0.01,
-                "label": "nero-no-bias",
-                "phase": "seeds",
-                "hyperparameters": {"constraints": False},
-            },
+            {"task": "mlp", "optimizer": "nero", "lr": 0.01, "label": "nero-no-bias", "phase": "seeds",
+             "hyperparameters": {"constraints": False}},
         ],
     )
     assert (plain.label, plain.phase, plain.seed, plain.status) == ("nero", "grid", 0, "pending")
-    assert (variant.label, variant.phase, variant.hyperparameters) == ("nero-no-bias", "seeds", {"constraints": False})
+    assert (variant.label, variant.phase, variant.hyperparameters) == ("nero-no-bias", "seeds",
+                                                                        {"constraints": False})
     assert plain.params_key == repo.params_key({}, {})
     assert variant.params_key == repo.params_key({"constraints": False}, {})
 
@@ -143,17 +133,8 @@ def test_finish_trial_twice_counts_once(session):
     sweep = repo.create_sweep(session, spec=SPEC, name="s")[0]
     trial = repo.add_trials(session, sweep_id=sweep.id, trials=trial_dicts())[0]
     assert repo.mark_trial_running(session, trial_id=trial.id, attempt=1)
-    assert repo.finish_trial(
-        session,
-        trial_id=trial.id,
-        status="succeeded",
-        metric=0.9,
-        best_metric=0.95,
-        wall_s=1.5,
-        device="cpu",
-        steps=10,
-        attempt=1,
-    )
+    assert repo.finish_trial(session, trial_id=trial.id, status="succeeded", metric=0.9, best_metric=0.95,
+                             wall_s=1.5, device="cpu", steps=10, attempt=1)
     assert not repo.finish_trial(session, trial_id=trial.id, status="failed", metric=0.1, error="late")
     stored = repo.get_trial(session, trial_id=trial.id)
     assert (stored.status, stored.metric, stored.error, stored.steps) == ("succeeded", 0.9, None, 10)
@@ -194,10 +175,8 @@ def test_results_of_a_superseded_attempt_are_ignored(session):
 def test_metric_points_are_idempotent_and_read_back_as_a_curve(session):
     sweep = repo.create_sweep(session, spec=SPEC, name="s")[0]
     trial = repo.add_trials(session, sweep_id=sweep.id, trials=trial_dicts())[0]
-    curve = [
-        EvalPoint(step=0, epoch=0.0, train_loss=2.3, metric=0.1),
-        EvalPoint(step=50, epoch=0.5, train_loss=1.1, metric=0.6),
-    ]
+    curve = [EvalPoint(step=0, epoch=0.0, train_loss=2.3, metric=0.1),
+             EvalPoint(step=50, epoch=0.5, train_loss=1.1, metric=0.6)]
     repo.add_metric_points(session, trial_id=trial.id, points=curve)
     repo.add_metric_points(session, trial_id=trial.id, points=curve)  # the stream repeats itself
     repo.add_metric_points(
@@ -218,29 +197,17 @@ def test_record_trial_result_stores_a_trial_result_with_its_curve(session):
     trial = repo.add_trials(session, sweep_id=sweep.id, trials=trial_dicts())[0]
     spec = TrialSpec(task="mlp", optimizer="nero", lr=0.01)
     result = TrialResult(
-        spec=spec,
-        status="diverged",
-        metric=math.nan,
-        best_metric=0.3,
-        initial_metric=0.1,
-        metric_name="accuracy",
-        lower_is_better=False,
+        spec=spec, status="diverged", metric=math.nan, best_metric=0.3, initial_metric=0.1,
+        metric_name="accuracy", lower_is_better=False,
         curve=[EvalPoint(0, 0.0, 2.3, 0.1), EvalPoint(10, 0.1, math.inf, math.nan)],
-        wall_s=0.25,
-        device="cpu",
-        steps=10,
-        error="training loss became inf at step 10",
+        wall_s=0.25, device="cpu", steps=10, error="training loss became inf at step 10",
     )
     repo.mark_trial_running(session, trial_id=trial.id, attempt=1)
     assert repo.record_trial_result(session, trial_id=trial.id, result=result, attempt=1)
     stored, curve = repo.get_trial_with_curve(session, trial_id=trial.id)
     assert stored.status == "diverged" and math.isnan(stored.metric) and stored.best_metric == 0.3
     assert (stored.metric_name, stored.lower_is_better, stored.wall_s, stored.device) == (
-        "accuracy",
-        False,
-        0.25,
-        "cpu",
-    )
+        "accuracy", False, 0.25, "cpu")
     assert curve[1]["train_loss"] == math.inf and math.isnan(curve[1]["metric"])
 
 
@@ -255,12 +222,10 @@ def test_nan_and_infinities_round_trip(session, session_maker):
         trials=[{"task": "mlp", "optimizer": "sgd", "lr": 0.1, "seed": i} for i in range(len(SPECIAL_VALUES))],
     )
     for trial, value in zip(rows, SPECIAL_VALUES, strict=True):
-        repo.finish_trial(
-            session, trial_id=trial.id, status="diverged", metric=value, best_metric=value, initial_metric=value
-        )
-        repo.add_metric_points(
-            session, trial_id=trial.id, points=[{"step": 1, "epoch": 1.0, "train_loss": value, "metric": value}]
-        )
+        repo.finish_trial(session, trial_id=trial.id, status="diverged", metric=value, best_metric=value,
+                          initial_metric=value)
+        repo.add_metric_points(session, trial_id=trial.id,
+                               points=[{"step": 1, "epoch": 1.0, "train_loss": value, "metric": value}])
 
     def same(a, b):
         return (a is None and b is None) or (a is not None and b is not None and (a == b or (a != a and b != b)))
@@ -268,16 +233,13 @@ def test_nan_and_infinities_round_trip(session, session_maker):
     with session_maker() as fresh:
         for trial, value in zip(rows, SPECIAL_VALUES, strict=True):
             stored, curve = repo.get_trial_with_curve(fresh, trial_id=trial.id)
-            for got in (
-                stored.metric,
-                stored.best_metric,
-                stored.initial_metric,
-                curve[0]["metric"],
-                curve[0]["train_loss"],
-            ):
+            for got in (stored.metric, stored.best_metric, stored.initial_metric,
+                        curve[0]["metric"], curve[0]["train_loss"]):
                 assert same(got, value), (value, got)
         # both databases order NaN after +inf and compare it as larger than any number
-        ordered = fresh.scalars(sa.select(Trial.metric).where(Trial.metric.is_not(None)).order_by(Trial.metric)).all()
+        ordered = fresh.scalars(
+            sa.select(Trial.metric).where(Trial.metric.is_not(None)).order_by(Trial.metric)
+        ).all()
         assert ordered[:-1] == [-math.inf, -1.5, 0.0, 5e-324, 1e308, math.inf]
         assert math.isnan(ordered[-1])
         large = fresh.scalars(sa.select(Trial.seed).where(Trial.metric > 1e300).order_by(Trial.seed)).all()

@@ -63,24 +63,15 @@ def diverged(task, optimizer, lr, seed, *, lower=True, initial=0.9):
 
 def task_a() -> list[dict]:
     rows = [
-        trial("A", "sgd", 0.001, 0, 0.50),
-        trial("A", "sgd", 0.001, 1, 0.70),
-        trial("A", "sgd", 0.01, 0, 0.16),
-        trial("A", "sgd", 0.01, 1, 0.18),
-        trial("A", "sgd", 0.1, 0, 0.10),
-        trial("A", "sgd", 0.1, 1, 0.14),
-        diverged("A", "sgd", 1.0, 0),
-        diverged("A", "sgd", 1.0, 1),
-        trial("A", "adam", 0.001, 0, 0.30),
-        trial("A", "adam", 0.001, 1, 0.30),
-        trial("A", "adam", 0.01, 0, 0.08),
-        trial("A", "adam", 0.01, 1, 0.12),
-        trial("A", "adam", 0.1, 0, 0.40),
-        diverged("A", "adam", 0.1, 1),
-        trial("A", "adam", 1.0, 0, 0.95),
-        diverged("A", "adam", 1.0, 1),
-        diverged("A", "lamb", 0.01, 0),
-        diverged("A", "lamb", 0.1, 0),
+        trial("A", "sgd", 0.001, 0, 0.50), trial("A", "sgd", 0.001, 1, 0.70),
+        trial("A", "sgd", 0.01, 0, 0.16), trial("A", "sgd", 0.01, 1, 0.18),
+        trial("A", "sgd", 0.1, 0, 0.10), trial("A", "sgd", 0.1, 1, 0.14),
+        diverged("A", "sgd", 1.0, 0), diverged("A", "sgd", 1.0, 1),
+        trial("A", "adam", 0.001, 0, 0.30), trial("A", "adam", 0.001, 1, 0.30),
+        trial("A", "adam", 0.01, 0, 0.08), trial("A", "adam", 0.01, 1, 0.12),
+        trial("A", "adam", 0.1, 0, 0.40), diverged("A", "adam", 0.1, 1),
+        trial("A", "adam", 1.0, 0, 0.95), diverged("A", "adam", 1.0, 1),
+        diverged("A", "lamb", 0.01, 0), diverged("A", "lamb", 0.1, 0),
     ]
     # Spread in the initial metrics; their median stays 0.9.
     rows[0]["initial_metric"], rows[1]["initial_metric"] = 0.92, 0.88
@@ -92,12 +83,8 @@ def task_b() -> list[dict]:
         return trial("B", optimizer, lr, 0, metric, lower=False, initial=10.0)
 
     return [
-        b("sgd", 0.01, 50.0),
-        b("sgd", 0.1, 100.0),
-        diverged("B", "sgd", 1.0, 0, lower=False, initial=10.0),
-        b("adam", 0.001, 200.0),
-        b("adam", 0.01, 170.0),
-        b("adam", 0.1, 20.0),
+        b("sgd", 0.01, 50.0), b("sgd", 0.1, 100.0), diverged("B", "sgd", 1.0, 0, lower=False, initial=10.0),
+        b("adam", 0.001, 200.0), b("adam", 0.01, 170.0), b("adam", 0.1, 20.0),
     ]
 
 
@@ -212,7 +199,6 @@ def test_performance_profiles_on_two_tasks():
     assert tuned.scores["sgd"] == pytest.approx(569 / 702)
     assert tuned.scores["adam"] == pytest.approx(1.0)
     assert tuned.scores["lamb"] == 0.0
-
     # rho: sgd has no task at tau = 1, one of two at 1.5, both at 2.5
     def rho_at(label: str, tau: float) -> float:
         return tuned.rho[label][int(np.argmin(np.abs(np.asarray(tuned.taus) - tau)))]

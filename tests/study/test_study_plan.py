@@ -76,12 +76,7 @@ def test_tpe_protocol_plans_nothing_up_front_and_searches_the_grid_ends():
 
 def record(task: str, label: str, lr: float, status: str, metric: float, lower: bool) -> dict:
     return {
-        "task": task,
-        "label": label,
-        "lr": lr,
-        "status": status,
-        "metric": metric,
-        "lower_is_better": lower,
+        "task": task, "label": label, "lr": lr, "status": status, "metric": metric, "lower_is_better": lower,
     }
 
 

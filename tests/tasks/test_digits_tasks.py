@@ -73,7 +73,9 @@ def test_digits_split_is_fixed_1440_train_357_test_standardised_with_train_stati
     from sklearn.datasets import load_digits
 
     all_labels = torch.as_tensor(load_digits().target)
-    assert torch.equal(torch.bincount(split.train_y) + torch.bincount(split.test_y), torch.bincount(all_labels))
+    assert torch.equal(
+        torch.bincount(split.train_y) + torch.bincount(split.test_y), torch.bincount(all_labels)
+    )
 
 
 @pytest.mark.parametrize("task", DIGITS_TASKS)
@@ -110,7 +112,8 @@ def test_gan_curve_does_not_depend_on_whether_the_feature_classifier_was_cached(
 
 @pytest.mark.parametrize(
     ("task", "optimizer", "lr"),
-    [(task, "adam", 10.0) for task in DIGITS_TASKS] + [("digits-mlp", "sgd", 1e3), ("digits-gan", "sgd", 1e3)],
+    [(task, "adam", 10.0) for task in DIGITS_TASKS]
+    + [("digits-mlp", "sgd", 1e3), ("digits-gan", "sgd", 1e3)],
 )
 def test_absurd_learning_rate_ends_diverged_early_without_raising(task, optimizer, lr, one_thread):
     result = run_trial(TrialSpec(task=task, optimizer=optimizer, lr=lr, budget="proxy"))
@@ -162,7 +165,9 @@ def test_bn_gain_reg_option_changes_the_resnet_trial(one_thread):
     base = TrialSpec(task="digits-resnet", optimizer="sgd", lr=0.1, budget="smoke")
     plain = run_trial(base)
     regularised = run_trial(
-        TrialSpec(task="digits-resnet", optimizer="sgd", lr=0.1, budget="smoke", task_options={"bn_gain_reg": 1.0})
+        TrialSpec(
+            task="digits-resnet", optimizer="sgd", lr=0.1, budget="smoke", task_options={"bn_gain_reg": 1.0}
+        )
     )
     assert plain.status == regularised.status == "succeeded"
     # same seed and data order; the penalty (zero while the gains are 1) enters the loss once they move
@@ -187,7 +192,9 @@ def test_frechet_distance_matches_closed_form_for_diagonal_gaussians():
     expected = float(((mean_a - mean_b) ** 2).sum() + ((std_a - std_b) ** 2).sum())
     got = frechet_distance(mean_a, torch.diag(std_a**2), mean_b, torch.diag(std_b**2))
     assert got == pytest.approx(expected, rel=1e-9, abs=1e-9)
-    assert frechet_distance(mean_a, torch.diag(std_a**2), mean_a, torch.diag(std_a**2)) == pytest.approx(0, abs=1e-9)
+    assert frechet_distance(mean_a, torch.diag(std_a**2), mean_a, torch.diag(std_a**2)) == pytest.approx(
+        0, abs=1e-9
+    )
 
 
 def test_gan_yardstick_classifier_is_accurate_and_real_train_digits_score_far_below_the_untrained_generator(
@@ -201,7 +208,9 @@ def test_gan_yardstick_classifier_is_accurate_and_real_train_digits_score_far_be
         features = classifier.features(split.train_x).double()
     real_mean, real_cov = _real_test_statistics()
     train_vs_test = frechet_distance(real_mean, real_cov, features.mean(0), torch.cov(features.T))
-    untrained = run_trial(TrialSpec(task="digits-gan", optimizer="sgd", lr=1e-3, budget="smoke")).initial_metric
+    untrained = run_trial(
+        TrialSpec(task="digits-gan", optimizer="sgd", lr=1e-3, budget="smoke")
+    ).initial_metric
     assert train_vs_test < 0.05 * untrained
 
 

@@ -91,7 +91,9 @@ def idx_bytes(array: np.ndarray, type_code: int) -> bytes:
     return header + array.astype(big_endian).tobytes()
 
 
-def write_mnist(folder: Path, n_train: int = 20, n_test: int = 10, *, gz: bool = False, seed: int = 0) -> dict:
+def write_mnist(
+    folder: Path, n_train: int = 20, n_test: int = 10, *, gz: bool = False, seed: int = 0
+) -> dict:
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {
@@ -153,7 +155,9 @@ def random_inception() -> FIDInceptionV3:
 
 
 @pytest.fixture(scope="module")
-def inception_weights_file(tmp_path_factory: pytest.TempPathFactory, random_inception: FIDInceptionV3) -> Path:
+def inception_weights_file(
+    tmp_path_factory: pytest.TempPathFactory, random_inception: FIDInceptionV3
+) -> Path:
     """Its state dict saved as a weights file (about 95 MB: the real architecture's size)."""
     path = tmp_path_factory.mktemp("inception") / "pt_inception-2015-12-05.pth"
     torch.save(random_inception.state_dict(), path)
@@ -230,7 +234,9 @@ def test_cifar_loader_concatenates_the_five_batches_in_order_and_limits(data_roo
     expected_labels = sum((written[f"data_batch_{i}"][1] for i in range(1, 6)), [])
     assert split.train_labels.tolist() == expected_labels
     assert split.test_labels.tolist() == written["test_batch"][1]
-    assert torch.equal(split.train_images[CIFAR_PER_BATCH].flatten(), torch.from_numpy(written["data_batch_2"][0][0]))
+    assert torch.equal(
+        split.train_images[CIFAR_PER_BATCH].flatten(), torch.from_numpy(written["data_batch_2"][0][0])
+    )
     limited = load_cifar10(train_limit=7, test_limit=2)
     assert len(limited.train_images) == 7 and len(limited.test_labels) == 2
 
@@ -412,7 +418,8 @@ def test_fid_in_inception_features_tells_image_distributions_apart(random_incept
     noise_a, noise_b = torch.rand(2, 12, 3, 32, 32, generator=generator)
     grey = 0.5 + 0.02 * torch.randn(12, 3, 32, 32, generator=generator)
     features = {
-        name: inception_features(random_inception, x) for name, x in [("a", noise_a), ("b", noise_b), ("grey", grey)]
+        name: inception_features(random_inception, x)
+        for name, x in [("a", noise_a), ("b", noise_b), ("grey", grey)]
     }
     same_kind = frechet_distance_of_features(features["a"], features["b"])
     different = frechet_distance_of_features(features["a"], features["grey"])
@@ -439,7 +446,9 @@ def test_fid_pixels_stretch_each_image_and_quantise_to_8_bits() -> None:
     pixels = fid_pixels(images, per_image_minmax=True)
     assert pixels[1].min() == 0 and pixels[1].max() == 1
     assert torch.equal(pixels * 255, (pixels * 255).round())
-    assert fid_pixels(torch.zeros(1, 3, 2, 2), per_image_minmax=False).unique().tolist() == [pytest.approx(128 / 255)]
+    assert fid_pixels(torch.zeros(1, 3, 2, 2), per_image_minmax=False).unique().tolist() == [
+        pytest.approx(128 / 255)
+    ]
 
 
 # --- cifar10-vgg11 ----------------------------------------------------------------------------------------
@@ -497,7 +506,7 @@ def test_mnist_mlp100_adam_runs_with_the_papers_beta1_and_the_trial_records_it(
     write_mnist(data_root / "mnist", gz=True)
     result = run_trial(smoke("mnist-mlp100", optimizer="adam", lr=1e-3))
     assert_trained(result, steps=3)
-    ((_, optimizer),) = built_optimizers.values()
+    (_, optimizer), = built_optimizers.values()
     assert optimizer.param_groups[0]["betas"] == (0.9, 0.999)  # mnist/100_layer_mlp.py line 83: Adam(lr)
     assert result.settings == {"model": {"betas": (0.9, 0.999), "eps": 1e-8}}
     assert result.to_dict()["settings"] == {"model": {"betas": [0.9, 0.999], "eps": 1e-8}}
@@ -524,7 +533,7 @@ def test_imagenet_resnet50_sgd_has_the_papers_momentum_and_weight_decay(
     write_image_tree(data_root)
     result = run_trial(smoke("imagenet-resnet50", optimizer="sgd", lr=0.1))
     assert_trained(result, steps=2)
-    ((_, optimizer),) = built_optimizers.values()
+    (_, optimizer), = built_optimizers.values()
     group = optimizer.param_groups[0]
     assert (group["momentum"], group["weight_decay"]) == (0.9, 1e-4)  # imagenet/figure4.sh lines 4-6
 
@@ -565,7 +574,9 @@ def test_cgan_gives_each_network_its_own_optimiser_with_the_papers_settings(
     assert result.settings["generator"]["betas"] == (0.0, 0.999)
 
 
-def test_cgan_finds_the_default_weights_file_in_the_data_dir(data_root: Path, inception_weights_file: Path) -> None:
+def test_cgan_finds_the_default_weights_file_in_the_data_dir(
+    data_root: Path, inception_weights_file: Path
+) -> None:
     write_cifar(data_root)
     (data_root / "pt_inception-2015-12-05.pth").symlink_to(inception_weights_file)
     result = run_trial(smoke("cifar10-cgan", fid_reference="train"))

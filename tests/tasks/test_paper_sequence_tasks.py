@@ -119,20 +119,9 @@ def test_token_file_lines_become_tokens_then_eos_blank_lines_included(tmp_path: 
     path.write_text(" \n = Title = \n \n Sega released it in 2011 @-@ 12 . \n", encoding="utf-8")
     assert read_tokens(path) == [
         WIKI_EOS,
-        "=",
-        "Title",
-        "=",
+        "=", "Title", "=", WIKI_EOS,
         WIKI_EOS,
-        WIKI_EOS,
-        "Sega",
-        "released",
-        "it",
-        "in",
-        "2011",
-        "@-@",
-        "12",
-        ".",
-        WIKI_EOS,
+        "Sega", "released", "it", "in", "2011", "@-@", "12", ".", WIKI_EOS,
     ]
 
 
@@ -207,7 +196,9 @@ def test_joint_vocabulary_keeps_words_frequent_on_either_side() -> None:
 
 
 def test_pairs_longer_than_max_len_are_dropped_and_corpus_shares_one_vocabulary(data_root: Path) -> None:
-    assert filter_length([(["a"] * 3, ["b"] * 2), (["a"] * 2, ["b"] * 4)], max_len=3) == [(["a"] * 3, ["b"] * 2)]
+    assert filter_length([(["a"] * 3, ["b"] * 2), (["a"] * 2, ["b"] * 4)], max_len=3) == [
+        (["a"] * 3, ["b"] * 2)
+    ]
     write_multi30k(data_root)
     corpus = load_multi30k(data_root, min_freq=1, max_len=100)
     assert len(corpus.train) == 48 and len(corpus.valid) == 10
@@ -251,9 +242,8 @@ def test_translation_paper_model_has_the_paper_architectures_parameter_count() -
 def test_untied_translation_model_adds_two_embedding_matrices() -> None:
     config = TranslationConfig(layers=1, d_model=16, heads=2, d_ff=32)
     tied = Seq2SeqTransformer(100, 0, config)
-    untied = Seq2SeqTransformer(
-        100, 0, TranslationConfig(layers=1, d_model=16, heads=2, d_ff=32, tied_embeddings=False)
-    )
+    untied = Seq2SeqTransformer(100, 0, TranslationConfig(layers=1, d_model=16, heads=2, d_ff=32,
+                                                          tied_embeddings=False))
     assert n_params(untied) - n_params(tied) == 2 * 100 * 16
 
 
@@ -352,7 +342,7 @@ def test_wikitext2_trial_result_is_the_test_perplexity_of_the_best_validation_ch
     spec = TrialSpec(task="wikitext2-transformer", optimizer="adam", lr=0.01, budget="smoke")
     result = run_trial(spec)
     assert result.status == "succeeded", result.error
-    ((checkpoint, weights),) = restored
+    (checkpoint, weights), = restored
     validation = [point.metric for point in result.curve]
     assert checkpoint.best == min(validation[1:])  # the best after training began, not at initialisation
     # The trial's metric is that checkpoint's perplexity on the test split (the script's test_ppls.txt).
@@ -420,7 +410,9 @@ def test_unset_data_dir_fails_naming_the_variable(monkeypatch: pytest.MonkeyPatc
 
 
 def test_missing_atari_rom_fails_before_training_naming_it() -> None:
-    spec = TrialSpec(task="ppo-pong", optimizer="nero", lr=0.01, budget="smoke", task_options={"game": "no_such_game"})
+    spec = TrialSpec(
+        task="ppo-pong", optimizer="nero", lr=0.01, budget="smoke", task_options={"game": "no_such_game"}
+    )
     with pytest.raises(TaskConfigError, match="no_such_game"):
         run_trial(spec)
 
