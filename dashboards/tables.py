@@ -85,7 +85,7 @@ class RobustnessRow(NamedTuple):
 
     task: str
     label: str
-    ootb_regret: float | None  # fraction: (ootb - best_all) / |best_all|; inf possible
+    ootb_regret: float | None  # normalised: (ootb - best_all) / (m0 - best_all); 0 = best, 1 = chance
     lr_sensitivity: float | None  # metric units
     good_window: float | None  # decades
     ootb_ratio: float | None  # performance ratio at the default lr (inf: never beat chance)
