@@ -90,6 +90,11 @@ class RobustnessRow(NamedTuple):
     good_window: float | None  # decades
     ootb_ratio: float | None  # performance ratio at the default lr (inf: never beat chance)
     tuned_ratio: float | None
+    ratio_kind: str  # "cost ratio" (m / best) or "gain ratio" (gain over chance of the best / of this one)
+    good_window_low: float | None  # the lowest and highest lr of the good window
+    good_window_high: float | None
+    grid_metrics_note: str | None  # why the grid metrics are null, or the grid they were computed on
+    failed: int  # failed trials left out of every metric
 
 
 class ProfileScoreRow(NamedTuple):
@@ -112,6 +117,8 @@ def robustness_rows(analysis: SweepAnalysis, *, labels: Sequence[str] | None = N
     task_rank = {t.task: i for i, t in enumerate(analysis.tasks)}
     items = sorted(analysis.per_optimizer, key=lambda s: (task_rank.get(s.task, 0), rank.get(s.label, 0)))
     ratios = {kind: profile.ratios for kind, profile in analysis.profiles.items()}
+    tuned = analysis.profiles.get("tuned")
+    kinds = tuned.ratio_kinds if tuned is not None else {}
     return tuple(
         RobustnessRow(
             task=s.task,
@@ -121,6 +128,11 @@ def robustness_rows(analysis: SweepAnalysis, *, labels: Sequence[str] | None = N
             good_window=finite_or_none(s.good_window),
             ootb_ratio=_ratio(ratios.get("ootb", {}).get(s.label, {}).get(s.task)),
             tuned_ratio=_ratio(ratios.get("tuned", {}).get(s.label, {}).get(s.task)),
+            ratio_kind=kinds.get(s.task, ""),
+            good_window_low=finite_or_none(s.good_window_lrs[0]),
+            good_window_high=finite_or_none(s.good_window_lrs[1]),
+            grid_metrics_note=s.grid_metrics_note,
+            failed=int(s.failed),
         )
         for s in items
     )

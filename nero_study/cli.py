@@ -347,7 +347,7 @@ def report(
             _fail(f"Unknown sweep {sweep_id!r}")
         frame = repo.trials_frame(session, sweep_id=sweep_id)
         spec_data, name, execution = dict(record.spec), record.name, record.execution
-    analysis = analyze_sweep(frame)
+    analysis = analyze_sweep(frame, protocol=_stored_protocol(spec_data))
     if html:
         from dashboards.report import write_html_report
 
@@ -364,8 +364,21 @@ def report(
     _print_report(sweep_id, name, execution, spec_data, analysis, rows)
 
 
+def _stored_protocol(spec: dict) -> str | None:
+    """The protocol a stored spec names (``None``: let the analysis read it from the trials' phases)."""
+    from nero_study.vocabulary import PROTOCOLS
+
+    protocol = spec.get("protocol")
+    return protocol if protocol in PROTOCOLS else None
+
+
 def _print_report(sweep_id: str, name: str, execution: str | None, spec: dict, analysis: Any, rows: list) -> None:
     console.print(f"[bold]sweep {sweep_id}[/] {name}  (execution: {execution or 'n/a'}, preset {spec.get('preset')})")
+    if analysis.failed_trials:
+        console.print(
+            f"[bold red]{analysis.failed_trials} failed trial(s)[/] (a crash, not evidence about the learning rate) "
+            "left out of every metric; the 'failed' column counts them per optimiser."
+        )
     by_task: dict[str, list] = {}
     for row in rows:
         by_task.setdefault(row.task, []).append(row)
@@ -383,19 +396,49 @@ def _print_report(sweep_id: str, name: str, execution: str | None, spec: dict, a
             )
         console.print(table)
     metrics = Table(title="robustness metrics (per task and optimiser)")
-    for column in ("task", "optimizer", "ootb regret", "lr sensitivity", "good window (decades)", "E(best of 3 lrs)"):
+    columns = (
+        "task",
+        "optimizer",
+        "ootb regret",
+        "lr sensitivity",
+        "good window (decades)",
+        "window lrs",
+        "E(best of 3 lrs)",
+        "tuned ratio",
+        "failed",
+    )
+    for column in columns:
         metrics.add_column(column, justify="left" if column in ("task", "optimizer") else "right")
+    tuned = analysis.profiles.get("tuned")
+    notes = []
     for s in analysis.per_optimizer:
         k3 = s.expected_best[min(3, len(s.expected_best)) - 1] if s.expected_best else math.nan
+        low, high = s.good_window_lrs
+        window_lrs = "" if math.isnan(low) else f"{format_number(low, 'g')}-{format_number(high, 'g')}"
+        ratio = tuned.ratios.get(s.label, {}).get(s.task, math.inf) if tuned else math.nan
+        kind = tuned.ratio_kinds.get(s.task, "") if tuned else ""
         metrics.add_row(
             s.task,
             s.label,
             format_number(s.ootb_regret, ".3g"),
             format_number(s.lr_sensitivity, ".3g"),
             format_number(s.good_window, ".2g"),
+            window_lrs,
             format_number(k3),
+            f"{format_number(ratio, '.3g')} ({kind})",
+            str(s.failed),
         )
+        if s.grid_metrics_note:
+            notes.append(f"{s.task}/{s.label}: grid metrics {s.grid_metrics_note}")
     console.print(metrics)
+    console.print(
+        "ootb regret: (ootb - best of all) / (chance - best of all), 0 = the best, 1 = chance. Ratios (Dolan & More "
+        "2002): a cost ratio (error, perplexity, FID: m / best) of 2 is twice the best optimiser's value; a gain "
+        "ratio (returns, or any metric that is higher-is-better or can be <= 0: (chance - best) / (chance - m)) of "
+        "2 is half the best optimiser's improvement over chance."
+    )
+    for note in dict.fromkeys(notes):
+        console.print(note)
     profiles = Table(title="performance profile scores over tasks (1 = best on every task)")
     profiles.add_column("optimizer")
     for kind in analysis.profiles:

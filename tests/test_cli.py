@@ -195,6 +195,23 @@ def test_report_prints_the_paper_table_and_machine_formats(stored_sweep: tuple[s
     assert len(csv.strip().splitlines()) == 3
 
 
+def test_report_says_how_many_trials_failed_and_leaves_them_out(stored_sweep: tuple[str, str]) -> None:
+    url, sweep_id = stored_sweep
+    factory = db.session_factory(db.make_engine(url))
+    with factory() as session:
+        spec = TrialSpec(task="digits-mlp", optimizer="nero", lr=1.0, budget="smoke")
+        row = repo.add_trials(session, sweep_id=sweep_id, trials=[{**spec.to_dict(), "phase": "grid"}])[0]
+        repo.finish_trial(session, trial_id=row.id, status="failed", error="RuntimeError: out of memory")
+    table = runner.invoke(app, ["report", sweep_id, "--db", url], env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    assert "1 failed trial(s)" in table.output and "left out of every metric" in table.output
+    as_json = strict_json(runner.invoke(app, ["report", sweep_id, "--db", url, "--format", "json"]).stdout)
+    assert as_json["failed_trials"] == 1
+    nero = next(s for s in as_json["per_optimizer"] if s["label"] == "nero")
+    assert nero["failed"] == 1 and [p["lr"] for p in nero["curve"]] == [0.01, 0.1, 1.0]
+    assert nero["curve"][-1]["seeds"] == 0  # the crash is marked, not averaged in as chance
+
+
 def test_report_of_an_unknown_sweep_fails_clearly(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     db.upgrade(url)

@@ -188,9 +188,7 @@ async def read_sweep(sweep_id: SweepId, request: Request) -> SweepPublic:
         409: {"model": ErrorPublic, "description": "The sweep has already finished"},
     },
 )
-def cancel_sweep(
-    principal: TokenDep, sweep_id: SweepId, session: SessionDep
-) -> SweepPublic:
+def cancel_sweep(principal: TokenDep, sweep_id: SweepId, session: SessionDep) -> SweepPublic:
     """A queued sweep is cancelled at once; a running one stops within seconds (its worker sees the request).
 
     Cancelling a cancelled sweep again is fine; a sweep that succeeded or failed cannot be cancelled (409).
@@ -274,6 +272,8 @@ class AnalysisPublic(BaseModel):
     lr_sensitivity, good_window (decades), expected_best, the lr curve. ``profiles``: performance profiles
     (``ootb`` and ``tuned``). A number without a finite value is ``null``: NaN (not
     available) and infinity (a ratio for an optimiser that never beat chance, or did not run on the task).
+    ``failed_trials``: failed trials (a crash, not evidence about the lr), left out of every metric; each
+    ``per_optimizer`` entry and curve point carries its own ``failed`` count.
     """
 
     sweep_id: str
@@ -283,6 +283,7 @@ class AnalysisPublic(BaseModel):
     per_optimizer: list[dict[str, Any]]
     tasks: list[dict[str, Any]]
     profiles: dict[str, dict[str, Any]]
+    failed_trials: int
 
 
 @router.get(
