@@ -436,3 +436,18 @@ def test_lr_sensitivity_is_never_negative_and_expected_best_clamps_to_chance():
     rows = [one_point("A", "sgd", 0.1, lr=0.001), one_point("A", "sgd", 0.95, lr=0.01), diverged("A", "sgd", 0.1, 0)]
     sgd = analyze_sweep(rows).summary("A", "sgd")
     assert sgd.expected_best[0] == pytest.approx((0.1 + 0.9 + 0.9) / 3)
+
+
+def test_tpe_sweeps_have_no_grid_metrics_and_say_why():
+    rows = [
+        {**one_point("A", "adam", m, lr=lr), "phase": "tpe", "default_lr": 0.001}
+        for lr, m in [(0.001, 0.3), (0.0123, 0.12), (0.0131, 0.11), (0.0127, 0.115)]
+    ]
+    adam = analyze_sweep(rows).summary("A", "adam")
+    assert math.isnan(adam.lr_sensitivity) and math.isnan(adam.good_window) and adam.expected_best == ()
+    assert adam.grid_metrics_note == "not defined for TPE: its learning rates are samples, not a grid"
+    assert adam.protocol == "tpe"
+    # The default lr ran as TPE's fixed first trial: the out-of-the-box point is defined.
+    assert adam.ootb == pytest.approx(0.3) and adam.best == pytest.approx(0.11)
+    data = analyze_sweep(rows).summary("A", "adam").to_dict()
+    assert data["lr_sensitivity"] is None and data["good_window"] is None
