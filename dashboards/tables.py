@@ -24,8 +24,13 @@ class PaperRow(NamedTuple):
     best_lr: float | None
     ootb: float | None  # mean at the default lr
     default_lr: float | None
-    is_best: bool  # the best tuned metric of the task
+    is_best: bool  # the best tuned metric of the task, or not distinguishable from it across seeds
     is_best_ootb: bool  # the best out-of-the-box metric of the task
+    ci_low: float | None = None  # 95% t-interval over the seeds at the best lr (None with one seed)
+    ci_high: float | None = None
+    interval_note: str = ""  # "1 seed: no interval" when there is none
+    binomial_se: float | None = None  # error-rate metrics on a known test-set size
+    comparison: str = ""  # paired over seeds against the task's best ("" for the best itself)
 
 
 class PaperTable(NamedTuple):
@@ -63,8 +68,13 @@ def paper_tables(analysis: SweepAnalysis, *, labels: Sequence[str] | None = None
                 best_lr=finite_or_none(s.eta_star),
                 ootb=finite_or_none(s.ootb),
                 default_lr=finite_or_none(s.default_lr),
-                is_best=best_tuned is not None and finite_or_none(s.best) == best_tuned,
+                is_best=best_tuned is not None and analysis.is_best(task.task, s.label),
                 is_best_ootb=best_ootb is not None and finite_or_none(s.ootb) == best_ootb,
+                ci_low=finite_or_none(s.best_ci[0]),
+                ci_high=finite_or_none(s.best_ci[1]),
+                interval_note=f"{s.best_seeds} seed: no interval" if s.best_seeds == 1 else "",
+                binomial_se=finite_or_none(s.binomial_se),
+                comparison=comparison.text if (comparison := analysis.comparison(task.task, s.label)) else "",
             )
             for s in items
         )

@@ -384,17 +384,31 @@ def _print_report(sweep_id: str, name: str, execution: str | None, spec: dict, a
         by_task.setdefault(row.task, []).append(row)
     for task_name, task_rows in by_task.items():
         table = Table(title=f"{task_name} — {task_rows[0].metric_name}")
-        for column in ("optimizer", "best (mean ± std)", "best lr", "out of the box", "default lr"):
-            table.add_column(column, justify="right" if column != "optimizer" else "left")
+        columns = (
+            "optimizer",
+            "best (mean ± std)",
+            "95% interval (t, over seeds)",
+            "binomial SE",
+            "vs the best (paired over seeds)",
+            "best lr",
+            "out of the box",
+            "default lr",
+        )
+        for column in columns:
+            table.add_column(column, justify="left" if column in ("optimizer", columns[4]) else "right")
         for row in task_rows:
             table.add_row(
-                row.label,
+                ("* " if row.is_best else "  ") + row.label,
                 row.text,
+                row.interval_text,
+                format_number(row.binomial_se, ".2g") if not math.isnan(row.binomial_se) else "",
+                row.comparison or "best",
                 format_number(row.eta_star, "g"),
                 format_number(row.ootb),
                 format_number(row.default_lr, "g"),
             )
         console.print(table)
+        console.print("* the best, or not distinguishable from it (95% paired t-interval over seeds includes 0)")
     metrics = Table(title="robustness metrics (per task and optimiser)")
     columns = (
         "task",

@@ -66,6 +66,19 @@ Conventions (all computed with lower = better; results are reported back in the 
   (tau_max = 4), computed exactly: ``score = sum_t max(0, tau_max - max(r, 1)) / (T (tau_max - 1))``.
   ``rho`` is also sampled on a grid of taus (step 0.01) for plotting.
 
+Uncertainty across seeds:
+
+- ``best_ci``: the 95% Student-t interval of the mean over the seeds at eta_star,
+  ``mean ± t_{0.975, n-1} s / sqrt(n)`` (NaN with one seed: "1 seed: no interval").
+- ``binomial_se``: for a task whose metric is an error rate on a test set of n examples (the task declares
+  ``metric_is_error_rate`` and ``test_set_size``; digits: 357 images, so one image is 0.28 points), the
+  binomial standard error ``sqrt(p (1 - p) / n)`` of one run's error p = best. NaN otherwise.
+- ``comparisons``: per task, the best optimiser (best_label) against each other one, paired over the seeds
+  both ran at their eta_star: the mean difference d (oriented so that d > 0 means worse than the best) and
+  its 95% t-interval. ``distinguishable`` is True when the interval excludes 0, False when it does not, None
+  with fewer than two paired seeds. The tables' "is best" star goes to the best and to every optimiser not
+  distinguishable from it (with one seed, only to the best: nothing can be told apart).
+
 ``to_dict()`` results are JSON-safe (``nero_study.json_safe``): NaN and +/-inf become ``None``. A ``None``
 ratio means no finite ratio: the optimiser never beat chance on that task, or did not run on it.
 """
@@ -131,6 +144,8 @@ class OptimizerSummary:
     expected_best: tuple[float, ...]  # k = 1..|common grid|
     curve: tuple[LrPoint, ...]
     failed: int = 0  # failed trials of this (task, optimiser), left out of every metric
+    best_ci: tuple[float, float] = (math.nan, math.nan)  # 95% t-interval over the seeds at eta_star
+    binomial_se: float = math.nan  # error-rate metrics on a known test-set size: sqrt(p (1 - p) / n)
     good_window_lrs: tuple[float, float] = (math.nan, math.nan)  # the window's lowest and highest good lr
     grid_metrics_note: str | None = None  # why the grid metrics are null, or the grid they were computed on
     protocol: str = "grid"
@@ -174,6 +189,33 @@ class PerformanceProfile:
 
 
 @dataclass(frozen=True)
+class SeedComparison:
+    """The best optimiser of a task against another, paired over the seeds both ran at their eta_star."""
+
+    task: str
+    best_label: str
+    label: str
+    seeds: int  # paired seeds
+    difference: float  # mean of (label - best) per seed, > 0: worse than the best (task units)
+    ci_low: float  # 95% t-interval of the difference, in the same orientation
+    ci_high: float
+    distinguishable: bool | None  # the interval excludes 0; None with fewer than two paired seeds
+
+    @property
+    def text(self) -> str:
+        if self.distinguishable is None:
+            return f"{self.seeds} seed: no interval" if self.seeds == 1 else "no paired seeds: no interval"
+        verdict = "behind the best" if self.distinguishable else "not distinguishable from the best"
+        return (
+            f"{verdict}: by {self.difference:.3g} (95% CI {self.ci_low:.3g} to {self.ci_high:.3g}, "
+            f"{self.seeds} paired seeds)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe({**asdict(self), "text": self.text})
+
+
+@dataclass(frozen=True)
 class SweepAnalysis:
     """Everything computed from a sweep's trials."""
 
@@ -181,6 +223,19 @@ class SweepAnalysis:
     tasks: tuple[TaskSummary, ...]
     profiles: dict[str, PerformanceProfile]  # "ootb" and "tuned"
     failed_trials: int = 0  # failed trials left out of every metric (module docstring)
+    comparisons: tuple[SeedComparison, ...] = ()
+
+    def comparison(self, task: str, label: str) -> SeedComparison | None:
+        """The paired comparison of ``label`` with the best on ``task`` (None for the best itself)."""
+        return next((c for c in self.comparisons if c.task == task and c.label == label), None)
+
+    def is_best(self, task: str, label: str) -> bool:
+        """The best of the task, or not distinguishable from it across seeds (module docstring)."""
+        best = next((t.best_label for t in self.tasks if t.task == task), None)
+        if label == best:
+            return True
+        comparison = self.comparison(task, label)
+        return comparison is not None and comparison.distinguishable is False
 
     @property
     def expected_best(self) -> dict[str, dict[str, tuple[float, ...]]]:
@@ -205,6 +260,7 @@ class SweepAnalysis:
             "tasks": [t.to_dict() for t in self.tasks],
             "profiles": {kind: p.to_dict() for kind, p in self.profiles.items()},
             "failed_trials": self.failed_trials,
+            "comparisons": [c.to_dict() for c in self.comparisons],
         }
 
     def summary_frame(self) -> pd.DataFrame:
@@ -234,6 +290,11 @@ class PaperTableRow:
     eta_star: float
     ootb: float
     default_lr: float
+    ci_low: float = math.nan  # 95% t-interval over seeds at eta_star
+    ci_high: float = math.nan
+    binomial_se: float = math.nan
+    is_best: bool = False  # the best, or not distinguishable from it across seeds
+    comparison: str = ""  # the paired comparison with the best ("" for the best itself)
 
     @property
     def text(self) -> str:
@@ -242,8 +303,15 @@ class PaperTableRow:
             return f"{self.best:.4g}"
         return f"{self.best:.4g} ± {self.best_std:.2g}"
 
+    @property
+    def interval_text(self) -> str:
+        """The 95% t-interval over seeds, or why there is none."""
+        if math.isnan(self.ci_low):
+            return f"{self.seeds} seed: no interval" if self.seeds == 1 else "no interval"
+        return f"[{self.ci_low:.4g}, {self.ci_high:.4g}] (95% t, {self.seeds} seeds)"
+
     def to_dict(self) -> dict[str, Any]:
-        return json_safe({**asdict(self), "text": self.text})
+        return json_safe({**asdict(self), "text": self.text, "interval_text": self.interval_text})
 
 
 # --- pure helpers -----------------------------------------------------------------------------------
@@ -340,6 +408,37 @@ def _registry_lower_is_better(task: str) -> bool:
         return True
 
 
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """The Student-t interval of the mean of ``values`` at ``level``; (NaN, NaN) with fewer than two."""
+    from scipy import stats
+
+    n = len(values)
+    if n < 2:
+        return math.nan, math.nan
+    mean = float(np.mean(values))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * float(np.std(values, ddof=1)) / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def binomial_standard_error(error_rate: float, test_set_size: int) -> float:
+    """``sqrt(p (1 - p) / n)``: the standard error of an error rate p measured on n test examples."""
+    if test_set_size < 1:
+        raise ValueError(f"Invalid test_set_size: {test_set_size}; must be >= 1")
+    if not 0.0 <= error_rate <= 1.0:
+        return math.nan
+    return math.sqrt(error_rate * (1.0 - error_rate) / test_set_size)
+
+
+def _registry_error_rate(task: str) -> tuple[bool, int | None]:
+    from nero_study.tasks.registry import get_task
+
+    try:
+        found = get_task(task)
+    except Exception:  # noqa: BLE001 - an unknown or unimportable task: not known to be an error rate
+        return False, None
+    return bool(getattr(found, "metric_is_error_rate", False)), getattr(found, "test_set_size", None)
+
+
 def _sample_std(values: list[float]) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
 
@@ -370,6 +469,7 @@ class _Choice:
     eta_star: float
     best: float  # oriented mean over the repeats at eta_star
     best_values: list[float]
+    best_points: list[tuple[int | None, float]]  # (seed, oriented value) at eta_star
 
 
 def _choose(per_lr: dict[float, list[tuple[int | None, float]]], protocol: str, first_seed: int | None) -> _Choice:
@@ -392,7 +492,13 @@ def _choose(per_lr: dict[float, list[tuple[int | None, float]]], protocol: str, 
         eligible = sorted(groups[widest])
     eta_star = min(eligible, key=lambda lr: (values[lr], lr))
     best_values = [v for _, v in per_lr[eta_star]]
-    return _Choice(values=values, eta_star=eta_star, best=float(np.mean(best_values)), best_values=best_values)
+    return _Choice(
+        values=values,
+        eta_star=eta_star,
+        best=float(np.mean(best_values)),
+        best_values=best_values,
+        best_points=list(per_lr[eta_star]),
+    )
 
 
 @dataclass(frozen=True)
@@ -497,6 +603,15 @@ def analyze_sweep(
         finals = [value for value in finals if not math.isnan(value)]
         m0[task] = max(finals) if finals else math.nan
 
+    error_rates: dict[str, tuple[bool, int | None]] = {}
+    for task in task_order:
+        declared = [row for row in rows if row["task"] == task and not _is_missing(row.get("test_set_size"))]
+        if declared:  # results from elsewhere declare it per row
+            flag = declared[0].get("metric_is_error_rate")
+            error_rates[task] = (True if _is_missing(flag) else bool(flag), int(declared[0]["test_set_size"]))
+        else:
+            error_rates[task] = _registry_error_rate(task)
+
     # Per (task, label): oriented values per lr and seed (failed trials left out, counted).
     pair_order: list[tuple[str, str]] = []
     per_lr: dict[tuple[str, str], dict[float, list[tuple[int | None, float]]]] = {}
@@ -584,6 +699,8 @@ def analyze_sweep(
                 eta_star=choice.eta_star,
                 best_std=_sample_std(choice.best_values),
                 best_seeds=len(choice.best_values),
+                best_ci=_oriented_interval(choice.best_values, s),
+                binomial_se=_binomial_se(task, s * choice.best, error_rates),
                 ootb=s * ootb,
                 ootb_regret=normalised_regret(ootb, zero, best_all[task]),
                 lr_sensitivity=metrics.sensitivity,
@@ -625,7 +742,51 @@ def analyze_sweep(
                 ratios[label][task] = performance_ratio(sign[task] * value, m0[task], best_all[task], kinds[task])
         profiles[kind] = _profile(kind, tuple(task_order), labels, ratios, kinds, tau_max)  # type: ignore[arg-type]
     failed_trials = sum(1 for row in finished if row["status"] == "failed")
-    return SweepAnalysis(per_optimizer=tuple(summaries), tasks=tasks, profiles=profiles, failed_trials=failed_trials)
+    comparisons = tuple(
+        _compare(task, best_label[task], key[1], chosen[(task, best_label[task])], chosen[key])
+        for task in task_order
+        for key in pair_order
+        if key[0] == task and key[1] != best_label[task]
+    )
+    return SweepAnalysis(
+        per_optimizer=tuple(summaries),
+        tasks=tasks,
+        profiles=profiles,
+        failed_trials=failed_trials,
+        comparisons=comparisons,
+    )
+
+
+def _oriented_interval(values: list[float], sign: float) -> tuple[float, float]:
+    low, high = t_interval(values)
+    return (low, high) if sign > 0 else (-high, -low)
+
+
+def _binomial_se(task: str, best: float, error_rates: Mapping[str, tuple[bool, int | None]]) -> float:
+    is_error_rate, size = error_rates.get(task, (False, None))
+    if not is_error_rate or size is None or not math.isfinite(best):
+        return math.nan
+    return binomial_standard_error(best, int(size))
+
+
+def _compare(task: str, best_label: str, label: str, best: _Choice, other: _Choice) -> SeedComparison:
+    """``label`` against the best of the task, paired over the seeds both ran at their eta_star (oriented
+    values, so a positive difference is worse than the best whatever the task's orientation)."""
+    best_by_seed = {seed: value for seed, value in best.best_points if seed is not None}
+    differences = [value - best_by_seed[seed] for seed, value in other.best_points if seed in best_by_seed]
+    mean = float(np.mean(differences)) if differences else math.nan
+    low, high = t_interval(differences)
+    distinguishable = None if len(differences) < 2 else bool(low > 0 or high < 0)
+    return SeedComparison(
+        task=task,
+        best_label=best_label,
+        label=label,
+        seeds=len(differences),
+        difference=mean,
+        ci_low=low,
+        ci_high=high,
+        distinguishable=distinguishable,
+    )
 
 
 def _profile(
@@ -669,6 +830,11 @@ def paper_table(analysis: SweepAnalysis) -> list[PaperTableRow]:
             eta_star=s.eta_star,
             ootb=s.ootb,
             default_lr=s.default_lr,
+            ci_low=s.best_ci[0],
+            ci_high=s.best_ci[1],
+            binomial_se=s.binomial_se,
+            is_best=analysis.is_best(s.task, s.label),
+            comparison=comparison.text if (comparison := analysis.comparison(s.task, s.label)) else "",
         )
         for s in analysis.per_optimizer
     ]
@@ -682,9 +848,11 @@ __all__ = [
     "OptimizerSummary",
     "PaperTableRow",
     "PerformanceProfile",
+    "SeedComparison",
     "SweepAnalysis",
     "TaskSummary",
     "analyze_sweep",
+    "binomial_standard_error",
     "expected_best_of_k",
     "paper_table",
     "performance_ratio",
@@ -692,4 +860,5 @@ __all__ = [
     "profile_score",
     "ratio_kind",
     "resolve_protocol",
+    "t_interval",
 ]

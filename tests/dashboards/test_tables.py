@@ -21,13 +21,25 @@ def test_paper_tables(known_trials: pd.DataFrame) -> None:
     assert (nero.best, nero.best_lr, nero.ootb, nero.default_lr, nero.seeds) == pytest.approx((0.3, 0.01, 0.3, 0.01, 2))
     assert nero.best_std == pytest.approx(0.1 * SQRT2)
     assert (adam.best, adam.best_lr, adam.ootb, adam.default_lr) == pytest.approx((0.25, 0.01, 0.4, 0.001))
-    # Best tuned: adam (0.25); best out of the box: nero (0.3 < 0.4).
-    assert (nero.is_best, adam.is_best) == (False, True)
+    # Best tuned: adam (0.25); nero (0.3) is not distinguishable from it over two paired seeds, so it is starred
+    # too (test_paper_table_intervals_and_star). Best out of the box: nero (0.3 < 0.4).
+    assert (nero.is_best, adam.is_best) == (True, True)
     assert (nero.is_best_ootb, adam.is_best_ootb) == (True, False)
     ppo_nero, ppo_adam = tables[1].rows
     # Higher is better: adam's 150 is the best, tuned and out of the box; one seed: no std.
     assert (ppo_nero.is_best, ppo_adam.is_best, ppo_adam.is_best_ootb) == (False, True, True)
     assert ppo_adam.best_std is None and ppo_adam.seeds == 1
+
+
+def test_paper_table_intervals_and_star(known_trials: pd.DataFrame) -> None:
+    (digits, _) = paper_tables(analyze_sweep(known_trials), labels=("nero", "adam"))
+    nero, adam = digits.rows
+    # adam 0.2, 0.3 at lr 0.01: mean 0.25, 95% t-interval 0.25 ± t(0.975, 1) 0.0707 / sqrt(2), t = 12.7062.
+    assert (adam.ci_low, adam.ci_high) == pytest.approx((0.25 - 12.706204736174698 * 0.05, 0.25 + 12.7062047 * 0.05))
+    # digits: 357 test images, one run's binomial SE at 25% error
+    assert adam.binomial_se == pytest.approx((0.25 * 0.75 / 357) ** 0.5)
+    # nero 0.2, 0.4 vs adam 0.2, 0.3 paired by seed: differences 0, 0.1 -> not distinguishable with 2 seeds.
+    assert "not distinguishable" in nero.comparison and nero.is_best and adam.is_best
 
 
 def test_robustness_rows(known_trials: pd.DataFrame) -> None:

@@ -451,3 +451,52 @@ def test_tpe_sweeps_have_no_grid_metrics_and_say_why():
     assert adam.ootb == pytest.approx(0.3) and adam.best == pytest.approx(0.11)
     data = analyze_sweep(rows).summary("A", "adam").to_dict()
     assert data["lr_sensitivity"] is None and data["good_window"] is None
+
+
+# Student t quantile t_{0.975} with 2 degrees of freedom (statistical tables): 4.302652729911275
+T_975_DF2 = 4.302652729911275
+
+
+def three_seeds(label, values, *, task="digits-mlp", lr=0.01, lower=True):
+    return [one_point(task, label, v, lr=lr, seed=seed, lower=lower) for seed, v in enumerate(values)]
+
+
+def test_intervals_paired_comparisons_and_the_best_star():
+    rows = [
+        *three_seeds("nero", [0.10, 0.11, 0.12]),
+        *three_seeds("sgd", [0.20, 0.21, 0.23]),
+        *three_seeds("adam", [0.10, 0.13, 0.11]),
+    ]
+    analysis = analyze_sweep(rows)
+    nero = analysis.summary("digits-mlp", "nero")
+    half = T_975_DF2 * 0.01 / math.sqrt(3)  # sample std of 0.10, 0.11, 0.12 is 0.01
+    assert nero.best_ci == pytest.approx((0.11 - half, 0.11 + half), rel=1e-9)
+    # digits: an error rate on 357 test images
+    assert nero.binomial_se == pytest.approx(math.sqrt(0.11 * 0.89 / 357), rel=1e-12)
+    sgd = analysis.comparison("digits-mlp", "sgd")
+    assert sgd.seeds == 3 and sgd.difference == pytest.approx(np.mean([0.10, 0.10, 0.11]), rel=1e-9)
+    assert sgd.distinguishable is True and sgd.text.startswith("behind the best")
+    adam = analysis.comparison("digits-mlp", "adam")
+    differences = [0.0, 0.02, -0.01]  # adam - nero per seed
+    half = T_975_DF2 * float(np.std(differences, ddof=1)) / math.sqrt(3)
+    assert (adam.ci_low, adam.ci_high) == pytest.approx((np.mean(differences) - half, np.mean(differences) + half))
+    assert adam.distinguishable is False
+    # The star: the best and every optimiser not distinguishable from it.
+    stars = {row.label: row.is_best for row in paper_table(analysis)}
+    assert stars == {"nero": True, "sgd": False, "adam": True}
+    row = next(r for r in paper_table(analysis) if r.label == "nero")
+    assert row.interval_text.startswith("[") and "95% t, 3 seeds" in row.interval_text
+
+
+def test_one_seed_says_there_is_no_interval():
+    rows = [one_point("digits-mlp", "nero", 0.10), one_point("digits-mlp", "sgd", 0.12)]
+    analysis = analyze_sweep(rows)
+    assert analysis.comparison("digits-mlp", "sgd").text == "1 seed: no interval"
+    sgd_row = next(r for r in paper_table(analysis) if r.label == "sgd")
+    assert sgd_row.interval_text == "1 seed: no interval" and sgd_row.is_best is False
+    assert math.isnan(analysis.summary("digits-mlp", "nero").best_ci[0])
+    # A higher-is-better interval comes back in the task's orientation, low < high.
+    returns = analyze_sweep(three_seeds("nero", [100.0, 110.0, 120.0], task="R", lower=False))
+    low, high = returns.summary("R", "nero").best_ci
+    assert low < 110.0 < high and (low + high) / 2 == pytest.approx(110.0)
+    assert math.isnan(returns.summary("R", "nero").binomial_se)  # not an error rate
