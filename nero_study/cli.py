@@ -464,6 +464,38 @@ def _print_report(sweep_id: str, name: str, execution: str | None, spec: dict, a
     console.print(profiles)
 
 
+@app.command(name="import")
+def import_results(
+    results: Annotated[str, typer.Argument(help="CSV of results computed elsewhere (one row per trial)")],
+    name: Annotated[str | None, typer.Option("--name", help="Sweep name (default: the file's name)")] = None,
+    db: Annotated[str | None, typer.Option(help="Database URL (default: settings)")] = None,
+) -> None:
+    """Store results computed elsewhere as a finished sweep, so report, pages and /compare apply to them.
+
+    Columns: task, optimizer and/or label, lr, seed, status, metric, and for a task this installation does
+    not know metric_name, lower_is_better and chance; optional curve_file, source, note. A file with any bad
+    row stores nothing; each problem is named by row and column.
+    """
+    from nero_study.errors import ResultsFileError
+    from nero_study.store import db as store_db
+    from nero_study.store import repo
+    from nero_study.study.importing import read_results_file
+
+    try:
+        parsed = read_results_file(results, name=name)
+    except ResultsFileError as exc:
+        _fail(str(exc))
+    settings = _settings(db)
+    engine = store_db.make_engine(settings.database_url)
+    with store_db.session_factory(engine)() as session:
+        sweep = repo.import_sweep(
+            session, name=parsed.spec["name"], spec=parsed.spec, trials=parsed.trials, curves=parsed.curves
+        )
+        sweep_id = sweep.id
+    console.print(f"imported {len(parsed.trials)} trials as sweep {sweep_id} ({parsed.spec['name']})")
+    typer.echo(sweep_id)
+
+
 @app.command()
 def worker(
     db: Annotated[str | None, typer.Option(help="Database URL (default: settings)")] = None,

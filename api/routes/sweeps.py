@@ -145,6 +145,65 @@ def create_sweep(
     return _present(session, sweep)
 
 
+#: The largest results file ``POST /api/sweeps/import`` reads, in bytes.
+MAX_IMPORT_BYTES = 5_000_000
+
+
+@router.post(
+    "/import",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SweepPublic,
+    summary="Import results computed elsewhere as a finished sweep",
+    responses={
+        **_UNAUTHORIZED,
+        413: {"model": ErrorPublic, "description": "The file is larger than MAX_IMPORT_BYTES"},
+        422: {"model": ErrorPublic, "description": "Bad rows, each named by row and column; nothing stored"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "A results CSV (one row per trial; columns in nero_study.study.importing).",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def import_sweep(
+    principal: TokenDep,
+    request: Request,
+    response: Response,
+    name: Annotated[str, Query(min_length=1, max_length=200, description="The sweep's name")] = "imported",
+) -> SweepPublic:
+    """Store trials computed elsewhere (e.g. a paper's published table) as a finished sweep, so the same
+    metrics, report and pages apply and ``/compare`` can set it beside a sweep run here. A file with any bad
+    row stores nothing; the error names every bad row and column. Curve files are for the CLI only."""
+    from nero_study.errors import ResultsFileError
+    from nero_study.study.importing import parse_results
+
+    body = await request.body()
+    if len(body) > MAX_IMPORT_BYTES:
+        raise HTTPException(
+            status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+            detail=f"The results file is larger than the limit of {MAX_IMPORT_BYTES} bytes",
+        )
+    try:
+        parsed = parse_results(body.decode("utf-8-sig"), name=name, allow_curve_files=False)
+    except UnicodeDecodeError:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, detail="The results file is not UTF-8 text"
+        ) from None
+    except ResultsFileError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+
+    def store(session: Session) -> SweepPublic:
+        sweep = repo.import_sweep(session, name=name, spec=parsed.spec, trials=parsed.trials)
+        logger.info("sweep %s imported by %s (%d trials)", sweep.id, principal.name, len(parsed.trials))
+        return _present(session, sweep)
+
+    created = await in_session(request, store)
+    response.headers["Location"] = f"/api/sweeps/{created.id}"
+    return created
+
+
 @router.get("", response_model=SweepsPublic, summary="List sweeps, newest first")
 async def read_sweeps(
     request: Request,
