@@ -28,9 +28,9 @@ Conventions (all computed with lower = better; results are reported back in the 
   eta_star: NaN with one seed.
 - ``ootb``: m at the default lr (NaN if not run); ``ootb_regret = (ootb - best_all) / (m0 - best_all)``, the
   regret on the normalised scale of the heatmap (normalised score 0 = chance/initial, 1 = best of all; the
-  regret is 1 - score): 0 at the best of all optimisers, 1 at chance, above 1 worse than chance. It is the
-  same for every metric kind and does not move when a metric is shifted (returns crossing zero). NaN when
-  nothing beat chance on the task (m0 == best_all).
+  regret is 1 - score): 0 at the best of all optimisers, 1 at chance; an ootb worse than chance is capped at
+  chance (1), as a divergence is. It is the same for every metric kind and does not move when a metric is
+  shifted (returns crossing zero). NaN when nothing beat chance on the task (m0 == best_all).
 - Grid metrics (lr sensitivity, good window, expected best of k) are computed on the *common grid* C of the
   task (``TaskSummary.common_grid``): the lrs every optimiser of the task ran, so that an optimiser is not
   scored on its own grid (a default lr added to one grid only). The out-of-the-box point is reported on its
@@ -702,7 +702,7 @@ def analyze_sweep(
                 best_ci=_oriented_interval(choice.best_values, s),
                 binomial_se=_binomial_se(task, s * choice.best, error_rates),
                 ootb=s * ootb,
-                ootb_regret=normalised_regret(ootb, zero, best_all[task]),
+                ootb_regret=normalised_regret(float(np.fmin(ootb, zero)), zero, best_all[task]),
                 lr_sensitivity=metrics.sensitivity,
                 good_window=metrics.window,
                 expected_best=tuple(s * value for value in metrics.expected_best),

@@ -500,3 +500,9 @@ def test_one_seed_says_there_is_no_interval():
     low, high = returns.summary("R", "nero").best_ci
     assert low < 110.0 < high and (low + high) / 2 == pytest.approx(110.0)
     assert math.isnan(returns.summary("R", "nero").binomial_se)  # not an error rate
+
+
+def test_ootb_regret_is_capped_at_chance():
+    # sgd's default lr ends far above chance (a perplexity of 1e14 with chance 1e4): regret 1, not 1e10.
+    rows = [one_point("T", "nero", 11.35, initial=1e4), one_point("T", "sgd", 1e14, initial=1e4)]
+    assert analyze_sweep(rows).summary("T", "sgd").ootb_regret == 1.0
