@@ -332,7 +332,9 @@ class AnalysisPublic(BaseModel):
     (``ootb`` and ``tuned``). A number without a finite value is ``null``: NaN (not
     available) and infinity (a ratio for an optimiser that never beat chance, or did not run on the task).
     ``failed_trials``: failed trials (a crash, not evidence about the lr), left out of every metric; each
-    ``per_optimizer`` entry and curve point carries its own ``failed`` count.
+    ``per_optimizer`` entry and curve point carries its own ``failed`` count. ``comparisons``: per task, the
+    best optimiser against each other one, paired over seeds (95% t-interval of the difference; with one seed,
+    "1 seed: no interval"); each entry's ``best_ci`` is the 95% t-interval over seeds at its best lr.
     """
 
     sweep_id: str
@@ -343,6 +345,7 @@ class AnalysisPublic(BaseModel):
     tasks: list[dict[str, Any]]
     profiles: dict[str, dict[str, Any]]
     failed_trials: int
+    comparisons: list[dict[str, Any]]
 
 
 @router.get(

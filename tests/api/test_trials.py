@@ -167,6 +167,10 @@ def test_analysis_gives_the_robustness_metrics_as_strict_json(
     assert analysis["profiles"]["tuned"]["scores"]["nero"] == pytest.approx(1.0)
     assert nero["best_std"] is None  # one seed: NaN, sent as null
     assert analysis["failed_trials"] == 0
+    # One seed: a paired comparison with the best cannot be made, and the answer says so.
+    adam_vs_best = next(c for c in analysis["comparisons"] if c["label"] == "adam")
+    assert adam_vs_best["best_label"] == "nero" and adam_vs_best["text"] == "1 seed: no interval"
+    assert adam_vs_best["distinguishable"] is None and nero["best_ci"] == [None, None]
 
 
 def test_analysis_leaves_failed_trials_out_and_counts_them(
