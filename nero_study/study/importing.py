@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -253,17 +252,9 @@ def read_results_file(path: Path | str, *, name: str | None = None) -> ImportedR
     return parse_results(path.read_text(), base_dir=path.parent, name=name or path.stem)
 
 
-def stored_trial_fields(trial: Mapping[str, Any]) -> dict[str, Any]:
-    """The outcome fields of an imported trial (what ``repo.finish_trial`` would store)."""
-    return {
-        key: trial[key] for key in ("status", "metric", "initial_metric", "metric_name", "lower_is_better", "error")
-    }
-
-
 __all__ = [
     "ALLOWED_COLUMNS",
     "ImportedResults",
     "parse_results",
     "read_results_file",
-    "stored_trial_fields",
 ]
