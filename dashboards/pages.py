@@ -119,6 +119,7 @@ def _tables_context(snapshot: SweepSnapshot) -> dict[str, Any]:
         "scores": profile_score_rows(snapshot.analysis, labels=labels),
         "colors": optimizer_colors(labels),
         "analysis_error": snapshot.analysis_error,
+        "failed_trials": snapshot.analysis.failed_trials,
     }
 
 

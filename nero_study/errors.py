@@ -15,3 +15,7 @@ class UnknownTaskError(ValueError):
 class UnknownOptimizerError(ValueError):
     """An optimiser name that is not registered; the message lists the valid ones."""
 
+
+
+class ResultsFileError(ValueError):
+    """A results file to import has bad rows; the message lists each as ``row N, column C: ...``."""

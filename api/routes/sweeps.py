@@ -147,6 +147,65 @@ def create_sweep(
     return _present(session, sweep)
 
 
+#: The largest results file ``POST /api/sweeps/import`` reads, in bytes.
+MAX_IMPORT_BYTES = 5_000_000
+
+
+@router.post(
+    "/import",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SweepPublic,
+    summary="Import results computed elsewhere as a finished sweep",
+    responses={
+        **_UNAUTHORIZED,
+        413: {"model": ErrorPublic, "description": "The file is larger than MAX_IMPORT_BYTES"},
+        422: {"model": ErrorPublic, "description": "Bad rows, each named by row and column; nothing stored"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "A results CSV (one row per trial; columns in nero_study.study.importing).",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def import_sweep(
+    principal: TokenDep,
+    request: Request,
+    response: Response,
+    name: Annotated[str, Query(min_length=1, max_length=200, description="The sweep's name")] = "imported",
+) -> SweepPublic:
+    """Store trials computed elsewhere (e.g. a paper's published table) as a finished sweep, so the same
+    metrics, report and pages apply and ``/compare`` can set it beside a sweep run here. A file with any bad
+    row stores nothing; the error names every bad row and column. Curve files are for the CLI only."""
+    from nero_study.errors import ResultsFileError
+    from nero_study.study.importing import parse_results
+
+    body = await request.body()
+    if len(body) > MAX_IMPORT_BYTES:
+        raise HTTPException(
+            status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+            detail=f"The results file is larger than the limit of {MAX_IMPORT_BYTES} bytes",
+        )
+    try:
+        parsed = parse_results(body.decode("utf-8-sig"), name=name, allow_curve_files=False)
+    except UnicodeDecodeError:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, detail="The results file is not UTF-8 text"
+        ) from None
+    except ResultsFileError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+
+    def store(session: Session) -> SweepPublic:
+        sweep = repo.import_sweep(session, name=name, spec=parsed.spec, trials=parsed.trials)
+        logger.info("sweep %s imported by %s (%d trials)", sweep.id, principal.name, len(parsed.trials))
+        return _present(session, sweep)
+
+    created = await in_session(request, store)
+    response.headers["Location"] = f"/api/sweeps/{created.id}"
+    return created
+
+
 @router.get("", response_model=SweepsPublic, summary="List sweeps, newest first")
 async def read_sweeps(
     request: Request,
@@ -190,9 +249,7 @@ async def read_sweep(sweep_id: SweepId, request: Request) -> SweepPublic:
         409: {"model": ErrorPublic, "description": "The sweep has already finished"},
     },
 )
-def cancel_sweep(
-    principal: TokenDep, sweep_id: SweepId, session: SessionDep
-) -> SweepPublic:
+def cancel_sweep(principal: TokenDep, sweep_id: SweepId, session: SessionDep) -> SweepPublic:
     """A queued sweep is cancelled at once; a running one stops within seconds (its worker sees the request).
 
     Cancelling a cancelled sweep again is fine; a sweep that succeeded or failed cannot be cancelled (409).
@@ -276,6 +333,10 @@ class AnalysisPublic(BaseModel):
     lr_sensitivity, good_window (decades), expected_best, the lr curve. ``profiles``: performance profiles
     (``ootb`` and ``tuned``). A number without a finite value is ``null``: NaN (not
     available) and infinity (a ratio for an optimiser that never beat chance, or did not run on the task).
+    ``failed_trials``: failed trials (a crash, not evidence about the lr), left out of every metric; each
+    ``per_optimizer`` entry and curve point carries its own ``failed`` count. ``comparisons``: per task, the
+    best optimiser against each other one, paired over seeds (95% t-interval of the difference; with one seed,
+    "1 seed: no interval"); each entry's ``best_ci`` is the 95% t-interval over seeds at its best lr.
     """
 
     sweep_id: str
@@ -285,6 +346,8 @@ class AnalysisPublic(BaseModel):
     per_optimizer: list[dict[str, Any]]
     tasks: list[dict[str, Any]]
     profiles: dict[str, dict[str, Any]]
+    failed_trials: int
+    comparisons: list[dict[str, Any]]
 
 
 @router.get(

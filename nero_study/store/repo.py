@@ -209,18 +209,14 @@ def create_sweep(
         with _read(session):
             query = sa.select(Sweep).where(Sweep.idempotency_key == idempotency_key)
             existing = session.scalars(query).first()
-        if existing is not None and (
-            existing.name != name or _canonical_json(existing.spec) != _canonical_json(spec)
-        ):
+        if existing is not None and (existing.name != name or _canonical_json(existing.spec) != _canonical_json(spec)):
             raise IdempotencyKeyReused(idempotency_key, existing)
         return existing
 
     found = existing_for_key()
     if found is not None:
         return found, False
-    sweep = Sweep(
-        name=name, spec=spec, idempotency_key=idempotency_key, status="queued", planned_trials=planned_trials
-    )
+    sweep = Sweep(name=name, spec=spec, idempotency_key=idempotency_key, status="queued", planned_trials=planned_trials)
     try:
         with _write(session):
             session.add(sweep)
@@ -321,9 +317,7 @@ def claim_next_sweep(
         sa.and_(Sweep.status == "running", Sweep.lease_expires_at < _utc(now)),
     )
     with _write(session):
-        candidate = (
-            sa.select(Sweep.id).where(claimable).order_by(Sweep.created_at, Sweep.id).limit(1)
-        )
+        candidate = sa.select(Sweep.id).where(claimable).order_by(Sweep.created_at, Sweep.id).limit(1)
         if session.get_bind().dialect.name == "postgresql":
             candidate = candidate.with_for_update(skip_locked=True)
         values: dict[str, Any] = {
@@ -590,6 +584,61 @@ def add_trials(session: Session, *, sweep_id: str, trials: Iterable[Any]) -> lis
     return list(ordered.values())
 
 
+def import_sweep(
+    session: Session,
+    *,
+    name: str,
+    spec: Mapping[str, Any],
+    trials: Sequence[Mapping[str, Any]],
+    curves: Sequence[Iterable[Any]] = (),
+) -> Sweep:
+    """Store results computed elsewhere as one finished (``succeeded``) sweep, in one transaction: all of it or
+    nothing. ``trials``: mappings like ``TrialSpec.to_dict()`` plus the outcome (``status`` succeeded, diverged
+    or failed, ``metric``, ``initial_metric``, ``metric_name``, ``lower_is_better``, ``error``); ``curves``:
+    each trial's learning-curve points (step, metric, ...), in the same order, or empty."""
+    if not trials:
+        raise ValueError("An imported sweep needs at least one trial")
+    for item in trials:
+        if item.get("status") not in TRIAL_FINISHED:
+            raise ValueError(
+                f"Invalid imported trial status: {item.get('status')!r}; valid: {', '.join(TRIAL_FINISHED)}"
+            )
+    now = utc_now()
+    with _write(session):
+        sweep = Sweep(
+            name=name,
+            spec=dict(spec),
+            status="succeeded",
+            started_at=now,
+            finished_at=now,
+            planned_trials=len(trials),
+            execution="imported",
+        )
+        session.add(sweep)
+        session.flush()
+        stored = []
+        for item in trials:
+            row = _trial_row(sweep.id, item)
+            row.update(
+                status=item["status"],
+                metric=item.get("metric"),
+                best_metric=item.get("metric"),
+                initial_metric=item.get("initial_metric"),
+                metric_name=item.get("metric_name"),
+                lower_is_better=item.get("lower_is_better"),
+                error=item.get("error"),
+                started_at=now,
+                finished_at=now,
+            )
+            trial = Trial(**row)
+            session.add(trial)
+            stored.append(trial)
+        session.flush()
+        for trial, points in zip(stored, curves, strict=False):
+            _upsert_points(session, _point_rows(trial.id, points))
+    return sweep
+
+
 def get_trial(session: Session, *, trial_id: int) -> Trial | None:
     """The trial with this id, read fresh from the database, or ``None``."""
     with _read(session):
@@ -685,9 +734,7 @@ def trial_rows(
     return rows, total
 
 
-def mark_trial_running(
-    session: Session, *, trial_id: int, attempt: int, now: datetime | None = None
-) -> bool:
+def mark_trial_running(session: Session, *, trial_id: int, attempt: int, now: datetime | None = None) -> bool:
     """Mark a trial as started by claim number ``attempt`` (the sweep's ``attempts``); ``False`` if refused.
 
     Starting a trial again (a new attempt, or a re-run after it was cancelled) clears its old curve
@@ -695,9 +742,7 @@ def mark_trial_running(
     and returns ``True``. A trial with a result, or one taken by a newer attempt, is refused.
     """
     now = now or utc_now()
-    fresh_start = sa.or_(
-        Trial.attempt < attempt, sa.and_(Trial.attempt == attempt, Trial.status != "running")
-    )
+    fresh_start = sa.or_(Trial.attempt < attempt, sa.and_(Trial.attempt == attempt, Trial.status != "running"))
     with _write(session):
         sweep_id = _sweep_of_trial(session, trial_id)
         if sweep_id is not None:
@@ -722,9 +767,7 @@ def mark_trial_running(
             session.execute(sa.delete(MetricPoint).where(MetricPoint.trial_id == trial_id))
             _bump_version(session, str(sweep_id), trials=True)
             return True
-        current = session.execute(
-            sa.select(Trial.status, Trial.attempt).where(Trial.id == trial_id)
-        ).one_or_none()
+        current = session.execute(sa.select(Trial.status, Trial.attempt).where(Trial.id == trial_id)).one_or_none()
     return current is not None and current.status == "running" and current.attempt == attempt
 
 
@@ -749,9 +792,7 @@ def _upsert_points(session: Session, rows: list[dict[str, Any]]) -> None:
     session.execute(statement, rows)
 
 
-def add_metric_points(
-    session: Session, *, trial_id: int, points: Iterable[Any], attempt: int | None = None
-) -> int:
+def add_metric_points(session: Session, *, trial_id: int, points: Iterable[Any], attempt: int | None = None) -> int:
     """Store learning-curve points (``EvalPoint`` objects or mappings with step, epoch, train_loss, metric).
 
     Each point becomes values named ``metric``, ``train_loss`` and ``epoch`` at its ``step``; writing the
