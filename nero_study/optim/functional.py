@@ -296,22 +296,17 @@ def _nero_foreach_one_dtype(
         e_grads, denoms = _freeze_nonfinite(e_sqs, e_grads, denoms)
         torch._foreach_addcdiv_(e_params, e_grads, denoms, value=-lr)
 
-    # Weight tensors in chunks of consecutive tensors (see _CHUNK_BYTES), each chunk start to finish: the
-    # gradient norms, the per-row factors (a few foreach calls over the chunk's small tensors), then per tensor
-    # the update and the re-projection, while the chunk's gradients are still in the cache the norms left
-    # them in.
-    for chunk in _cache_chunks([params[i] for i in matrix]):
-        indices = [matrix[j] for j in chunk]
-        works = [_writable_rows(params[i]) for i in indices]
+    if matrix:
+        works = [_writable_rows(params[i]) for i in matrix]
         rows = [row_view for row_view, _ in works]
-        grad_rows = [grads[i].reshape(grads[i].shape[0], -1) for i in indices]
-        m_sqs = [exp_avg_sqs[i] for i in indices]
+        grad_rows = [grads[i].reshape(grads[i].shape[0], -1) for i in matrix]
+        m_sqs = [exp_avg_sqs[i] for i in matrix]
         grad_norms = [torch.linalg.vector_norm(grad_row, dim=1) for grad_row in grad_rows]
         torch._foreach_mul_(m_sqs, beta)
         torch._foreach_addcmul_(m_sqs, grad_norms, grad_norms, value=1 - beta)
-        denoms = torch._foreach_div(m_sqs, _select(bias_corrections, indices))
+        denoms = torch._foreach_div(m_sqs, _select(bias_corrections, matrix))
         torch._foreach_sqrt_(denoms)
-        torch._foreach_div_(denoms, [scales[i] for i in indices])
+        torch._foreach_div_(denoms, [scales[i] for i in matrix])
         torch._foreach_clamp_min_(denoms, tiny)
         # A per-row factor lr * scale / sqrt(v_hat), finite since the denominator is at least `tiny`.
         factors = torch._foreach_reciprocal(denoms)
@@ -319,28 +314,9 @@ def _nero_foreach_one_dtype(
         for row_view, grad_row, factor in zip(rows, grad_rows, factors, strict=True):
             row_view.addcmul_(grad_row, factor.unsqueeze(1), value=-lr)
             _project_rows_(row_view, center, normalize)
-        for i, (_, work) in zip(indices, works, strict=True):
+        for i, (_, work) in zip(matrix, works, strict=True):
             if work is not params[i]:
                 params[i].copy_(work)
-
-
-# Gradient bytes per chunk of the fast path: a quarter of a 32 MiB last-level cache, so that a chunk's
-# gradients (read for their norms) and weights are still cached when the update reads them again.
-_CHUNK_BYTES = 8 * 2**20
-
-
-def _cache_chunks(tensors: list[Tensor]) -> list[list[int]]:
-    """Consecutive index runs of ``tensors`` of at most ``_CHUNK_BYTES`` each (a larger tensor alone)."""
-    chunks: list[list[int]] = []
-    size = 0
-    for index, tensor in enumerate(tensors):
-        nbytes = tensor.numel() * tensor.element_size()
-        if not chunks or size + nbytes > _CHUNK_BYTES:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(index)
-        size += nbytes
-    return chunks
 
 
 def lamb(
