@@ -25,9 +25,9 @@ about 3-4 SGD steps, not the 2.2 targeted; Nero/Adam is below 0.4 in two of thre
 fast path makes six full passes over a weight tensor (the gradient's row norms; the fused update; the row
 mean; the centring; the row norm; the division), each costing about as much (1.4-1.9 ms single-threaded for
 all weight tensors here) as half to two thirds of a whole SGD step (2.2-2.8 ms), and no combination of eager
-torch ops found does fewer: ``torch.var_mean`` over rows (one pass for mean and norm) took 230 ms, layer
-norm (mean and norm and division in one kernel) 19 ms, ``torch.addcmul(shift, rows, scale, out=rows)``
-10 ms, against 1.5 ms per plain pass. ``torch.compile`` of the whole per-tensor step
+torch ops found does fewer (minima over all weight tensors, single thread): ``torch.var_mean`` over rows
+(one pass for mean and norm) took 79 ms, layer norm (mean, norm and division in one kernel) 19 ms,
+``torch.addcmul(shift, rows, scale, out=rows)`` 10 ms, against 1.4-1.9 ms per plain pass. ``torch.compile`` of the whole per-tensor step
 (``fullgraph=True, dynamic=True``) compiled for 90 s and then ran the weight tensors in 28 ms against
 eager's 15-21 ms (single thread); with static shapes it hit dynamo's recompilation limit (more than 8
 distinct shapes). Neither is used. Processing the weight tensors in cache-sized chunks (gradients re-read
