@@ -11,27 +11,27 @@ Nero-fast / Adam-foreach (target <= 0.4) and Nero-loop / Nero-fast (target >= 1.
     .venv/bin/python benchmarks/optim_step.py [--threads N] [--repeats N] [--device cpu|cuda]
 
 Measured (2-core AMD EPYC VM shared with other sessions, load average 9-15 throughout, torch 2.13 CPU,
-30 repeats; ``--threads 1``, where one thread is not held up waiting for a preempted second one; each line
-one run, ratios from that run's medians / minima):
+30 repeats, ``.venv/bin/python benchmarks/optim_step.py --threads 1``: one thread, which is not held up
+waiting for a preempted second one; each line one run, ratios from that run's medians / minima):
 
     --threads 1   nero-fast ms (med/min)  sgd-foreach  adam-foreach  nero/sgd (med/min)  nero/adam (med/min)
-    run 1         33.01 / 10.69           9.59 / 3.39  138.7 / 66.0  3.44 / 3.15         0.24 / 0.16
-    run 2         20.88 /  9.85           4.11 / 2.72   43.9 / 20.5  5.08 / 3.62         0.48 / 0.48
-    run 3         30.06 / 14.41           7.52 / 2.56  138.4 / 87.8  4.00 / 5.63         0.22 / 0.16
+    run 1         27.31 / 15.54           8.00 / 2.66  65.3 / 26.4   3.41 / 5.84         0.42 / 0.59
+    run 2         27.42 / 11.52           6.71 / 2.63  67.6 / 22.7   4.09 / 4.38         0.41 / 0.51
+    run 3         26.25 /  9.84           5.57 / 2.78  80.6 / 32.1   4.71 / 3.54         0.33 / 0.31
 
 With ``--threads 2`` (the default on that machine) the same load made the figures meaningless (SGD's
-median 28-58 ms against a minimum of 1.5-3.2 ms; Nero/SGD 5.0-8.0 from medians). So Nero's fast path is
-about 3-4 SGD steps, not the 2.2 targeted; Nero/Adam is below 0.4 in two of three runs. What bounds it: the
-fast path makes six full passes over a weight tensor (the gradient's row norms; the fused update; the row
-mean; the centring; the row norm; the division), each costing about as much (1.4-1.9 ms single-threaded for
-all weight tensors here) as half to two thirds of a whole SGD step (2.2-2.8 ms), and no combination of eager
-torch ops found does fewer (minima over all weight tensors, single thread): ``torch.var_mean`` over rows
-(one pass for mean and norm) took 79 ms, layer norm (mean, norm and division in one kernel) 19 ms,
-``torch.addcmul(shift, rows, scale, out=rows)`` 10 ms, against 1.4-1.9 ms per plain pass. ``torch.compile`` of the whole per-tensor step
-(``fullgraph=True, dynamic=True``) compiled for 90 s and then ran the weight tensors in 28 ms against
-eager's 15-21 ms (single thread); with static shapes it hit dynamo's recompilation limit (more than 8
-distinct shapes). Neither is used. Processing the weight tensors in cache-sized chunks (gradients re-read
-from cache) made no difference measurable under this load and was not kept.
+median 15-58 ms against a minimum of 1.5-3.2 ms; Nero/SGD 5.0-8.5 from medians). So Nero's fast path is
+about 3.5-5 SGD steps here, not the 2.2 targeted, and about 0.3-0.6 Adam steps. What bounds it: the fast
+path makes six full passes over a weight tensor (the gradient's row norms; the fused update; the row mean;
+the centring; the row norm; the division), each costing (1.4-1.9 ms single-threaded for all weight tensors
+here) half to two thirds of a whole SGD step (2.2-2.8 ms), and no eager torch op tried does two of them in
+one (minima over all weight tensors, single thread): ``torch.var_mean`` over rows (mean and norm in one
+pass) took 79 ms, layer norm (mean, norm and division in one kernel) 19 ms,
+``torch.addcmul(shift, rows, scale, out=rows)`` 10 ms. ``torch.compile`` of the whole per-tensor step
+(``fullgraph=True, dynamic=True``) compiled for 90 s, then ran the weight tensors in 28 ms against eager's
+15-21 ms (single thread); with static shapes it hit dynamo's recompilation limit (more than 8 distinct
+shapes). Neither is used. Processing the weight tensors in cache-sized chunks (gradients re-read from
+cache) made no difference measurable under this load and was not kept.
 """
 
 from __future__ import annotations
