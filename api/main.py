@@ -19,6 +19,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from starlette.concurrency import run_in_threadpool
 
+from api.cache import SweepViewCache
 from api.deps import require_token
 from api.errors import install_error_handlers
 from api.routes import meta, pages, sweeps, trials
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory
+    app.state.sweep_view_cache = SweepViewCache()  # per app: each app has its own database
     install_error_handlers(app)
 
     @app.middleware("http")

@@ -160,16 +160,22 @@ def select_curve_trials(trials: pd.DataFrame, analysis: SweepAnalysis) -> list[d
     """For each (task, optimiser), one finished trial at its best lr (a succeeded one, lowest seed first)."""
     finished = finished_trials(trials)
     chosen = []
+    # Plain arrays once; per (task, optimiser) a mask and a stable (failed, seed) order over the matches.
+    task = finished["task"].to_numpy()
+    label = finished["label"].to_numpy()
+    lr = finished["lr"].astype(float).to_numpy()
+    failed = (finished["status"] != "succeeded").astype(int).to_numpy()
+    seed = finished["seed"].to_numpy()
     for summary in analysis.per_optimizer:
-        rows = finished[
-            (finished["task"] == summary.task)
-            & (finished["label"] == summary.label)
-            & np.isclose(finished["lr"].astype(float), summary.eta_star, rtol=LR_REL_TOL, atol=0.0)
-        ]
-        if not len(rows):
+        (matches,) = np.nonzero(
+            (task == summary.task)
+            & (label == summary.label)
+            & np.isclose(lr, summary.eta_star, rtol=LR_REL_TOL, atol=0.0)
+        )
+        if not len(matches):
             continue
-        rows = rows.assign(_failed=(rows["status"] != "succeeded").astype(int)).sort_values(["_failed", "seed"])
-        chosen.append({k: v for k, v in rows.iloc[0].to_dict().items() if k != "_failed"})
+        first = matches[np.lexsort((seed[matches], failed[matches]))[0]]
+        chosen.append(finished.iloc[first].to_dict())
     return chosen
 
 

@@ -93,17 +93,22 @@ def _mean_at(series: LrSeries, lr: float) -> float | None:
 def _seed_stats(rows: pd.DataFrame, summary: OptimizerSummary) -> LrSeries:
     """The series of one (task, optimiser) with its per-lr numbers filled in and no marks yet."""
     lrs, means, stds, seeds, diverged, failed = [], [], [], [], [], []
+    # Plain arrays once per (task, optimiser), then one mask per grid point (no frame indexing per point).
+    lr_values = rows["lr"].astype(float).to_numpy()
+    metric = pd.to_numeric(rows["metric"], errors="coerce").astype(float).to_numpy()
+    status = rows["status"].to_numpy()
+    ok_rows = (status == "succeeded") & np.isfinite(metric)
+    failed_rows = status == "failed"
     for point in summary.curve:
-        at = rows[np.isclose(rows["lr"].astype(float), point.lr, rtol=LR_REL_TOL, atol=0.0)]
-        metric = pd.to_numeric(at["metric"], errors="coerce").astype(float)
-        ok = (at["status"] == "succeeded") & np.isfinite(metric)
-        values = metric[ok].to_numpy()
+        at = np.isclose(lr_values, point.lr, rtol=LR_REL_TOL, atol=0.0)
+        ok = at & ok_rows
+        values = metric[ok]
         lrs.append(float(point.lr))
         means.append(float(values.mean()) if len(values) else None)
         stds.append(float(values.std(ddof=1)) if len(values) > 1 else None)
-        seeds.append(len(at))
-        failed.append(int((at["status"] == "failed").sum()))
-        diverged.append(int(len(at) - ok.sum() - failed[-1]))
+        seeds.append(int(at.sum()))
+        failed.append(int((at & failed_rows).sum()))
+        diverged.append(int(seeds[-1] - ok.sum() - failed[-1]))
     return LrSeries(
         label=summary.label,
         optimizer=summary.optimizer,
@@ -154,10 +159,12 @@ def lr_sensitivity_info(
     order = label_order(analysis, labels)
     summaries = summaries_by_task_and_label(analysis)
     panels = []
+    # One pass over the trials: each (task, label)'s rows, in their order in ``trials``.
+    groups = {key: rows for key, rows in finished.groupby(["task", "label"], sort=False)}
+    no_rows = finished.iloc[0:0]
     for task in analysis.tasks:
-        task_rows = finished[finished["task"] == task.task]
         series = [
-            _seed_stats(task_rows[task_rows["label"] == label], summaries[(task.task, label)])
+            _seed_stats(groups.get((task.task, label), no_rows), summaries[(task.task, label)])
             for label in order
             if (task.task, label) in summaries
         ]

@@ -12,7 +12,7 @@ A live page (a sweep or a trial that is still running) carries a small JSON bloc
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +30,7 @@ from dashboards.progress import plot_sweep_progress, sweep_progress_info
 from dashboards.snapshot import SweepListItem, SweepSnapshot, trial_record, trial_version
 from dashboards.tables import paper_tables, profile_score_rows, robustness_rows
 from dashboards.templating import inline_assets, render, render_fragments, served_assets
+from nero_study.tasks.registry import task_caveats
 from nero_study.vocabulary import TRIAL_ENDED
 
 DEFAULT_REFRESH_SECONDS = 3.0
@@ -60,30 +61,54 @@ def _noted(info: Any, note: str) -> Any:
     return info._replace(note=note) if note else info
 
 
-def sweep_figures(snapshot: SweepSnapshot) -> dict[str, dict[str, Any]]:
-    """Every figure of the sweep page as Plotly JSON dicts, keyed by figure id."""
+#: The figures drawn from the learning curves alone (the others come from the trials and their analysis).
+CURVE_FIGURES: tuple[str, ...] = ("curves",)
+
+
+def sweep_figures(
+    snapshot: SweepSnapshot, *, only: Collection[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Every figure of the sweep page (or those named in ``only``) as Plotly JSON dicts, keyed by figure id."""
     labels = snapshot.labels
     colors = optimizer_colors(labels)
     analysis = snapshot.analysis
     note = _analysis_note(snapshot)
-    built = {
-        "lr-sensitivity": plot_lr_sensitivity(
+    builders: dict[str, Callable[[], Any]] = {
+        "lr-sensitivity": lambda: plot_lr_sensitivity(
             _noted(lr_sensitivity_info(snapshot.trials, analysis, labels=labels), note), colors=colors
         ),
-        "ootb-vs-tuned": plot_ootb_vs_tuned(_noted(ootb_vs_tuned_info(analysis, labels=labels), note), colors=colors),
-        "heatmap": plot_normalized_heatmap(_noted(normalized_score_info(analysis, labels=labels), note)),
-        "profiles": plot_performance_profiles(
+        "ootb-vs-tuned": lambda: plot_ootb_vs_tuned(
+            _noted(ootb_vs_tuned_info(analysis, labels=labels), note), colors=colors
+        ),
+        "heatmap": lambda: plot_normalized_heatmap(_noted(normalized_score_info(analysis, labels=labels), note)),
+        "profiles": lambda: plot_performance_profiles(
             _noted(performance_profile_info(analysis, labels=labels), note), colors=colors
         ),
-        "expected-best": plot_expected_best(_noted(expected_best_info(analysis, labels=labels), note), colors=colors),
-        "curves": plot_learning_curves(
+        "expected-best": lambda: plot_expected_best(
+            _noted(expected_best_info(analysis, labels=labels), note), colors=colors
+        ),
+        "curves": lambda: plot_learning_curves(
             learning_curves_info(list(snapshot.curves)),
             colors=colors,
             title="Learning curves at each optimiser's best learning rate",
         ),
-        "progress": plot_sweep_progress(sweep_progress_info(snapshot.trials)),
+        "progress": lambda: plot_sweep_progress(sweep_progress_info(snapshot.trials)),
     }
-    return {key: figure_to_dict(fig) for key, fig in built.items()}
+    return {key: figure_to_dict(build()) for key, build in builders.items() if only is None or key in only}
+
+
+def updated_sweep_figures(
+    snapshot: SweepSnapshot, previous: tuple[SweepSnapshot, dict[str, dict[str, Any]]] | None
+) -> dict[str, dict[str, Any]]:
+    """:func:`sweep_figures` of ``snapshot``, taking over the figures of a ``previous`` snapshot (and its
+    figures) that drew the same trials and analysis: then only the learning curves are drawn again."""
+    if previous is None:
+        return sweep_figures(snapshot)
+    before, figures = previous
+    same_trials = before.trials is snapshot.trials and before.analysis is snapshot.analysis
+    if not same_trials or before.labels != snapshot.labels:
+        return sweep_figures(snapshot)
+    return {**figures, **sweep_figures(snapshot, only=CURVE_FIGURES)}
 
 
 def _tables_context(snapshot: SweepSnapshot) -> dict[str, Any]:
@@ -94,6 +119,7 @@ def _tables_context(snapshot: SweepSnapshot) -> dict[str, Any]:
         "scores": profile_score_rows(snapshot.analysis, labels=labels),
         "colors": optimizer_colors(labels),
         "analysis_error": snapshot.analysis_error,
+        "failed_trials": snapshot.analysis.failed_trials,
     }
 
 
@@ -110,6 +136,7 @@ def _recent_trials(snapshot: SweepSnapshot, limit: int = RECENT_TRIALS) -> list[
 def _sweep_context(snapshot: SweepSnapshot) -> dict[str, Any]:
     return {
         "sweep": snapshot,
+        "caveats": task_caveats(snapshot.spec.get("tasks", []) or []),
         "progress": snapshot.progress,
         "recent_trials": _recent_trials(snapshot),
         "curve_trials": [trial for trial, _ in snapshot.curves],
@@ -120,8 +147,13 @@ def _sweep_context(snapshot: SweepSnapshot) -> dict[str, Any]:
 SWEEP_FRAGMENTS: tuple[str, ...] = ("sweep-summary", "sweep-tables", "sweep-trials")
 
 
-def sweep_update(snapshot: SweepSnapshot, *, root: str = "") -> dict[str, Any]:
-    """What a live sweep page polls: version, status, every figure and the re-rendered fragments."""
+def sweep_update(
+    snapshot: SweepSnapshot, *, root: str = "", figures: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """What a live sweep page polls: version, status, every figure and the re-rendered fragments.
+
+    ``figures``: :func:`sweep_figures` of ``snapshot`` when already built (they are built here otherwise).
+    """
     context = {**_sweep_context(snapshot), "assets": served_assets(root)}
     return {
         "changed": True,
@@ -129,7 +161,7 @@ def sweep_update(snapshot: SweepSnapshot, *, root: str = "") -> dict[str, Any]:
         "status": snapshot.status,
         "finished": snapshot.finished,
         "counts": snapshot.counts,
-        "figures": sweep_figures(snapshot),
+        "figures": sweep_figures(snapshot) if figures is None else figures,
         "fragments": render_fragments("_sweep_fragments.html", SWEEP_FRAGMENTS, **context),
     }
 
@@ -139,9 +171,14 @@ def unchanged_update(version: str, *, status: str, finished: bool) -> dict[str, 
     return {"changed": False, "version": version, "status": status, "finished": finished}
 
 
-def _live(url: str, version: str, finished: bool, refresh_seconds: float) -> dict[str, Any]:
+def _live(
+    url: str, version: str, finished: bool, refresh_seconds: float, etag: str | None = None
+) -> dict[str, Any]:
     interval = max(MIN_REFRESH_SECONDS, float(refresh_seconds))
-    return {"url": url, "version": version, "finished": finished, "interval_ms": int(interval * 1000)}
+    live = {"url": url, "version": version, "finished": finished, "interval_ms": int(interval * 1000)}
+    if etag is not None:
+        live["etag"] = etag  # the poll sends it as If-None-Match: 304 while nothing changed
+    return live
 
 
 # --- pages ------------------------------------------------------------------------------------------
@@ -164,21 +201,28 @@ def render_sweeps_page(
 
 
 def render_sweep_page(
-    snapshot: SweepSnapshot, *, root: str = "", refresh_seconds: float = DEFAULT_REFRESH_SECONDS
+    snapshot: SweepSnapshot,
+    *,
+    root: str = "",
+    refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
+    figures: dict[str, dict[str, Any]] | None = None,
+    figures_etag: str | None = None,
 ) -> str:
     """A sweep's page: progress, every figure, the paper-style table and the robustness metrics.
 
-    While the sweep has not finished the page polls ``/sweeps/<id>/figures.json`` every ``refresh_seconds``.
+    While the sweep has not finished the page polls ``/sweeps/<id>/figures.json`` every ``refresh_seconds``,
+    with ``If-None-Match: <figures_etag>`` (the validator of that URL at the page's version) when given.
+    ``figures``: :func:`sweep_figures` of ``snapshot`` when already built.
     """
     assets = served_assets(root)
     live = None
     if not snapshot.finished:
         url = f"{assets.root}/sweeps/{snapshot.id}/figures.json"
-        live = _live(url, snapshot.version, snapshot.finished, refresh_seconds)
+        live = _live(url, snapshot.version, snapshot.finished, refresh_seconds, figures_etag)
     return render(
         "sweep.html",
         assets=assets,
-        figures=sweep_figures(snapshot),
+        figures=sweep_figures(snapshot) if figures is None else figures,
         live=live,
         report=False,
         generated_at=None,
@@ -186,12 +230,17 @@ def render_sweep_page(
     )
 
 
-def render_report(snapshot: SweepSnapshot, *, generated_at: datetime | None = None) -> str:
+def render_report(
+    snapshot: SweepSnapshot,
+    *,
+    generated_at: datetime | None = None,
+    figures: dict[str, dict[str, Any]] | None = None,
+) -> str:
     """The single-file report of a sweep: the sweep page's figures and tables with everything inlined."""
     return render(
         "sweep.html",
         assets=inline_assets(),
-        figures=sweep_figures(snapshot),
+        figures=sweep_figures(snapshot) if figures is None else figures,
         live=None,
         report=True,
         generated_at=generated_at or datetime.now(UTC),
@@ -311,4 +360,5 @@ __all__ = [
     "trial_figures",
     "trial_update",
     "unchanged_update",
+    "updated_sweep_figures",
 ]

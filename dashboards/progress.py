@@ -55,17 +55,25 @@ def sweep_progress_info(trials: pd.DataFrame | None, *, max_points: int = MAX_CU
         picks = np.unique(np.linspace(0, len(events) - 1, max_points).round().astype(int))
         events = events[picks]
     final = np.where(np.isin(status, TRIAL_ENDED), status, "cancelled")
+
+    def at_or_before(times: np.ndarray) -> np.ndarray:
+        """For each event t, how many of ``times`` are <= t (a NaN time never is)."""
+        return np.searchsorted(np.sort(times[np.isfinite(times)]), events, side="right")
+
+    # At t: done = finished <= t; running = started <= t and not done; pending = created <= t and neither.
+    # Counted by sorting each time once: "started and finished by t" is max(started, finished) <= t, and
+    # "created and (started or finished) by t" is max(created, min(started, finished)) <= t (NaN: never).
     counts: dict[str, list[int]] = {s: [] for s in STATUS_ORDER}
-    for t in events:
-        done = finished <= t  # NaN compares False: never finished
-        running = ~done & (started <= t)
-        pending = ~done & ~running & (created <= t)
-        for name in TRIAL_ENDED:
-            counts[name].append(int((done & (final == name)).sum()))
-        counts["running"].append(int(running.sum()))
-        counts["pending"].append(int(pending.sum()))
+    for name in TRIAL_ENDED:
+        counts[name] = at_or_before(np.where(final == name, finished, np.nan)).tolist()
+    started_done = at_or_before(np.maximum(started, finished))
+    counts["running"] = (at_or_before(started) - started_done).tolist()
+    moved_on = at_or_before(np.maximum(created, np.fmin(started, finished)))
+    counts["pending"] = (at_or_before(created) - moved_on).tolist()
     times = tuple(pd.to_datetime(events, unit="s", utc=True).to_pydatetime())
-    return ProgressInfo(times=times, counts={k: tuple(v) for k, v in counts.items()}, total=len(trials))
+    return ProgressInfo(
+        times=times, counts={k: tuple(int(n) for n in v) for k, v in counts.items()}, total=len(trials)
+    )
 
 
 def plot_sweep_progress(info: ProgressInfo, *, title: str = "Trials by status over time") -> go.Figure:

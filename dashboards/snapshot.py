@@ -94,6 +94,10 @@ class SweepSnapshot:
     analysis: SweepAnalysis = field(repr=False)
     analysis_error: str | None = None  # why the trials could not be analysed (the figures say so)
     curves: tuple[tuple[dict[str, Any], list[dict[str, Any]]], ...] = field(default=(), repr=False)
+    #: The sweep's change counters in the store when this was read (``Sweep.version``: what ETags are made of;
+    #: ``Sweep.trials_version``: while it holds, ``trials`` and ``analysis`` are current).
+    store_version: int = 0
+    trials_version: int = 0
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -123,20 +127,36 @@ def safe_analysis(trials: pd.DataFrame) -> tuple[SweepAnalysis, str | None]:
         return analyze_sweep([]), str(exc)
 
 
-def load_sweep_snapshot(session: Session, *, sweep_id: str, with_curves: bool = True) -> SweepSnapshot | None:
+def load_sweep_snapshot(
+    session: Session, *, sweep_id: str, with_curves: bool = True, previous: SweepSnapshot | None = None
+) -> SweepSnapshot | None:
     """Read a sweep, its trial counts and trials, analyse them and (``with_curves``) load the learning curves
-    of each optimiser's best-lr trial, all through :mod:`nero_study.store.repo`. ``None`` for an unknown id."""
+    of each optimiser's best-lr trial, all through :mod:`nero_study.store.repo`. ``None`` for an unknown id.
+
+    ``previous``: an earlier snapshot of the same sweep, loaded with its curves. When no trial row changed
+    since (the same ``trials_version``: only curve points or the sweep's own status did), its trials, analysis
+    and choice of curve trials are taken over and only the sweep, the counts and the curves are read again.
+    """
     from nero_study.study.plan import stored_planned_trials  # lazily: it validates specs (torch)
 
-    sweep = repo.get_sweep(session, sweep_id=sweep_id)
+    sweep = repo.get_sweep(session, sweep_id=sweep_id)  # read first: everything after is at least as new
     if sweep is None:
         return None
+    trials_version = int(sweep.trials_version or 0)
     counts = repo.sweep_counts(session, sweep_id=sweep.id)
-    trials = repo.trials_frame(session, sweep_id=sweep.id)
-    analysis, error = safe_analysis(trials)
+    reuse = with_curves and previous is not None and previous.id == sweep.id
+    reuse = reuse and previous is not None and previous.trials_version == trials_version
+    if reuse:
+        assert previous is not None
+        trials, analysis, error = previous.trials, previous.analysis, previous.analysis_error
+        chosen = [trial for trial, _ in previous.curves]
+    else:
+        trials = repo.trials_frame(session, sweep_id=sweep.id)
+        analysis, error = safe_analysis(trials)
+        chosen = select_curve_trials(trials, analysis) if with_curves else []
     curves: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
     if with_curves:
-        for trial in select_curve_trials(trials, analysis):
+        for trial in chosen:
             curves.append((trial, repo.trial_curve(session, trial_id=int(trial["id"]))))
     return SweepSnapshot(
         id=sweep.id,
@@ -155,6 +175,8 @@ def load_sweep_snapshot(session: Session, *, sweep_id: str, with_curves: bool = 
         analysis=analysis,
         analysis_error=error,
         curves=tuple(curves),
+        store_version=int(sweep.version or 0),
+        trials_version=trials_version,
     )
 
 

@@ -24,8 +24,13 @@ class PaperRow(NamedTuple):
     best_lr: float | None
     ootb: float | None  # mean at the default lr
     default_lr: float | None
-    is_best: bool  # the best tuned metric of the task
+    is_best: bool  # the best tuned metric of the task, or not distinguishable from it across seeds
     is_best_ootb: bool  # the best out-of-the-box metric of the task
+    ci_low: float | None = None  # 95% t-interval over the seeds at the best lr (None with one seed)
+    ci_high: float | None = None
+    interval_note: str = ""  # "1 seed: no interval" when there is none
+    binomial_se: float | None = None  # error-rate metrics on a known test-set size
+    comparison: str = ""  # paired over seeds against the task's best ("" for the best itself)
 
 
 class PaperTable(NamedTuple):
@@ -63,8 +68,13 @@ def paper_tables(analysis: SweepAnalysis, *, labels: Sequence[str] | None = None
                 best_lr=finite_or_none(s.eta_star),
                 ootb=finite_or_none(s.ootb),
                 default_lr=finite_or_none(s.default_lr),
-                is_best=best_tuned is not None and finite_or_none(s.best) == best_tuned,
+                is_best=best_tuned is not None and analysis.is_best(task.task, s.label),
                 is_best_ootb=best_ootb is not None and finite_or_none(s.ootb) == best_ootb,
+                ci_low=finite_or_none(s.best_ci[0]),
+                ci_high=finite_or_none(s.best_ci[1]),
+                interval_note=f"{s.best_seeds} seed: no interval" if s.best_seeds == 1 else "",
+                binomial_se=finite_or_none(s.binomial_se),
+                comparison=comparison.text if (comparison := analysis.comparison(task.task, s.label)) else "",
             )
             for s in items
         )
@@ -85,11 +95,16 @@ class RobustnessRow(NamedTuple):
 
     task: str
     label: str
-    ootb_regret: float | None  # fraction: (ootb - best_all) / |best_all|; inf possible
+    ootb_regret: float | None  # normalised: (ootb - best_all) / (m0 - best_all); 0 = best, 1 = chance
     lr_sensitivity: float | None  # metric units
     good_window: float | None  # decades
     ootb_ratio: float | None  # performance ratio at the default lr (inf: never beat chance)
     tuned_ratio: float | None
+    ratio_kind: str  # "cost ratio" (m / best) or "gain ratio" (gain over chance of the best / of this one)
+    good_window_low: float | None  # the lowest and highest lr of the good window
+    good_window_high: float | None
+    grid_metrics_note: str | None  # why the grid metrics are null, or the grid they were computed on
+    failed: int  # failed trials left out of every metric
 
 
 class ProfileScoreRow(NamedTuple):
@@ -112,6 +127,8 @@ def robustness_rows(analysis: SweepAnalysis, *, labels: Sequence[str] | None = N
     task_rank = {t.task: i for i, t in enumerate(analysis.tasks)}
     items = sorted(analysis.per_optimizer, key=lambda s: (task_rank.get(s.task, 0), rank.get(s.label, 0)))
     ratios = {kind: profile.ratios for kind, profile in analysis.profiles.items()}
+    tuned = analysis.profiles.get("tuned")
+    kinds = tuned.ratio_kinds if tuned is not None else {}
     return tuple(
         RobustnessRow(
             task=s.task,
@@ -121,6 +138,11 @@ def robustness_rows(analysis: SweepAnalysis, *, labels: Sequence[str] | None = N
             good_window=finite_or_none(s.good_window),
             ootb_ratio=_ratio(ratios.get("ootb", {}).get(s.label, {}).get(s.task)),
             tuned_ratio=_ratio(ratios.get("tuned", {}).get(s.label, {}).get(s.task)),
+            ratio_kind=kinds.get(s.task, ""),
+            good_window_low=finite_or_none(s.good_window_lrs[0]),
+            good_window_high=finite_or_none(s.good_window_lrs[1]),
+            grid_metrics_note=s.grid_metrics_note,
+            failed=int(s.failed),
         )
         for s in items
     )

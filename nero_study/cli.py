@@ -349,7 +349,7 @@ def report(
         frame = repo.trials_frame(session, sweep_id=sweep_id)
         spec_data, name, execution = dict(record.spec), record.name, record.execution
         status, error = record.status, record.error
-    analysis = analyze_sweep(frame)
+    analysis = analyze_sweep(frame, protocol=_stored_protocol(spec_data))
     if html:
         from dashboards.report import write_html_report
 
@@ -371,6 +371,14 @@ def report(
     _print_report(sweep_id, name, execution, spec_data, analysis, rows, status=status, error=error)
 
 
+def _stored_protocol(spec: dict) -> str | None:
+    """The protocol a stored spec names (``None``: let the analysis read it from the trials' phases)."""
+    from nero_study.vocabulary import PROTOCOLS
+
+    protocol = spec.get("protocol")
+    return protocol if protocol in PROTOCOLS else None
+
+
 def _print_report(
     sweep_id: str, name: str, execution: str | None, spec: dict, analysis: Any, rows: list, *, status: str,
     error: str | None,
@@ -381,36 +389,89 @@ def _print_report(
     )
     if error:
         console.print(f"[red]{escape(error)}[/]")
+    from nero_study.tasks.registry import task_caveats
+
+    for task_name, caveat in task_caveats(spec.get("tasks", []) or []).items():
+        console.print(f"[yellow]caveat ({task_name}):[/] {caveat}", markup=True, highlight=False)
+    if analysis.failed_trials:
+        console.print(
+            f"[bold red]{analysis.failed_trials} failed trial(s)[/] (a crash, not evidence about the learning rate) "
+            "left out of every metric; the 'failed' column counts them per optimiser."
+        )
     by_task: dict[str, list] = {}
     for row in rows:
         by_task.setdefault(row.task, []).append(row)
     for task_name, task_rows in by_task.items():
         table = Table(title=f"{task_name} — {task_rows[0].metric_name}")
-        for column in ("optimizer", "best (mean ± std)", "best lr", "out of the box", "default lr"):
-            table.add_column(column, justify="right" if column != "optimizer" else "left")
+        columns = (
+            "optimizer",
+            "best (mean ± std)",
+            "95% interval (t, over seeds)",
+            "binomial SE",
+            "vs the best (paired over seeds)",
+            "best lr",
+            "out of the box",
+            "default lr",
+        )
+        for column in columns:
+            table.add_column(column, justify="left" if column in ("optimizer", columns[4]) else "right")
         for row in task_rows:
             table.add_row(
-                row.label,
+                ("* " if row.is_best else "  ") + row.label,
                 row.text,
+                row.interval_text,
+                format_number(row.binomial_se, ".2g") if not math.isnan(row.binomial_se) else "",
+                row.comparison or "best",
                 format_number(row.eta_star, "g"),
                 format_number(row.ootb),
                 format_number(row.default_lr, "g"),
             )
         console.print(table)
+        console.print("* the best, or not distinguishable from it (95% paired t-interval over seeds includes 0)")
     metrics = Table(title="robustness metrics (per task and optimiser)")
-    for column in ("task", "optimizer", "ootb regret", "lr sensitivity", "good window (decades)", "E(best of 3 lrs)"):
+    columns = (
+        "task",
+        "optimizer",
+        "ootb regret",
+        "lr sensitivity",
+        "good window (decades)",
+        "window lrs",
+        "E(best of 3 lrs)",
+        "tuned ratio",
+        "failed",
+    )
+    for column in columns:
         metrics.add_column(column, justify="left" if column in ("task", "optimizer") else "right")
+    tuned = analysis.profiles.get("tuned")
+    notes = []
     for s in analysis.per_optimizer:
         k3 = s.expected_best[min(3, len(s.expected_best)) - 1] if s.expected_best else math.nan
+        low, high = s.good_window_lrs
+        window_lrs = "" if math.isnan(low) else f"{format_number(low, 'g')}-{format_number(high, 'g')}"
+        ratio = tuned.ratios.get(s.label, {}).get(s.task, math.inf) if tuned else math.nan
+        kind = tuned.ratio_kinds.get(s.task, "") if tuned else ""
         metrics.add_row(
             s.task,
             s.label,
             format_number(s.ootb_regret, ".3g"),
             format_number(s.lr_sensitivity, ".3g"),
             format_number(s.good_window, ".2g"),
+            window_lrs,
             format_number(k3),
+            f"{format_number(ratio, '.3g')} ({kind})",
+            str(s.failed),
         )
+        if s.grid_metrics_note:
+            notes.append(f"{s.task}/{s.label}: grid metrics {s.grid_metrics_note}")
     console.print(metrics)
+    console.print(
+        "ootb regret: (ootb - best of all) / (chance - best of all), 0 = the best, 1 = chance. Ratios (Dolan & More "
+        "2002): a cost ratio (error, perplexity, FID: m / best) of 2 is twice the best optimiser's value; a gain "
+        "ratio (returns, or any metric that is higher-is-better or can be <= 0: (chance - best) / (chance - m)) of "
+        "2 is half the best optimiser's improvement over chance."
+    )
+    for note in dict.fromkeys(notes):
+        console.print(note)
     profiles = Table(title="performance profile scores over tasks (1 = best on every task)")
     profiles.add_column("optimizer")
     for kind in analysis.profiles:
@@ -420,6 +481,38 @@ def _print_report(
         scores = [format_number(p.scores.get(label, math.nan), ".3f") for p in analysis.profiles.values()]
         profiles.add_row(label, *scores)
     console.print(profiles)
+
+
+@app.command(name="import")
+def import_results(
+    results: Annotated[str, typer.Argument(help="CSV of results computed elsewhere (one row per trial)")],
+    name: Annotated[str | None, typer.Option("--name", help="Sweep name (default: the file's name)")] = None,
+    db: Annotated[str | None, typer.Option(help="Database URL (default: settings)")] = None,
+) -> None:
+    """Store results computed elsewhere as a finished sweep, so report, pages and /compare apply to them.
+
+    Columns: task, optimizer and/or label, lr, seed, status, metric, and for a task this installation does
+    not know metric_name, lower_is_better and chance; optional curve_file, source, note. A file with any bad
+    row stores nothing; each problem is named by row and column.
+    """
+    from nero_study.errors import ResultsFileError
+    from nero_study.store import db as store_db
+    from nero_study.store import repo
+    from nero_study.study.importing import read_results_file
+
+    try:
+        parsed = read_results_file(results, name=name)
+    except ResultsFileError as exc:
+        _fail(str(exc))
+    settings = _settings(db)
+    engine = store_db.make_engine(settings.database_url)
+    with store_db.session_factory(engine)() as session:
+        sweep = repo.import_sweep(
+            session, name=parsed.spec["name"], spec=parsed.spec, trials=parsed.trials, curves=parsed.curves
+        )
+        sweep_id = sweep.id
+    console.print(f"imported {len(parsed.trials)} trials as sweep {sweep_id} ({parsed.spec['name']})")
+    typer.echo(sweep_id)
 
 
 @app.command()

@@ -92,6 +92,15 @@ class NeroStudyClient:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._request("POST", "/api/sweeps", json=body, headers=headers).json()
 
+    def import_results(self, results: str | Path, *, name: str = "imported") -> dict[str, Any]:
+        """Store results computed elsewhere (a CSV's text, or a path to one) as a finished sweep; returns it.
+
+        A file with a bad row stores nothing: the :class:`ApiError` names every bad row and column.
+        """
+        text = Path(results).read_text() if isinstance(results, Path) else results
+        headers = {"Content-Type": "text/csv"}
+        return self._request("POST", "/api/sweeps/import", content=text, params={"name": name}, headers=headers).json()
+
     def get_sweep(self, sweep_id: str) -> dict[str, Any]:
         """The sweep: spec, status, trial counts by status, timestamps, error."""
         return self._request("GET", f"/api/sweeps/{sweep_id}").json()

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from nero_study.cli import app
 from nero_study.store import db, repo
 from nero_study.tasks.base import TrialSpec
+from nero_study.tasks.registry import get_task
 from nero_study.tasks.runner import run_trial
 
 runner = CliRunner()
@@ -195,6 +196,36 @@ def test_report_prints_the_paper_table_and_machine_formats(stored_sweep: tuple[s
     assert len(csv.strip().splitlines()) == 3
 
 
+def test_report_states_the_caveats_of_its_tasks(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'caveat.db'}"
+    db.upgrade(url)
+    spec = {"tasks": ["ppo-cartpole", "digits-mlp"], "optimizers": ["nero"], "lrs": [0.01], "budget": "smoke"}
+    with db.session_factory(db.make_engine(url))() as session:
+        sweep = repo.create_sweep(session, spec=spec, name="caveats")[0]
+    result = runner.invoke(app, ["report", sweep.id, "--db", url], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    caveat = " ".join(get_task("ppo-cartpole").caveat.split())
+    assert f"caveat (ppo-cartpole): {caveat}" in " ".join(result.output.split())
+    assert "caveat (digits-mlp)" not in result.output  # only tasks with a known limit
+
+
+def test_report_says_how_many_trials_failed_and_leaves_them_out(stored_sweep: tuple[str, str]) -> None:
+    url, sweep_id = stored_sweep
+    factory = db.session_factory(db.make_engine(url))
+    with factory() as session:
+        spec = TrialSpec(task="digits-mlp", optimizer="nero", lr=1.0, budget="smoke")
+        row = repo.add_trials(session, sweep_id=sweep_id, trials=[{**spec.to_dict(), "phase": "grid"}])[0]
+        repo.finish_trial(session, trial_id=row.id, status="failed", error="RuntimeError: out of memory")
+    table = runner.invoke(app, ["report", sweep_id, "--db", url], env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    assert "1 failed trial(s)" in table.output and "left out of every metric" in table.output
+    as_json = strict_json(runner.invoke(app, ["report", sweep_id, "--db", url, "--format", "json"]).stdout)
+    assert as_json["failed_trials"] == 1
+    nero = next(s for s in as_json["per_optimizer"] if s["label"] == "nero")
+    assert nero["failed"] == 1 and [p["lr"] for p in nero["curve"]] == [0.01, 0.1, 1.0]
+    assert nero["curve"][-1]["seeds"] == 0  # the crash is marked, not averaged in as chance
+
+
 def test_report_of_an_unknown_sweep_fails_clearly(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     db.upgrade(url)
@@ -221,3 +252,42 @@ def test_sweep_with_a_bad_spec_names_the_field(tmp_path: Path) -> None:
     result = runner.invoke(app, ["sweep", str(spec), "--db", f"sqlite:///{tmp_path / 'x.db'}"])
     assert result.exit_code == 2
     assert "nope" in result.output and "valid:" in result.output
+
+
+IMPORTED = """task,optimizer,lr,seed,status,metric,metric_name,lower_is_better,chance
+translation,nero,0.01,0,succeeded,11.35,perplexity,true,30000
+translation,sgd,0.1,0,succeeded,92.4,perplexity,true,30000
+translation,adam,0.001,0,failed,,perplexity,true,30000
+"""
+
+
+def test_import_stores_a_finished_sweep_the_report_reads(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'imp.db'}"
+    db.upgrade(url)
+    results = tmp_path / "paper.csv"
+    results.write_text(IMPORTED)
+    done = runner.invoke(app, ["import", str(results), "--name", "paper table", "--db", url])
+    assert done.exit_code == 0, done.output
+    sweep_id = done.stdout.strip().splitlines()[-1]
+    factory = db.session_factory(db.make_engine(url))
+    with factory() as session:
+        sweep = repo.get_sweep(session, sweep_id=sweep_id)
+        assert (sweep.name, sweep.status) == ("paper table", "succeeded")
+    as_json = strict_json(runner.invoke(app, ["report", sweep_id, "--db", url, "--format", "json"]).stdout)
+    assert as_json["profiles"]["tuned"]["ratios"]["sgd"]["translation"] == pytest.approx(92.4 / 11.35, rel=1e-12)
+    assert as_json["failed_trials"] == 1
+    table = runner.invoke(app, ["report", sweep_id, "--db", url], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "1 failed trial(s)" in table.output
+
+
+def test_import_of_a_bad_file_names_row_and_column_and_stores_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'imp.db'}"
+    db.upgrade(url)
+    results = tmp_path / "bad.csv"
+    results.write_text(IMPORTED + "translation,lamb,zero,0,succeeded,20,perplexity,true,30000\n")
+    done = runner.invoke(app, ["import", str(results), "--db", url])
+    assert done.exit_code == 2
+    assert "row 5, column lr: 'zero' is not a positive number" in done.output
+    factory = db.session_factory(db.make_engine(url))
+    with factory() as session:
+        assert repo.list_sweeps(session)[1] == 0

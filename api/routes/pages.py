@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
+from api.cache import etag, sweep_answer
 from api.deps import SessionDep
 from dashboards import pages
 from dashboards.snapshot import load_sweep_snapshot, sweep_list_item, sweep_version, trial_record, trial_version
@@ -82,13 +83,39 @@ def sweeps_page(
     return HTMLResponse(html)
 
 
+_HTML = "text/html; charset=utf-8"
+_JSON = "application/json"
+
+
+def _figures(request: Request, snapshot: Any) -> dict[str, Any]:
+    """The snapshot's figures, built once per sweep version for every page, poll and report that shows them."""
+    return request.app.state.sweep_view_cache.figures_of(snapshot, pages.updated_sweep_figures)
+
+
 @router.get("/sweeps/{sweep_id}", response_class=HTMLResponse)
-def sweep_page(sweep_id: str, request: Request, session: SessionDep, refresh: Refresh = 3.0) -> HTMLResponse:
-    """A sweep: progress, every figure, the paper-style table and the robustness metrics (live while running)."""
-    snapshot = load_sweep_snapshot(session, sweep_id=sweep_id)
-    if snapshot is None:
-        return _not_found(request, f"There is no sweep {_short(sweep_id)!r}.")
-    return HTMLResponse(pages.render_sweep_page(snapshot, root=_root(request), refresh_seconds=refresh))
+def sweep_page(sweep_id: str, request: Request, session: SessionDep, refresh: Refresh = 3.0) -> Response:
+    """A sweep: progress, every figure, the paper-style table and the robustness metrics (live while running).
+
+    ``ETag`` from the sweep's version: ``304`` for ``If-None-Match`` while nothing changed.
+    """
+    root = _root(request)
+
+    def render(snapshot: Any) -> bytes:
+        figures_etag = etag(snapshot.id, snapshot.store_version, "figures.json", (root,))
+        html = pages.render_sweep_page(
+            snapshot,
+            root=root,
+            refresh_seconds=refresh,
+            figures=_figures(request, snapshot),
+            figures_etag=figures_etag,
+        )
+        return html.encode("utf-8")
+
+    answer = sweep_answer(
+        request, session, sweep_id=sweep_id, representation="page", params=(root, refresh), render=render,
+        media_type=_HTML,
+    )  # fmt: skip
+    return answer or _not_found(request, f"There is no sweep {_short(sweep_id)!r}.")
 
 
 @router.get("/sweeps/{sweep_id}/figures.json")
@@ -97,9 +124,24 @@ def sweep_figures_json(
     request: Request,
     session: SessionDep,
     version: Annotated[str | None, Query(max_length=500, description="The version the page shows")] = None,
-) -> JSONResponse:
-    """What a live sweep page polls: ``changed: false`` while ``version`` is current, else every figure,
-    the re-rendered fragments, the counts and whether the sweep has finished."""
+) -> Response:
+    """What a live sweep page polls: every figure, the re-rendered fragments, the counts and whether the sweep
+    has finished, with an ``ETag`` from the sweep's version (``304`` for ``If-None-Match`` while nothing
+    changed). Pages rendered before ETags send ``version`` instead and get ``changed: false`` while current."""
+    if version is None:
+        root = _root(request)
+
+        def render(snapshot: Any) -> bytes:
+            body = pages.sweep_update(snapshot, root=root, figures=_figures(request, snapshot))
+            return JSONResponse(body).body
+
+        answer = sweep_answer(
+            request, session, sweep_id=sweep_id, representation="figures.json", params=(root,), render=render,
+            media_type=_JSON,
+        )  # fmt: skip
+        if answer is None:
+            raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"Sweep {_short(sweep_id)!r} not found")
+        return answer
     sweep = repo.get_sweep(session, sweep_id=sweep_id)
     if sweep is None:
         raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"Sweep {_short(sweep_id)!r} not found")
@@ -118,12 +160,20 @@ def sweep_figures_json(
 
 @router.get("/sweeps/{sweep_id}/report.html", response_class=HTMLResponse)
 def sweep_report(sweep_id: str, request: Request, session: SessionDep) -> Response:
-    """The single-file HTML report of the sweep (plotly.js inlined), as a download."""
-    snapshot = load_sweep_snapshot(session, sweep_id=sweep_id)
-    if snapshot is None:
-        return _not_found(request, f"There is no sweep {_short(sweep_id)!r}.")
-    html = pages.render_report(snapshot, generated_at=datetime.now(UTC))
-    return HTMLResponse(html, headers={"Content-Disposition": f'attachment; filename="nero-study-{snapshot.id}.html"'})
+    """The single-file HTML report of the sweep (plotly.js inlined), as a download.
+
+    Rendered once per sweep version; its validator is weak, as the report states when it was generated.
+    """
+
+    def render(snapshot: Any) -> bytes:
+        html = pages.render_report(snapshot, generated_at=datetime.now(UTC), figures=_figures(request, snapshot))
+        return html.encode("utf-8")
+
+    answer = sweep_answer(
+        request, session, sweep_id=sweep_id, representation="report.html", render=render, media_type=_HTML,
+        weak=True, headers={"Content-Disposition": f'attachment; filename="nero-study-{sweep_id}.html"'},
+    )  # fmt: skip
+    return answer or _not_found(request, f"There is no sweep {_short(sweep_id)!r}.")
 
 
 def _trial(session: Any, trial_id: int) -> tuple[dict[str, Any], list[dict[str, Any]], str | None] | None:

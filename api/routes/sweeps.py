@@ -12,10 +12,12 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from api.body import SWEEP_BODY_OPENAPI, read_sweep_spec
+from api.cache import sweep_answer
 from api.deps import SessionDep, TokenDep, in_session
 from api.errors import ERROR_RESPONSES
 from api.schemas import (
@@ -146,6 +148,65 @@ def create_sweep(
     return _present(session, sweep)
 
 
+#: The largest results file ``POST /api/sweeps/import`` reads, in bytes.
+MAX_IMPORT_BYTES = 5_000_000
+
+
+@router.post(
+    "/import",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SweepPublic,
+    summary="Import results computed elsewhere as a finished sweep",
+    responses={
+        **_UNAUTHORIZED,
+        413: {"model": ErrorPublic, "description": "The file is larger than MAX_IMPORT_BYTES"},
+        422: {"model": ErrorPublic, "description": "Bad rows, each named by row and column; nothing stored"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "A results CSV (one row per trial; columns in nero_study.study.importing).",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def import_sweep(
+    principal: TokenDep,
+    request: Request,
+    response: Response,
+    name: Annotated[str, Query(min_length=1, max_length=200, description="The sweep's name")] = "imported",
+) -> SweepPublic:
+    """Store trials computed elsewhere (e.g. a paper's published table) as a finished sweep, so the same
+    metrics, report and pages apply and ``/compare`` can set it beside a sweep run here. A file with any bad
+    row stores nothing; the error names every bad row and column. Curve files are for the CLI only."""
+    from nero_study.errors import ResultsFileError
+    from nero_study.study.importing import parse_results
+
+    body = await request.body()
+    if len(body) > MAX_IMPORT_BYTES:
+        raise HTTPException(
+            status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+            detail=f"The results file is larger than the limit of {MAX_IMPORT_BYTES} bytes",
+        )
+    try:
+        parsed = parse_results(body.decode("utf-8-sig"), name=name, allow_curve_files=False)
+    except UnicodeDecodeError:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, detail="The results file is not UTF-8 text"
+        ) from None
+    except ResultsFileError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+
+    def store(session: Session) -> SweepPublic:
+        sweep = repo.import_sweep(session, name=name, spec=parsed.spec, trials=parsed.trials)
+        logger.info("sweep %s imported by %s (%d trials)", sweep.id, principal.name, len(parsed.trials))
+        return _present(session, sweep)
+
+    created = await in_session(request, store)
+    response.headers["Location"] = f"/api/sweeps/{created.id}"
+    return created
+
+
 @router.get("", response_model=SweepsPublic, summary="List sweeps, newest first")
 async def read_sweeps(
     request: Request,
@@ -189,9 +250,7 @@ async def read_sweep(sweep_id: SweepId, request: Request) -> SweepPublic:
         409: {"model": ErrorPublic, "description": "The sweep has already finished"},
     },
 )
-def cancel_sweep(
-    principal: TokenDep, sweep_id: SweepId, session: SessionDep
-) -> SweepPublic:
+def cancel_sweep(principal: TokenDep, sweep_id: SweepId, session: SessionDep) -> SweepPublic:
     """A queued sweep is cancelled at once; a running one stops within seconds (its worker sees the request).
 
     Cancelling a cancelled sweep again is fine; a sweep that succeeded or failed cannot be cancelled (409).
@@ -275,6 +334,10 @@ class AnalysisPublic(BaseModel):
     lr_sensitivity, good_window (decades), expected_best, the lr curve. ``profiles``: performance profiles
     (``ootb`` and ``tuned``). A number without a finite value is ``null``: NaN (not
     available) and infinity (a ratio for an optimiser that never beat chance, or did not run on the task).
+    ``failed_trials``: failed trials (a crash, not evidence about the lr), left out of every metric; each
+    ``per_optimizer`` entry and curve point carries its own ``failed`` count. ``comparisons``: per task, the
+    best optimiser against each other one, paired over seeds (95% t-interval of the difference; with one seed,
+    "1 seed: no interval"); each entry's ``best_ci`` is the 95% t-interval over seeds at its best lr.
     """
 
     sweep_id: str
@@ -284,6 +347,8 @@ class AnalysisPublic(BaseModel):
     per_optimizer: list[dict[str, Any]]
     tasks: list[dict[str, Any]]
     profiles: dict[str, dict[str, Any]]
+    failed_trials: int
+    comparisons: list[dict[str, Any]]
 
 
 @router.get(
@@ -292,27 +357,36 @@ class AnalysisPublic(BaseModel):
     summary="Robustness metrics of a sweep",
     responses={**_NOT_FOUND, 409: {"model": ErrorPublic, "description": "The trials cannot be analysed"}},
 )
-def read_sweep_analysis(sweep_id: SweepId, session: SessionDep) -> AnalysisPublic:
+def read_sweep_analysis(sweep_id: SweepId, request: Request, session: SessionDep) -> Response:
     """Out-of-the-box regret, lr sensitivity, good-lr window, expected best of k and performance profiles.
 
-    Computed from the trials finished so far (succeeded, diverged, failed), so it fills in while a sweep runs.
+    Computed from the trials finished so far (succeeded, diverged, failed), so it fills in while a sweep runs;
+    once per sweep version for every viewer (the pages show the same analysis). ``ETag`` from the sweep's
+    version: ``304`` for ``If-None-Match`` while nothing changed.
     """
-    from nero_study.study.analysis import FINISHED_STATUSES, analyze_sweep
+    from nero_study.study.analysis import FINISHED_STATUSES
 
-    sweep = _get_or_404(session, sweep_id)
-    frame = repo.trials_frame(session, sweep_id=sweep.id)
-    try:
-        result = analyze_sweep(frame).to_dict()
-    except ValueError as exc:
-        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=f"Cannot analyse sweep: {exc}") from None
-    finished = int(frame["status"].isin(FINISHED_STATUSES).sum()) if len(frame) else 0
-    return AnalysisPublic(
-        sweep_id=sweep.id,
-        status=sweep.status,
-        finished_trials=finished,
-        total_trials=len(frame),
-        **json_safe(result),
+    def render(snapshot: Any) -> bytes:
+        if snapshot.analysis_error is not None:
+            detail = f"Cannot analyse sweep: {snapshot.analysis_error}"
+            raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=detail)
+        frame = snapshot.trials
+        finished = int(frame["status"].isin(FINISHED_STATUSES).sum()) if len(frame) else 0
+        public = AnalysisPublic(
+            sweep_id=snapshot.id,
+            status=snapshot.status,
+            finished_trials=finished,
+            total_trials=len(frame),
+            **json_safe(snapshot.analysis.to_dict()),
+        )
+        return JSONResponse(public.model_dump(mode="json")).body
+
+    answer = sweep_answer(
+        request, session, sweep_id=sweep_id, representation="analysis", render=render, media_type="application/json"
     )
+    if answer is None:
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"Sweep {sweep_id[:64]!r} not found")
+    return answer
 
 
 EXPORT_MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}

@@ -2,9 +2,11 @@
  *
  * A page embeds its figures as JSON in <script type="application/json" id="page-figures"> ({id: {data, layout}});
  * each is drawn into the element with id "figure-<id>". A live page (a running sweep or trial) also embeds
- * <script type="application/json" id="page-live"> ({url, version, finished, interval_ms}): every interval this
- * script asks url?version=<version>; when the answer says changed, it redraws the figures with Plotly.react and
- * replaces the HTML of the fragments it names (no reload), and it stops polling once the answer says finished.
+ * <script type="application/json" id="page-live"> ({url, version, finished, interval_ms, etag}): every interval
+ * this script asks url with If-None-Match: <etag> (the validator of what the page shows; a page without one asks
+ * url?version=<version>). 304 means nothing changed; otherwise it keeps the answer's ETag, redraws the figures
+ * with Plotly.react and replaces the HTML of the fragments it names (no reload), and it stops polling once the
+ * answer says finished.
  */
 (function () {
   "use strict";
@@ -48,6 +50,7 @@
 
   function startPolling(live) {
     var version = live.version;
+    var etag = live.etag || null;
     var delay = live.interval_ms;
     var updates = 0;
 
@@ -57,14 +60,23 @@
     }
 
     function poll() {
-      var separator = live.url.indexOf("?") === -1 ? "?" : "&";
-      fetch(live.url + separator + "version=" + encodeURIComponent(version), {
-        headers: { Accept: "application/json" },
-        cache: "no-store",
-      })
+      var url = live.url;
+      var headers = { Accept: "application/json" };
+      if (etag) {
+        headers["If-None-Match"] = etag; // set by hand, so a 304 reaches this script
+      } else {
+        url += (url.indexOf("?") === -1 ? "?" : "&") + "version=" + encodeURIComponent(version);
+      }
+      fetch(url, { headers: headers, cache: "no-store" })
         .then(function (response) {
+          if (response.status === 304) {
+            return { changed: false, finished: false }; // what the page shows is current (and not finished)
+          }
           if (!response.ok) {
             throw new Error("HTTP " + response.status);
+          }
+          if (etag) {
+            etag = response.headers.get("ETag") || etag;
           }
           return response.json();
         })

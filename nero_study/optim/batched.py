@@ -267,12 +267,17 @@ class BatchedNero(BatchedOptimizer):
         else:
             _blend_(exp_avg_sq, exp_avg_sq * beta + (1 - beta) * grad_sq, active)
         denom = (exp_avg_sq / (1 - beta**self.steps)).sqrt_()
-        # lr * scale / sqrt(v_hat) per neuron (0 where v_hat is 0: a 0/0 becomes 0), then one fused update.
+        # lr * scale / sqrt(v_hat) per neuron, 0 where v_hat is 0 (0/0 -> 0) and where it is NaN or inf (the
+        # reference zeroes the NaNs of g / sqrt(v_hat): x/inf = 0, inf/inf and x/NaN are NaN), then one fused update.
         scale = self.scales[index].reshape(-1, *([1] * (denom.dim() - 1)))
         lr_rows = lr.reshape(lr.shape[0], *([1] * (denom.dim() - 1)))
-        factor = torch.where(denom > 0, lr_rows * scale / denom, torch.zeros_like(denom))
+        finite = denom.isfinite()
+        factor = torch.where((denom > 0) & finite, lr_rows * scale / denom, torch.zeros_like(denom))
         if param.dim() > 2:
             factor = factor.reshape(*factor.shape, *([1] * (param.dim() - 2)))
+        if not bool(finite.all()):
+            # Rare: a neuron whose v is NaN or inf may have NaN or inf in its gradient, and 0 * inf is NaN.
+            grad = torch.where(finite.reshape(factor.shape), grad, torch.zeros_like(grad))
         if active is None:
             param.addcmul_(grad, factor, value=-1)
             self._project(param)

@@ -155,6 +155,12 @@ def nero(
     ``v[i] <- beta v[i] + (1 - beta) ||g[i]||^2``,
     ``W[i] <- W[i] - lr * scale * g[i] / sqrt(v[i] / (1 - beta^t))`` (0/0 -> 0),
     then centre (``center``) and/or normalise (``normalize``) each neuron of the >1-D tensors.
+
+    Non-finite values follow the authors' released code, which zeroes every NaN of ``g / sqrt(v_hat)``: a
+    neuron whose v is NaN or inf (a NaN or inf in its gradient now or at any earlier step; v stays NaN or inf
+    from then on) gets no update, so its weights stay finite (they are still re-projected). One departure:
+    where ``||g[i]||^2`` underflows to 0 for a nonzero gradient, the reference divides x by 0 and writes inf
+    into the weights; here that neuron's update is 0, as for 0/0.
     ``exp_avg_sqs`` hold v (shape (rows,) for >1-D tensors, the tensor's own shape otherwise), ``scales`` the
     per-tensor 0-d scale and ``steps`` the per-tensor step counts (CPU tensors, incremented here).
     """
@@ -187,7 +193,8 @@ def _nero_loop(
             rows, work, grad_rows = param, param, grad
             exp_avg_sq.mul_(beta).addcmul_(grad, grad, value=1 - beta)
             denom = (exp_avg_sq / bias_correction).sqrt()
-        grad_normed = torch.where(denom > 0, grad_rows / denom, 0.0)
+        # 0/0 -> 0, and no update where v is NaN or inf (the reference's NaN -> 0: x/inf = 0, inf/inf = NaN).
+        grad_normed = torch.where((denom > 0) & denom.isfinite(), grad_rows / denom, 0.0)
         rows.sub_(grad_normed * scale, alpha=lr)
         if param.dim() > 1:
             _project_rows_(rows, center, normalize)
@@ -232,6 +239,30 @@ def _select(values: float | list[float], indices: list[int]) -> float | list[flo
     return values if isinstance(values, float) else [values[i] for i in indices]
 
 
+def _freeze_nonfinite(
+    exp_avg_sqs: list[Tensor], grads: list[Tensor], coefficients: list[Tensor]
+) -> tuple[list[Tensor], list[Tensor]]:
+    """No update for neurons whose v is NaN or inf (the reference's NaN -> 0), without NaN from 0 * inf.
+
+    ``grads`` are the gradients as the update reads them (rows for >1-D tensors) and ``coefficients`` the
+    per-neuron factor or divisor, shaped like v. One check over the small v tensors; only where it finds
+    something non-finite are that tensor's gradient (rows) and coefficient replaced by copies holding 0 and 1
+    at those neurons, so the update there is exactly 0. The all-finite case returns the lists unchanged.
+    """
+    if bool(torch.cat([v.reshape(-1) for v in exp_avg_sqs]).isfinite().all()):
+        return grads, coefficients
+    safe_grads, safe_coefficients = [], []
+    for exp_avg_sq, grad, coefficient in zip(exp_avg_sqs, grads, coefficients, strict=True):
+        finite = exp_avg_sq.isfinite()
+        if bool(finite.all()):
+            safe_grads.append(grad)
+            safe_coefficients.append(coefficient)
+            continue
+        safe_coefficients.append(torch.where(finite, coefficient, 1.0))
+        safe_grads.append(torch.where(finite.reshape(*finite.shape, *([1] * (grad.dim() - finite.dim()))), grad, 0.0))
+    return safe_grads, safe_coefficients
+
+
 def _nero_foreach_one_dtype(
     params: list[Tensor],
     grads: list[Tensor],
@@ -262,6 +293,7 @@ def _nero_foreach_one_dtype(
         torch._foreach_sqrt_(denoms)
         torch._foreach_div_(denoms, [scales[i] for i in elementwise])
         torch._foreach_clamp_min_(denoms, tiny)
+        e_grads, denoms = _freeze_nonfinite(e_sqs, e_grads, denoms)
         torch._foreach_addcdiv_(e_params, e_grads, denoms, value=-lr)
 
     if matrix:
@@ -278,6 +310,7 @@ def _nero_foreach_one_dtype(
         torch._foreach_clamp_min_(denoms, tiny)
         # A per-row factor lr * scale / sqrt(v_hat), finite since the denominator is at least `tiny`.
         factors = torch._foreach_reciprocal(denoms)
+        grad_rows, factors = _freeze_nonfinite(m_sqs, grad_rows, factors)
         for row_view, grad_row, factor in zip(rows, grad_rows, factors, strict=True):
             row_view.addcmul_(grad_row, factor.unsqueeze(1), value=-lr)
             _project_rows_(row_view, center, normalize)

@@ -147,6 +147,11 @@ class Sweep(Base):
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
     #: Trials the spec plans, counted when the sweep is submitted (``None`` for sweeps stored before 0002).
     planned_trials: Mapped[int | None] = mapped_column(sa.Integer)
+    #: Raised by one in the same transaction as every write that changes what the sweep shows (its status,
+    #: its trials, their curves); the dashboards' ETags and caches are keyed on it. A lease renewal leaves it.
+    version: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    #: Raised (with ``version``) only by writes that change the sweep's trial rows, not by curve points.
+    trials_version: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
 
     trials: Mapped[list[Trial]] = relationship(
         back_populates="sweep", cascade="all, delete-orphan", passive_deletes=True

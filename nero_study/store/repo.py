@@ -178,6 +178,32 @@ def _utc(value: datetime) -> Any:
     return sa.literal(value, UTCDateTime())
 
 
+def _lock_sweep(session: Session, sweep_id: str) -> None:
+    """Lock the sweep's row first in a write that changes its trials (PostgreSQL; SQLite's write lock is taken).
+
+    Every write that changes a sweep's trials raises the sweep's ``version`` in the same transaction; taking
+    the sweep's row before any trial row keeps one lock order for all of them (no deadlock with a cancel,
+    which updates the sweep and then its trials).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.select(Sweep.id).where(Sweep.id == sweep_id).with_for_update())
+
+
+def _bump_version(session: Session, sweep_id: str, *, trials: bool) -> None:
+    """Raise the sweep's ``version`` by one: something it shows changed in this transaction; ``trials``: its
+    trial rows changed (not only curve points), so ``trials_version`` rises too."""
+    values: dict[str, Any] = {"version": Sweep.version + 1}
+    if trials:
+        values["trials_version"] = Sweep.trials_version + 1
+    session.execute(
+        sa.update(Sweep).where(Sweep.id == sweep_id).values(**values).execution_options(synchronize_session=False)
+    )
+
+
+def _sweep_of_trial(session: Session, trial_id: int) -> str | None:
+    return session.scalar(sa.select(Trial.sweep_id).where(Trial.id == trial_id))
+
+
 def _canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
@@ -230,18 +256,14 @@ def create_sweep(
         with _read(session):
             query = sa.select(Sweep).where(Sweep.idempotency_key == idempotency_key)
             existing = session.scalars(query).first()
-        if existing is not None and (
-            existing.name != name or _canonical_json(existing.spec) != _canonical_json(spec)
-        ):
+        if existing is not None and (existing.name != name or _canonical_json(existing.spec) != _canonical_json(spec)):
             raise IdempotencyKeyReused(idempotency_key, existing)
         return existing
 
     found = existing_for_key()
     if found is not None:
         return found, False
-    sweep = Sweep(
-        name=name, spec=spec, idempotency_key=idempotency_key, status="queued", planned_trials=planned_trials
-    )
+    sweep = Sweep(name=name, spec=spec, idempotency_key=idempotency_key, status="queued", planned_trials=planned_trials)
     try:
         with _write(session):
             session.add(sweep)
@@ -280,6 +302,16 @@ def list_sweeps(
         total = session.scalar(sa.select(sa.func.count()).select_from(Sweep).where(condition)) or 0
         items = list(session.scalars(query))
     return items, total
+
+
+def get_sweep_version(session: Session, *, sweep_id: str) -> int | None:
+    """The sweep's change counter (``Sweep.version``), or ``None`` for an unknown id: one indexed read.
+
+    It is raised in the same transaction as every write that changes what the sweep shows, so two reads
+    that give the same number saw the same sweep, trials and curves.
+    """
+    with _read(session):
+        return session.scalar(sa.select(Sweep.version).where(Sweep.id == sweep_id))
 
 
 def sweep_counts(session: Session, *, sweep_id: str) -> dict[str, int]:
@@ -333,9 +365,7 @@ def claim_next_sweep(
         sa.and_(Sweep.status == "running", Sweep.lease_expires_at < _utc(now)),
     )
     with _write(session):
-        candidate = (
-            sa.select(Sweep.id).where(claimable).order_by(Sweep.created_at, Sweep.id).limit(1)
-        )
+        candidate = sa.select(Sweep.id).where(claimable).order_by(Sweep.created_at, Sweep.id).limit(1)
         if session.get_bind().dialect.name == "postgresql":
             candidate = candidate.with_for_update(skip_locked=True)
         values: dict[str, Any] = {
@@ -345,6 +375,7 @@ def claim_next_sweep(
             "attempts": Sweep.attempts + 1,
             "started_at": sa.func.coalesce(Sweep.started_at, _utc(now)),
             "updated_at": now,
+            "version": Sweep.version + 1,
         }
         if execution is not None:
             values["execution"] = execution
@@ -400,6 +431,7 @@ def claim_sweep(
                 cancel_requested=False,
                 error=None,
                 updated_at=now,
+                version=Sweep.version + 1,
             )
             .returning(Sweep.id)
             .execution_options(synchronize_session=False)
@@ -454,6 +486,7 @@ def finish_sweep(
         "finished_at": now,
         "lease_expires_at": None,
         "updated_at": now,
+        "version": Sweep.version + 1,
     }
     if execution is not None:
         values["execution"] = execution
@@ -482,7 +515,7 @@ def release_sweep(session: Session, *, sweep_id: str, owner: str, now: datetime 
         result = session.execute(
             sa.update(Sweep)
             .where(Sweep.id == sweep_id, Sweep.lease_owner == owner, Sweep.status == "running")
-            .values(status="queued", lease_owner=None, lease_expires_at=None, updated_at=now)
+            .values(status="queued", lease_owner=None, lease_expires_at=None, updated_at=now, version=Sweep.version + 1)
             .execution_options(synchronize_session=False)
         )
     return result.rowcount == 1
@@ -501,17 +534,27 @@ def request_cancel(session: Session, *, sweep_id: str, now: datetime | None = No
         session.execute(
             sa.update(Sweep)
             .where(Sweep.id == sweep_id, Sweep.status.in_(SWEEP_ACTIVE))
-            .values(cancel_requested=True, updated_at=now)
+            .values(
+                cancel_requested=True,
+                updated_at=now,
+                version=Sweep.version + sa.case((Sweep.cancel_requested.is_(True), 0), else_=1),
+            )
             .execution_options(synchronize_session=False)
         )
         cancelled_now = session.execute(
             sa.update(Sweep)
             .where(Sweep.id == sweep_id, Sweep.status == "queued")
-            .values(status="cancelled", finished_at=now, lease_owner=None, lease_expires_at=None)
+            .values(
+                status="cancelled",
+                finished_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+                version=Sweep.version + 1,
+            )
             .execution_options(synchronize_session=False)
         )
-        if cancelled_now.rowcount == 1:
-            _cancel_pending(session, sweep_id=sweep_id, now=now)
+        if cancelled_now.rowcount == 1 and _cancel_pending(session, sweep_id=sweep_id, now=now):
+            _bump_version(session, sweep_id, trials=True)
         return session.get(Sweep, sweep_id, populate_existing=True)
 
 
@@ -586,17 +629,78 @@ def add_trials(session: Session, *, sweep_id: str, trials: Iterable[Any]) -> lis
     if not rows:
         return []
     with _write(session):
+        _lock_sweep(session, sweep_id)
+        count = sa.select(sa.func.count()).select_from(Trial).where(Trial.sweep_id == sweep_id)
+        before = session.scalar(count) or 0
         statement = _insert(session, Trial).on_conflict_do_nothing(index_elements=list(_TRIAL_KEY_COLUMNS))
         session.execute(statement, rows)
         stored = session.scalars(
             sa.select(Trial).where(Trial.sweep_id == sweep_id).execution_options(populate_existing=True)
         ).all()
+        if len(stored) != before:
+            _bump_version(session, sweep_id, trials=True)
     by_key = {_trial_key(trial): trial for trial in stored}
     ordered: dict[tuple[Any, ...], Trial] = {}
     for row in rows:
         key = _trial_key(row)
         ordered.setdefault(key, by_key[key])
     return list(ordered.values())
+
+
+@retried
+def import_sweep(
+    session: Session,
+    *,
+    name: str,
+    spec: Mapping[str, Any],
+    trials: Sequence[Mapping[str, Any]],
+    curves: Sequence[Iterable[Any]] = (),
+) -> Sweep:
+    """Store results computed elsewhere as one finished (``succeeded``) sweep, in one transaction: all of it or
+    nothing. ``trials``: mappings like ``TrialSpec.to_dict()`` plus the outcome (``status`` succeeded, diverged
+    or failed, ``metric``, ``initial_metric``, ``metric_name``, ``lower_is_better``, ``error``); ``curves``:
+    each trial's learning-curve points (step, metric, ...), in the same order, or empty."""
+    if not trials:
+        raise ValueError("An imported sweep needs at least one trial")
+    for item in trials:
+        if item.get("status") not in TRIAL_FINISHED:
+            raise ValueError(
+                f"Invalid imported trial status: {item.get('status')!r}; valid: {', '.join(TRIAL_FINISHED)}"
+            )
+    now = utc_now()
+    with _write(session):
+        sweep = Sweep(
+            name=name,
+            spec=dict(spec),
+            status="succeeded",
+            started_at=now,
+            finished_at=now,
+            planned_trials=len(trials),
+            execution="imported",
+        )
+        session.add(sweep)
+        session.flush()
+        stored = []
+        for item in trials:
+            row = _trial_row(sweep.id, item)
+            row.update(
+                status=item["status"],
+                metric=item.get("metric"),
+                best_metric=item.get("metric"),
+                initial_metric=item.get("initial_metric"),
+                metric_name=item.get("metric_name"),
+                lower_is_better=item.get("lower_is_better"),
+                error=item.get("error"),
+                started_at=now,
+                finished_at=now,
+            )
+            trial = Trial(**row)
+            session.add(trial)
+            stored.append(trial)
+        session.flush()
+        for trial, points in zip(stored, curves, strict=False):
+            _upsert_points(session, _point_rows(trial.id, points))
+    return sweep
 
 
 def get_trial(session: Session, *, trial_id: int) -> Trial | None:
@@ -695,9 +799,7 @@ def trial_rows(
 
 
 @retried
-def mark_trial_running(
-    session: Session, *, trial_id: int, attempt: int, now: datetime | None = None
-) -> bool:
+def mark_trial_running(session: Session, *, trial_id: int, attempt: int, now: datetime | None = None) -> bool:
     """Mark a trial as started by claim number ``attempt`` (the sweep's ``attempts``); ``False`` if refused.
 
     Starting a trial again (a new attempt, or a re-run after it was cancelled) clears its old curve
@@ -705,10 +807,11 @@ def mark_trial_running(
     and returns ``True``. A trial with a result, or one taken by a newer attempt, is refused.
     """
     now = now or utc_now()
-    fresh_start = sa.or_(
-        Trial.attempt < attempt, sa.and_(Trial.attempt == attempt, Trial.status != "running")
-    )
+    fresh_start = sa.or_(Trial.attempt < attempt, sa.and_(Trial.attempt == attempt, Trial.status != "running"))
     with _write(session):
+        sweep_id = _sweep_of_trial(session, trial_id)
+        if sweep_id is not None:
+            _lock_sweep(session, sweep_id)
         result = session.execute(
             sa.update(Trial)
             .where(Trial.id == trial_id, Trial.status.not_in(TRIAL_FINISHED), fresh_start)
@@ -727,10 +830,9 @@ def mark_trial_running(
         )
         if result.rowcount == 1:
             session.execute(sa.delete(MetricPoint).where(MetricPoint.trial_id == trial_id))
+            _bump_version(session, str(sweep_id), trials=True)
             return True
-        current = session.execute(
-            sa.select(Trial.status, Trial.attempt).where(Trial.id == trial_id)
-        ).one_or_none()
+        current = session.execute(sa.select(Trial.status, Trial.attempt).where(Trial.id == trial_id)).one_or_none()
     return current is not None and current.status == "running" and current.attempt == attempt
 
 
@@ -756,9 +858,7 @@ def _upsert_points(session: Session, rows: list[dict[str, Any]]) -> None:
 
 
 @retried
-def add_metric_points(
-    session: Session, *, trial_id: int, points: Iterable[Any], attempt: int | None = None
-) -> int:
+def add_metric_points(session: Session, *, trial_id: int, points: Iterable[Any], attempt: int | None = None) -> int:
     """Store learning-curve points (``EvalPoint`` objects or mappings with step, epoch, train_loss, metric).
 
     Each point becomes values named ``metric``, ``train_loss`` and ``epoch`` at its ``step``; writing the
@@ -767,11 +867,14 @@ def add_metric_points(
     """
     rows = _point_rows(trial_id, points)
     with _write(session):
-        if attempt is not None:
-            current = session.scalar(sa.select(Trial.attempt).where(Trial.id == trial_id))
-            if current != attempt:
-                return 0
+        found = session.execute(sa.select(Trial.sweep_id, Trial.attempt).where(Trial.id == trial_id)).one_or_none()
+        if attempt is not None and (found is None or found.attempt != attempt):
+            return 0
+        if found is not None and rows:
+            _lock_sweep(session, found.sweep_id)
         _upsert_points(session, rows)
+        if found is not None and rows:
+            _bump_version(session, found.sweep_id, trials=False)
     return len(rows)
 
 
@@ -823,12 +926,17 @@ def finish_trial(
         conditions.append(Trial.attempt <= attempt)
         values["attempt"] = attempt
     with _write(session):
+        sweep_id = _sweep_of_trial(session, trial_id)
+        if sweep_id is not None:
+            _lock_sweep(session, sweep_id)
         result = session.execute(
             sa.update(Trial).where(*conditions).values(**values).execution_options(synchronize_session=False)
         )
         applied = result.rowcount == 1
         if applied and curve is not None:
             _upsert_points(session, _point_rows(trial_id, curve))
+        if applied:
+            _bump_version(session, str(sweep_id), trials=True)
     return applied
 
 
@@ -870,7 +978,10 @@ def _cancel_pending(session: Session, *, sweep_id: str, now: datetime) -> int:
 def cancel_pending_trials(session: Session, *, sweep_id: str, now: datetime | None = None) -> int:
     """Mark the sweep's pending and running trials ``cancelled``; returns how many. Results are kept."""
     with _write(session):
+        _lock_sweep(session, sweep_id)
         count = _cancel_pending(session, sweep_id=sweep_id, now=now or utc_now())
+        if count:
+            _bump_version(session, sweep_id, trials=True)
     return count
 
 

@@ -3,33 +3,81 @@
 Input: trial records (mappings, objects with ``to_dict()`` such as ``TrialResult``, or a pandas DataFrame)
 with ``task``, ``label`` (optimiser variant; ``optimizer`` when missing), ``optimizer``, ``lr``, ``seed``,
 ``status``, ``metric``, ``lower_is_better``, ``initial_metric`` and ``default_lr`` (per label; looked up in
-the optimiser registry when missing). Only finished trials count (``succeeded``, ``diverged``, ``failed``);
-pending, running and cancelled ones are ignored.
+the optimiser registry when missing). Only ``succeeded`` and ``diverged`` trials enter the metrics. A
+``failed`` trial (out of memory, a bug, missing data) is no evidence about its learning rate: it is left out
+of every metric and counted (``LrPoint.failed``, ``OptimizerSummary.failed``, ``SweepAnalysis.failed_trials``)
+so that every view can say so beside the numbers. Pending, running and cancelled trials are ignored.
 
 Conventions (all computed with lower = better; results are reported back in the task's orientation):
 
 - ``m0(t)``, the metric at initialisation/chance: ``chance[t]`` when given, else the median of the finite
   ``initial_metric`` values of the task's trials, else the worst finite final metric of the task.
-- A diverged or failed trial, or a succeeded one without a finite metric, counts as ``m0``.
+- A diverged trial, or a succeeded one without a finite metric, counts as ``m0``.
 - ``m(eta)`` is the mean over seeds at learning rate ``eta``; the grid G of a (task, optimiser) is the set of
-  learning rates its finished trials ran (the spec's grid once the sweep is complete).
-- ``best``/``eta_star``: min of m over G and its argmin (ties go to the smaller lr). ``best_std`` is the
-  sample standard deviation (ddof=1) over seeds at eta_star: NaN with one seed.
-- ``ootb``: m at the default lr (NaN if not run); ``ootb_regret = (ootb - best_all) / |best_all|`` (a
-  fraction >= 0; 0 when both are 0, inf when only best_all is 0).
-- ``lr_sensitivity``: mean over G of ``min(m, m0) - best``, in metric units, >= 0 (Wortsman et al. 2023).
-- ``good_window``: the contiguous run of grid points around eta_star with ``m - best <= 0.1 (m0 - best)``,
-  as (number of points) x (grid spacing), in decades. The spacing is the *median* of the gaps between
-  consecutive grid points in log10, so one extra point (a default lr off a regular grid) does not change
-  it. 0 when best is no better than m0 (nothing learnt); NaN for a one-point grid (no spacing).
-- ``expected_best[k-1]``: the expected best m of k learning rates drawn uniformly with replacement from G
-  (Sivaprasad et al. 2020), exact from order statistics: with m sorted ascending x_1 <= ... <= x_n,
-  E = sum_i x_i [((n-i+1)/n)^k - ((n-i)/n)^k]. It uses m as it is (diverged counted as m0, not clamped).
-- Performance profiles (AlgoPerf style), for the tuned best and for the out-of-the-box metric:
-  ``r(t,o) = (m0 - best_all) / (m0 - m)``, inf when ``m >= m0`` or o did not run on t;
-  ``rho_o(tau)`` = fraction of tasks with ``r <= tau``; ``score`` = mean of rho_o over tau in [1, tau_max]
+  learning rates its succeeded or diverged trials ran (the spec's grid once the sweep is complete). The
+  ``curve`` also lists an lr whose trials all failed (mean NaN, ``seeds`` 0), so a figure can mark it.
+- ``best``/``eta_star`` depend on the protocol (``resolve_protocol``: given, or read from the trials' phases):
+
+  * ``paper``: eta_star is the lr chosen at the first seed (phase 1, ``phase == "grid"``), the lr that was
+    repeated with the other seeds; ``best`` and ``best_std`` are over all the repeats at that lr. A one-seed
+    lr never replaces it.
+  * ``grid`` and ``tpe``: eta_star is the argmin of m over the lrs run with the same seeds (the seed set with
+    the most seeds; then the one shared by the most lrs), so a one-seed lr never beats a several-seed mean.
+
+  Ties go to the smaller lr. ``best_std`` is the sample standard deviation (ddof=1) over the seeds at
+  eta_star: NaN with one seed.
+- ``ootb``: m at the default lr (NaN if not run); ``ootb_regret = (ootb - best_all) / (m0 - best_all)``, the
+  regret on the normalised scale of the heatmap (normalised score 0 = chance/initial, 1 = best of all; the
+  regret is 1 - score): 0 at the best of all optimisers, 1 at chance; an ootb worse than chance is capped at
+  chance (1), as a divergence is. It is the same for every metric kind and does not move when a metric is
+  shifted (returns crossing zero). NaN when nothing beat chance on the task (m0 == best_all).
+- Grid metrics (lr sensitivity, good window, expected best of k) are computed on the *common grid* C of the
+  task (``TaskSummary.common_grid``): the lrs every optimiser of the task ran, so that an optimiser is not
+  scored on its own grid (a default lr added to one grid only). The out-of-the-box point is reported on its
+  own (``ootb``); ``OptimizerSummary.grid_metrics_note`` says when an optimiser's grid is larger than C. On
+  C, each value is clamped to chance, ``c(eta) = min(m(eta), m0)`` (a finished run worse than chance counts
+  like a divergence), and ``best_C = min c``. Under ``paper`` they use the first seed's values only (the
+  only seed every lr ran). Under ``tpe`` they are not defined (TPE's lrs are samples, not a grid): NaN, with
+  the reason in ``grid_metrics_note``.
+- ``lr_sensitivity``: mean over C of ``c - best_C``, in metric units, >= 0 (Wortsman et al. 2023).
+- ``good_window``: the contiguous run of points of C around its argmin with ``c - best_C <= 0.1 (m0 -
+  best_C)``, as (number of points) x (grid spacing), in decades: each good point stands for one spacing (half
+  a spacing either side), so a single good point is one spacing wide. ``good_window_lrs`` gives the lowest
+  and highest good lr. The spacing is the *median* of the gaps between consecutive points in log10. 0 when
+  best_C is no better than m0 (nothing learnt); NaN for a one-point grid (no spacing).
+- ``expected_best[k-1]``: the expected best c of k learning rates drawn uniformly with replacement from C
+  (Sivaprasad et al. 2020), exact from order statistics: with c sorted ascending x_1 <= ... <= x_n,
+  E = sum_i x_i [((n-i+1)/n)^k - ((n-i)/n)^k].
+- Performance profiles (Dolan & More 2002, "Benchmarking optimization software with performance profiles",
+  Math. Program. 91), for the tuned best and for the out-of-the-box metric. The ratio depends on the task's
+  metric kind (``PerformanceProfile.ratio_kinds``):
+
+  * ``cost ratio`` (a lower-is-better metric whose best value is > 0: error, perplexity, FID):
+    Dolan & More's ``r(t,o) = m / best_all``. A ratio of 2 means twice the best optimiser's error (or
+    perplexity, FID).
+  * ``gain ratio`` (a higher-is-better metric, or one whose best is <= 0, such as returns that cross zero):
+    cost ratios are meaningless there, so the ratio is of gains over chance, ``r = (m0 - best_all) /
+    (m0 - m)`` = 1 / normalised score, the chance-normalised scale of the Atari human-normalised score (Mnih
+    et al. 2015, Nature 518) and of this project's heatmap. A ratio of 2 means half the best optimiser's
+    improvement over chance (e.g. Pong from -21: the best reaches 20, a gain of 41; ratio 2 is a gain of 20.5).
+
+  Either way ``r`` is inf when ``m >= m0`` (no better than chance: a failure, Dolan & More's r_M) or o did
+  not run on t; ``rho_o(tau)`` = fraction of tasks with ``r <= tau``; ``score`` = mean of rho_o over tau in [1, tau_max]
   (tau_max = 4), computed exactly: ``score = sum_t max(0, tau_max - max(r, 1)) / (T (tau_max - 1))``.
   ``rho`` is also sampled on a grid of taus (step 0.01) for plotting.
+
+Uncertainty across seeds:
+
+- ``best_ci``: the 95% Student-t interval of the mean over the seeds at eta_star,
+  ``mean ± t_{0.975, n-1} s / sqrt(n)`` (NaN with one seed: "1 seed: no interval").
+- ``binomial_se``: for a task whose metric is an error rate on a test set of n examples (the task declares
+  ``metric_is_error_rate`` and ``test_set_size``; digits: 357 images, so one image is 0.28 points), the
+  binomial standard error ``sqrt(p (1 - p) / n)`` of one run's error p = best. NaN otherwise.
+- ``comparisons``: per task, the best optimiser (best_label) against each other one, paired over the seeds
+  both ran at their eta_star: the mean difference d (oriented so that d > 0 means worse than the best) and
+  its 95% t-interval. ``distinguishable`` is True when the interval excludes 0, False when it does not, None
+  with fewer than two paired seeds. The tables' "is best" star goes to the best and to every optimiser not
+  distinguishable from it (with one seed, only to the best: nothing can be told apart).
 
 ``to_dict()`` results are JSON-safe (``nero_study.json_safe``): NaN and +/-inf become ``None``. A ``None``
 ratio means no finite ratio: the optimiser never beat chance on that task, or did not run on it.
@@ -46,12 +94,14 @@ import numpy as np
 import pandas as pd
 
 from nero_study.json_safe import json_safe
+from nero_study.vocabulary import PROTOCOLS, same_lr
 
 FINISHED_STATUSES: tuple[str, ...] = ("succeeded", "diverged", "failed")
 GOOD_WINDOW_FRACTION = 0.1
 TAU_MAX = 4.0
 _TAU_STEP = 0.01
-_LR_REL_TOL = 1e-9
+TPE_NOTE = "not defined for TPE: its learning rates are samples, not a grid"
+NO_COMMON_GRID_NOTE = "not defined: no learning rate is common to all optimisers of the task"
 _REQUIRED = ("task", "lr", "status", "metric", "lower_is_better")
 
 ProfileKind = Literal["ootb", "tuned"]
@@ -67,8 +117,9 @@ class LrPoint:
     lr: float
     mean: float
     std: float
-    seeds: int
-    diverged: int  # seeds that diverged or failed (counted as m0 in ``mean``)
+    seeds: int  # seeds in ``mean`` (succeeded or diverged; failed trials are left out)
+    diverged: int  # seeds that diverged (counted as m0 in ``mean``)
+    failed: int = 0  # failed trials at this lr, left out of ``mean``
 
 
 @dataclass(frozen=True)
@@ -90,8 +141,14 @@ class OptimizerSummary:
     ootb_regret: float
     lr_sensitivity: float
     good_window: float  # decades
-    expected_best: tuple[float, ...]  # k = 1..|G|
+    expected_best: tuple[float, ...]  # k = 1..|common grid|
     curve: tuple[LrPoint, ...]
+    failed: int = 0  # failed trials of this (task, optimiser), left out of every metric
+    best_ci: tuple[float, float] = (math.nan, math.nan)  # 95% t-interval over the seeds at eta_star
+    binomial_se: float = math.nan  # error-rate metrics on a known test-set size: sqrt(p (1 - p) / n)
+    good_window_lrs: tuple[float, float] = (math.nan, math.nan)  # the window's lowest and highest good lr
+    grid_metrics_note: str | None = None  # why the grid metrics are null, or the grid they were computed on
+    protocol: str = "grid"
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(asdict(self))
@@ -107,6 +164,7 @@ class TaskSummary:
     initial_metric: float
     best_all: float
     best_label: str | None
+    common_grid: tuple[float, ...] = ()  # the lrs every optimiser of the task ran (the grid metrics' G)
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(asdict(self))
@@ -121,6 +179,7 @@ class PerformanceProfile:
     tasks: tuple[str, ...]
     labels: tuple[str, ...]
     ratios: dict[str, dict[str, float]]
+    ratio_kinds: dict[str, str]  # per task: "cost ratio" or "gain ratio" (module docstring)
     taus: tuple[float, ...]
     rho: dict[str, tuple[float, ...]]
     scores: dict[str, float]
@@ -130,12 +189,53 @@ class PerformanceProfile:
 
 
 @dataclass(frozen=True)
+class SeedComparison:
+    """The best optimiser of a task against another, paired over the seeds both ran at their eta_star."""
+
+    task: str
+    best_label: str
+    label: str
+    seeds: int  # paired seeds
+    difference: float  # mean of (label - best) per seed, > 0: worse than the best (task units)
+    ci_low: float  # 95% t-interval of the difference, in the same orientation
+    ci_high: float
+    distinguishable: bool | None  # the interval excludes 0; None with fewer than two paired seeds
+
+    @property
+    def text(self) -> str:
+        if self.distinguishable is None:
+            return f"{self.seeds} seed: no interval" if self.seeds == 1 else "no paired seeds: no interval"
+        verdict = "behind the best" if self.distinguishable else "not distinguishable from the best"
+        return (
+            f"{verdict}: by {self.difference:.3g} (95% CI {self.ci_low:.3g} to {self.ci_high:.3g}, "
+            f"{self.seeds} paired seeds)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe({**asdict(self), "text": self.text})
+
+
+@dataclass(frozen=True)
 class SweepAnalysis:
     """Everything computed from a sweep's trials."""
 
     per_optimizer: tuple[OptimizerSummary, ...]
     tasks: tuple[TaskSummary, ...]
     profiles: dict[str, PerformanceProfile]  # "ootb" and "tuned"
+    failed_trials: int = 0  # failed trials left out of every metric (module docstring)
+    comparisons: tuple[SeedComparison, ...] = ()
+
+    def comparison(self, task: str, label: str) -> SeedComparison | None:
+        """The paired comparison of ``label`` with the best on ``task`` (None for the best itself)."""
+        return next((c for c in self.comparisons if c.task == task and c.label == label), None)
+
+    def is_best(self, task: str, label: str) -> bool:
+        """The best of the task, or not distinguishable from it across seeds (module docstring)."""
+        best = next((t.best_label for t in self.tasks if t.task == task), None)
+        if label == best:
+            return True
+        comparison = self.comparison(task, label)
+        return comparison is not None and comparison.distinguishable is False
 
     @property
     def expected_best(self) -> dict[str, dict[str, tuple[float, ...]]]:
@@ -159,6 +259,8 @@ class SweepAnalysis:
             "per_optimizer": [s.to_dict() for s in self.per_optimizer],
             "tasks": [t.to_dict() for t in self.tasks],
             "profiles": {kind: p.to_dict() for kind, p in self.profiles.items()},
+            "failed_trials": self.failed_trials,
+            "comparisons": [c.to_dict() for c in self.comparisons],
         }
 
     def summary_frame(self) -> pd.DataFrame:
@@ -188,6 +290,11 @@ class PaperTableRow:
     eta_star: float
     ootb: float
     default_lr: float
+    ci_low: float = math.nan  # 95% t-interval over seeds at eta_star
+    ci_high: float = math.nan
+    binomial_se: float = math.nan
+    is_best: bool = False  # the best, or not distinguishable from it across seeds
+    comparison: str = ""  # the paired comparison with the best ("" for the best itself)
 
     @property
     def text(self) -> str:
@@ -196,8 +303,15 @@ class PaperTableRow:
             return f"{self.best:.4g}"
         return f"{self.best:.4g} ± {self.best_std:.2g}"
 
+    @property
+    def interval_text(self) -> str:
+        """The 95% t-interval over seeds, or why there is none."""
+        if math.isnan(self.ci_low):
+            return f"{self.seeds} seed: no interval" if self.seeds == 1 else "no interval"
+        return f"[{self.ci_low:.4g}, {self.ci_high:.4g}] (95% t, {self.seeds} seeds)"
+
     def to_dict(self) -> dict[str, Any]:
-        return json_safe({**asdict(self), "text": self.text})
+        return json_safe({**asdict(self), "text": self.text, "interval_text": self.interval_text})
 
 
 # --- pure helpers -----------------------------------------------------------------------------------
@@ -216,10 +330,26 @@ def expected_best_of_k(values: Sequence[float], k: int) -> float:
     return float(np.dot(weights, ordered))
 
 
-def performance_ratio(m: float, m0: float, best_all: float) -> float:
-    """AlgoPerf-style ratio ``(m0 - best_all) / (m0 - m)`` (lower is better); inf when m does not beat m0."""
+COST_RATIO = "cost ratio"
+GAIN_RATIO = "gain ratio"
+
+
+def ratio_kind(*, lower_is_better: bool, best_all: float) -> str:
+    """``cost ratio`` for a lower-is-better metric whose best is > 0, else ``gain ratio`` (module docstring)."""
+    return COST_RATIO if lower_is_better and best_all > 0 else GAIN_RATIO
+
+
+def performance_ratio(m: float, m0: float, best_all: float, kind: str = GAIN_RATIO) -> float:
+    """The profile ratio of oriented (lower = better) values: ``m / best_all`` (cost ratio, positive
+    lower-is-better metrics) or ``(m0 - best_all) / (m0 - m)`` (gain ratio); inf when m does not beat m0."""
+    if kind not in (COST_RATIO, GAIN_RATIO):
+        raise ValueError(f"Invalid ratio kind: {kind!r}; valid: {COST_RATIO!r}, {GAIN_RATIO!r}")
     if not (math.isfinite(m) and math.isfinite(m0) and math.isfinite(best_all)) or m >= m0:
         return math.inf
+    if kind == COST_RATIO:
+        if best_all <= 0:
+            raise ValueError(f"A cost ratio needs a positive best value; got {best_all}")
+        return m / best_all
     return (m0 - best_all) / (m0 - m)
 
 
@@ -278,40 +408,156 @@ def _registry_lower_is_better(task: str) -> bool:
         return True
 
 
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """The Student-t interval of the mean of ``values`` at ``level``; (NaN, NaN) with fewer than two."""
+    from scipy import stats
+
+    n = len(values)
+    if n < 2:
+        return math.nan, math.nan
+    mean = float(np.mean(values))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * float(np.std(values, ddof=1)) / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def binomial_standard_error(error_rate: float, test_set_size: int) -> float:
+    """``sqrt(p (1 - p) / n)``: the standard error of an error rate p measured on n test examples."""
+    if test_set_size < 1:
+        raise ValueError(f"Invalid test_set_size: {test_set_size}; must be >= 1")
+    if not 0.0 <= error_rate <= 1.0:
+        return math.nan
+    return math.sqrt(error_rate * (1.0 - error_rate) / test_set_size)
+
+
+def _registry_error_rate(task: str) -> tuple[bool, int | None]:
+    from nero_study.tasks.registry import get_task
+
+    try:
+        found = get_task(task)
+    except Exception:  # noqa: BLE001 - an unknown or unimportable task: not known to be an error rate
+        return False, None
+    return bool(getattr(found, "metric_is_error_rate", False)), getattr(found, "test_set_size", None)
+
+
 def _sample_std(values: list[float]) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
 
 
-def _good_window(grid: list[float], means: list[float], star: int, best: float, m0: float) -> float:
+def _label(row: Mapping[str, Any]) -> str:
+    optimizer = row.get("optimizer")
+    optimizer = "" if _is_missing(optimizer) else str(optimizer)
+    label = row.get("label")
+    return optimizer if _is_missing(label) or label == "" else str(label)
+
+
+def resolve_protocol(rows: Iterable[Mapping[str, Any]], protocol: str | None = None) -> str:
+    """The protocol the trials ran under: ``protocol`` when given, else read from their phases (``seeds``
+    trials: paper; ``tpe`` trials: tpe; otherwise grid)."""
+    if protocol is not None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"Invalid protocol: {protocol!r}; valid: {', '.join(PROTOCOLS)}")
+        return protocol
+    phases = {row.get("phase") for row in rows}
+    if "tpe" in phases:
+        return "tpe"
+    return "paper" if "seeds" in phases else "grid"
+
+
+@dataclass(frozen=True)
+class _Choice:
+    values: dict[float, float]  # oriented value per lr that the grid metrics use
+    eta_star: float
+    best: float  # oriented mean over the repeats at eta_star
+    best_values: list[float]
+    best_points: list[tuple[int | None, float]]  # (seed, oriented value) at eta_star
+
+
+def _choose(per_lr: dict[float, list[tuple[int | None, float]]], protocol: str, first_seed: int | None) -> _Choice:
+    """eta_star and the values the grid metrics use, under the protocol's rule (module docstring)."""
+    if protocol == "paper" and first_seed is not None:
+        values = {
+            lr: float(np.mean(at_first))
+            for lr, points in per_lr.items()
+            if (at_first := [v for seed, v in points if seed == first_seed])
+        }
+        eligible = sorted(values)
+    else:
+        values = {lr: float(np.mean([v for _, v in points])) for lr, points in per_lr.items()}
+        # Compare only lrs run with the same seeds: the seed set with the most seeds (then the most lrs).
+        seed_sets = {lr: tuple(sorted(str(seed) for seed, _ in points)) for lr, points in per_lr.items()}
+        groups: dict[tuple[str, ...], list[float]] = {}
+        for lr, seeds in seed_sets.items():
+            groups.setdefault(seeds, []).append(lr)
+        widest = max(groups, key=lambda seeds: (len(seeds), len(groups[seeds])))
+        eligible = sorted(groups[widest])
+    eta_star = min(eligible, key=lambda lr: (values[lr], lr))
+    best_values = [v for _, v in per_lr[eta_star]]
+    return _Choice(
+        values=values,
+        eta_star=eta_star,
+        best=float(np.mean(best_values)),
+        best_values=best_values,
+        best_points=list(per_lr[eta_star]),
+    )
+
+
+@dataclass(frozen=True)
+class _GridMetrics:
+    sensitivity: float
+    window: float
+    window_lrs: tuple[float, float]
+    expected_best: tuple[float, ...]
+    note: str | None
+
+
+def _grid_metrics(values: dict[float, float], common: tuple[float, ...], m0: float, protocol: str) -> _GridMetrics:
+    """lr sensitivity, good window and expected best of k on the common grid, values clamped to m0."""
+    if protocol == "tpe":
+        return _GridMetrics(math.nan, math.nan, (math.nan, math.nan), (), TPE_NOTE)
+    if not common:
+        return _GridMetrics(math.nan, math.nan, (math.nan, math.nan), (), NO_COMMON_GRID_NOTE)
+    own = sorted(values)
+    on_common = [next(values[x] for x in own if same_lr(lr, x)) for lr in common]
+    clamped = [float(np.fmin(value, m0)) for value in on_common]
+    best = min(clamped)
+    sensitivity = float(np.mean([value - best for value in clamped]))
+    expected = tuple(expected_best_of_k(clamped, k) for k in range(1, len(clamped) + 1))
+    note = None if len(own) == len(common) else f"on the {len(common)} learning rates common to all optimisers"
+    grid = list(common)
     if not best < m0:
-        return 0.0
+        return _GridMetrics(sensitivity, 0.0, (math.nan, math.nan), expected, note)
     if len(grid) < 2:
-        return math.nan
+        return _GridMetrics(sensitivity, math.nan, (grid[0], grid[0]), expected, note)
+    star = min(range(len(grid)), key=lambda i: (clamped[i], grid[i]))
     threshold = GOOD_WINDOW_FRACTION * (m0 - best) * (1 + 1e-9)
     low = high = star
-    while low > 0 and means[low - 1] - best <= threshold:
+    while low > 0 and clamped[low - 1] - best <= threshold:
         low -= 1
-    while high < len(grid) - 1 and means[high + 1] - best <= threshold:
+    while high < len(grid) - 1 and clamped[high + 1] - best <= threshold:
         high += 1
     spacing = float(np.median(np.diff(np.log10(grid))))
-    return (high - low + 1) * spacing
+    return _GridMetrics(sensitivity, (high - low + 1) * spacing, (grid[low], grid[high]), expected, note)
 
 
-def _ootb_regret(ootb: float, best_all: float) -> float:
-    if math.isnan(ootb) or math.isnan(best_all):
+def normalised_regret(m: float, m0: float, best_all: float) -> float:
+    """``(m - best_all) / (m0 - best_all)`` of oriented values: 0 at the best, 1 at chance; NaN when undefined."""
+    if not (math.isfinite(m) and math.isfinite(m0) and math.isfinite(best_all)) or not best_all < m0:
         return math.nan
-    if best_all == 0:
-        return 0.0 if ootb == 0 else math.inf
-    return (ootb - best_all) / abs(best_all)
+    return (m - best_all) / (m0 - best_all)
 
 
 def analyze_sweep(
-    trials: Any, *, chance: Mapping[str, float] | None = None, tau_max: float = TAU_MAX
+    trials: Any,
+    *,
+    chance: Mapping[str, float] | None = None,
+    tau_max: float = TAU_MAX,
+    protocol: str | None = None,
 ) -> SweepAnalysis:
     """Compute a sweep's robustness metrics (conventions in the module docstring).
 
     ``trials``: records or a DataFrame (columns in the module docstring). ``chance``: m0 per task in the
-    task's orientation, overriding the median initial metric. No finished trials give an empty analysis.
+    task's orientation, overriding the median initial metric. ``protocol``: the sweep's protocol (read
+    from the trials' phases when not given). No finished trials give an empty analysis.
     """
     chance = dict(chance or {})
     all_rows = _records(trials)
@@ -322,13 +568,15 @@ def analyze_sweep(
                 f"A trial record lacks {', '.join(missing) or 'label/optimizer'}; records need "
                 f"{', '.join(_REQUIRED)}, label or optimizer, and optionally seed, initial_metric, default_lr"
             )
-    rows = [row for row in all_rows if row["status"] in FINISHED_STATUSES]
+    finished = [row for row in all_rows if row["status"] in FINISHED_STATUSES]
+    rows = [row for row in finished if row["status"] != "failed"]
+    resolved = resolve_protocol(rows, protocol)
 
     # Per task: orientation and m0 (oriented so that lower is better).
     task_order: list[str] = list(dict.fromkeys(row["task"] for row in rows))
     sign: dict[str, float] = {}
     metric_name: dict[str, str] = {}
-    for row in rows:
+    for row in finished:
         task, lower = row["task"], row["lower_is_better"]
         if isinstance(row.get("metric_name"), str) and task not in metric_name:
             metric_name[task] = row["metric_name"]
@@ -355,66 +603,88 @@ def analyze_sweep(
         finals = [value for value in finals if not math.isnan(value)]
         m0[task] = max(finals) if finals else math.nan
 
-    # Per (task, label): oriented values per lr.
+    error_rates: dict[str, tuple[bool, int | None]] = {}
+    for task in task_order:
+        declared = [row for row in rows if row["task"] == task and not _is_missing(row.get("test_set_size"))]
+        if declared:  # results from elsewhere declare it per row
+            flag = declared[0].get("metric_is_error_rate")
+            error_rates[task] = (True if _is_missing(flag) else bool(flag), int(declared[0]["test_set_size"]))
+        else:
+            error_rates[task] = _registry_error_rate(task)
+
+    # Per (task, label): oriented values per lr and seed (failed trials left out, counted).
     pair_order: list[tuple[str, str]] = []
-    per_lr: dict[tuple[str, str], dict[float, list[float]]] = {}
-    failed: dict[tuple[str, str], dict[float, int]] = {}
+    per_lr: dict[tuple[str, str], dict[float, list[tuple[int | None, float]]]] = {}
+    diverged: dict[tuple[str, str], dict[float, int]] = {}
     optimizer_of: dict[tuple[str, str], str] = {}
     default_of: dict[tuple[str, str], float] = {}
+    first_seed: dict[tuple[str, str], int | None] = {}
     for row in rows:
         task = row["task"]
-        optimizer = row.get("optimizer")
-        optimizer = "" if _is_missing(optimizer) else str(optimizer)
-        label = row.get("label")
-        label = optimizer if _is_missing(label) or label == "" else str(label)
-        key = (task, label)
+        key = (task, _label(row))
         if key not in per_lr:
             pair_order.append(key)
-            per_lr[key], failed[key] = {}, {}
-            optimizer_of[key] = optimizer
+            per_lr[key], diverged[key] = {}, {}
+            optimizer = row.get("optimizer")
+            optimizer_of[key] = "" if _is_missing(optimizer) else str(optimizer)
             default = _finite(row.get("default_lr"))
-            default_of[key] = default if not math.isnan(default) else _registry_default_lr(optimizer)
+            default_of[key] = default if not math.isnan(default) else _registry_default_lr(optimizer_of[key])
         metric = _finite(row["metric"])
         ok = row["status"] == "succeeded" and not math.isnan(metric)
         lr = float(row["lr"])
-        per_lr[key].setdefault(lr, []).append(sign[task] * metric if ok else m0[task])
-        failed[key][lr] = failed[key].get(lr, 0) + (0 if ok else 1)
+        seed = None if _is_missing(row.get("seed")) else int(row["seed"])
+        per_lr[key].setdefault(lr, []).append((seed, sign[task] * metric if ok else m0[task]))
+        diverged[key][lr] = diverged[key].get(lr, 0) + (0 if ok else 1)
+        phase = row.get("phase")
+        if seed is not None and (_is_missing(phase) or phase == "grid"):  # phase 1 of the paper protocol
+            previous = first_seed.get(key)
+            first_seed[key] = seed if previous is None else min(seed, previous)
+    failed_at: dict[tuple[str, str], dict[float, int]] = {}
+    for row in finished:
+        if row["status"] == "failed":
+            by_lr = failed_at.setdefault((row["task"], _label(row)), {})
+            by_lr[float(row["lr"])] = by_lr.get(float(row["lr"]), 0) + 1
 
-    # First pass: best per pair, then best_all per task.
-    oriented: dict[tuple[str, str], tuple[list[float], list[float], int]] = {}
+    # First pass: eta_star, best (mean over the repeats at eta_star) and the values the grid metrics use.
+    chosen: dict[tuple[str, str], _Choice] = {}
     for key in pair_order:
-        grid = sorted(per_lr[key])
-        means = [float(np.mean(per_lr[key][lr])) for lr in grid]
-        star = min(range(len(grid)), key=lambda i: (means[i], grid[i]))
-        oriented[key] = (grid, means, star)
+        chosen[key] = _choose(per_lr[key], resolved, first_seed.get(key))
     best_all: dict[str, float] = {}
     best_label: dict[str, str | None] = {}
     for task in task_order:
-        candidates = [(oriented[key][1][oriented[key][2]], key[1]) for key in pair_order if key[0] == task]
+        candidates = [(chosen[key].best, key[1]) for key in pair_order if key[0] == task]
         value, label = min(candidates, key=lambda c: c[0])
         best_all[task], best_label[task] = value, label
+
+    # The grid metrics use the learning rates common to all optimisers of the task.
+    common: dict[str, tuple[float, ...]] = {}
+    for task in task_order:
+        grids = [sorted(chosen[key].values) for key in pair_order if key[0] == task]
+        common[task] = tuple(lr for lr in grids[0] if all(any(same_lr(lr, x) for x in grid) for grid in grids[1:]))
 
     summaries = []
     for key in pair_order:
         task, label = key
         s, zero = sign[task], m0[task]
-        grid, means, star = oriented[key]
-        best = means[star]
+        choice = chosen[key]
+        grid = sorted(per_lr[key])
         default = default_of[key]
-        ootb_index = next(
-            (i for i, lr in enumerate(grid) if math.isclose(lr, default, rel_tol=_LR_REL_TOL)), None
-        )
-        ootb = means[ootb_index] if ootb_index is not None else math.nan
-        sensitivity = float(np.mean([float(np.fmin(m, zero)) - best for m in means]))
+        ootb_lr = next((lr for lr in grid if same_lr(lr, default)), None)
+        ootb = float(np.mean([v for _, v in per_lr[key][ootb_lr]])) if ootb_lr is not None else math.nan
+        metrics = _grid_metrics(choice.values, common[task], zero, resolved)
+        failed_only = [lr for lr in failed_at.get(key, {}) if not any(same_lr(lr, x) for x in grid)]
         curve = tuple(
-            LrPoint(
+            LrPoint(lr=lr, mean=math.nan, std=math.nan, seeds=0, diverged=0, failed=failed_at[key][lr])
+            if lr in failed_only
+            else LrPoint(
                 lr=lr,
-                mean=s * means[i],
-                std=_sample_std(per_lr[key][lr]),
+                mean=s * float(np.mean([v for _, v in per_lr[key][lr]])),
+                std=_sample_std([v for _, v in per_lr[key][lr]]),
                 seeds=len(per_lr[key][lr]),
-                diverged=failed[key][lr],
+                diverged=diverged[key][lr],
+                failed=failed_at.get(key, {}).get(lr, 0),
             )
-            for i, lr in enumerate(grid)
+            for lr in sorted([*grid, *failed_only])
         )
         summaries.append(
             OptimizerSummary(
@@ -425,16 +695,22 @@ def analyze_sweep(
                 lower_is_better=s > 0,
                 initial_metric=s * zero,
                 default_lr=default,
-                best=s * best,
-                eta_star=grid[star],
-                best_std=_sample_std(per_lr[key][grid[star]]),
-                best_seeds=len(per_lr[key][grid[star]]),
+                best=s * choice.best,
+                eta_star=choice.eta_star,
+                best_std=_sample_std(choice.best_values),
+                best_seeds=len(choice.best_values),
+                best_ci=_oriented_interval(choice.best_values, s),
+                binomial_se=_binomial_se(task, s * choice.best, error_rates),
                 ootb=s * ootb,
-                ootb_regret=_ootb_regret(ootb, best_all[task]),
-                lr_sensitivity=sensitivity,
-                good_window=_good_window(grid, means, star, best, zero),
-                expected_best=tuple(s * expected_best_of_k(means, k) for k in range(1, len(grid) + 1)),
+                ootb_regret=normalised_regret(float(np.fmin(ootb, zero)), zero, best_all[task]),
+                lr_sensitivity=metrics.sensitivity,
+                good_window=metrics.window,
+                expected_best=tuple(s * value for value in metrics.expected_best),
                 curve=curve,
+                failed=sum(failed_at.get(key, {}).values()),
+                good_window_lrs=metrics.window_lrs,
+                grid_metrics_note=metrics.note,
+                protocol=resolved,
             )
         )
 
@@ -446,11 +722,15 @@ def analyze_sweep(
             initial_metric=sign[task] * m0[task],
             best_all=sign[task] * best_all[task],
             best_label=best_label[task],
+            common_grid=common[task],
         )
         for task in task_order
     )
     labels = tuple(dict.fromkeys(label for _, label in pair_order))
     oriented_summary = {(s.task, s.label): s for s in summaries}
+    kinds = {
+        task: ratio_kind(lower_is_better=sign[task] > 0, best_all=sign[task] * best_all[task]) for task in task_order
+    }
     profiles = {}
     for kind in ("ootb", "tuned"):
         ratios: dict[str, dict[str, float]] = {}
@@ -459,9 +739,54 @@ def analyze_sweep(
             for task in task_order:
                 summary = oriented_summary.get((task, label))
                 value = math.nan if summary is None else (summary.ootb if kind == "ootb" else summary.best)
-                ratios[label][task] = performance_ratio(sign[task] * value, m0[task], best_all[task])
-        profiles[kind] = _profile(kind, tuple(task_order), labels, ratios, tau_max)  # type: ignore[arg-type]
-    return SweepAnalysis(per_optimizer=tuple(summaries), tasks=tasks, profiles=profiles)
+                ratios[label][task] = performance_ratio(sign[task] * value, m0[task], best_all[task], kinds[task])
+        profiles[kind] = _profile(kind, tuple(task_order), labels, ratios, kinds, tau_max)  # type: ignore[arg-type]
+    failed_trials = sum(1 for row in finished if row["status"] == "failed")
+    comparisons = tuple(
+        _compare(task, best_label[task], key[1], chosen[(task, best_label[task])], chosen[key])
+        for task in task_order
+        for key in pair_order
+        if key[0] == task and key[1] != best_label[task]
+    )
+    return SweepAnalysis(
+        per_optimizer=tuple(summaries),
+        tasks=tasks,
+        profiles=profiles,
+        failed_trials=failed_trials,
+        comparisons=comparisons,
+    )
+
+
+def _oriented_interval(values: list[float], sign: float) -> tuple[float, float]:
+    low, high = t_interval(values)
+    return (low, high) if sign > 0 else (-high, -low)
+
+
+def _binomial_se(task: str, best: float, error_rates: Mapping[str, tuple[bool, int | None]]) -> float:
+    is_error_rate, size = error_rates.get(task, (False, None))
+    if not is_error_rate or size is None or not math.isfinite(best):
+        return math.nan
+    return binomial_standard_error(best, int(size))
+
+
+def _compare(task: str, best_label: str, label: str, best: _Choice, other: _Choice) -> SeedComparison:
+    """``label`` against the best of the task, paired over the seeds both ran at their eta_star (oriented
+    values, so a positive difference is worse than the best whatever the task's orientation)."""
+    best_by_seed = {seed: value for seed, value in best.best_points if seed is not None}
+    differences = [value - best_by_seed[seed] for seed, value in other.best_points if seed in best_by_seed]
+    mean = float(np.mean(differences)) if differences else math.nan
+    low, high = t_interval(differences)
+    distinguishable = None if len(differences) < 2 else bool(low > 0 or high < 0)
+    return SeedComparison(
+        task=task,
+        best_label=best_label,
+        label=label,
+        seeds=len(differences),
+        difference=mean,
+        ci_low=low,
+        ci_high=high,
+        distinguishable=distinguishable,
+    )
 
 
 def _profile(
@@ -469,19 +794,25 @@ def _profile(
     tasks: tuple[str, ...],
     labels: tuple[str, ...],
     ratios: dict[str, dict[str, float]],
+    kinds: dict[str, str],
     tau_max: float,
 ) -> PerformanceProfile:
     steps = round((tau_max - 1.0) / _TAU_STEP)
     taus = tuple(float(t) for t in np.linspace(1.0, tau_max, steps + 1))
     rho = {
-        label: tuple(
-            sum(1 for r in ratios[label].values() if r <= tau) / len(tasks) for tau in taus
-        )
+        label: tuple(sum(1 for r in ratios[label].values() if r <= tau) / len(tasks) for tau in taus)
         for label in labels
     }
     scores = {label: profile_score(ratios[label].values(), tau_max) for label in labels}
     return PerformanceProfile(
-        kind=kind, tau_max=tau_max, tasks=tasks, labels=labels, ratios=ratios, taus=taus, rho=rho,
+        kind=kind,
+        tau_max=tau_max,
+        tasks=tasks,
+        labels=labels,
+        ratios=ratios,
+        ratio_kinds=kinds,
+        taus=taus,
+        rho=rho,
         scores=scores,
     )
 
@@ -499,22 +830,35 @@ def paper_table(analysis: SweepAnalysis) -> list[PaperTableRow]:
             eta_star=s.eta_star,
             ootb=s.ootb,
             default_lr=s.default_lr,
+            ci_low=s.best_ci[0],
+            ci_high=s.best_ci[1],
+            binomial_se=s.binomial_se,
+            is_best=analysis.is_best(s.task, s.label),
+            comparison=comparison.text if (comparison := analysis.comparison(s.task, s.label)) else "",
         )
         for s in analysis.per_optimizer
     ]
 
 
 __all__ = [
+    "COST_RATIO",
     "FINISHED_STATUSES",
+    "GAIN_RATIO",
     "LrPoint",
     "OptimizerSummary",
     "PaperTableRow",
     "PerformanceProfile",
+    "SeedComparison",
     "SweepAnalysis",
     "TaskSummary",
     "analyze_sweep",
+    "binomial_standard_error",
     "expected_best_of_k",
     "paper_table",
     "performance_ratio",
+    "normalised_regret",
     "profile_score",
+    "ratio_kind",
+    "resolve_protocol",
+    "t_interval",
 ]

@@ -37,7 +37,7 @@ from nero_study.study.sink import ProgressHook, StoreSink, SweepProgress, TuneSt
 from nero_study.study.spec import SweepSpec
 from nero_study.study.trainables import bundle_trainable, tpe_trainable
 from nero_study.tasks.base import TrialSpec
-from nero_study.vocabulary import TRIAL_FINISHED, ExecutionMode, ExecutionUsed
+from nero_study.vocabulary import TRIAL_FINISHED, ExecutionMode, ExecutionUsed, same_lr
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +66,7 @@ def choose_bundle_size(
     return max(1, math.ceil(pending_in_task / (2 * slots)))
 
 
-def make_bundles(
-    members: Sequence[tuple[int, TrialSpec]], size: int, execution: ExecutionMode
-) -> list[Bundle]:
+def make_bundles(members: Sequence[tuple[int, TrialSpec]], size: int, execution: ExecutionMode) -> list[Bundle]:
     """``members`` (store id, spec) of one task dealt round-robin into bundles of at most ``size``.
 
     Round-robin gives each bundle a mix of lrs, so bundles of early-diverging (short) trials and of long ones
@@ -295,11 +293,8 @@ class SweepEngine:
             shutil.rmtree(storage, ignore_errors=True)
 
     def _run_tpe(self) -> None:
-        """TPE runs its own Tune experiment per (task, optimiser); the worker closes its warm runners first."""
-        import optuna
-        from ray import tune
-        from ray.tune.search.optuna import OptunaSearch
-
+        """TPE runs its own Tune experiment per (task, optimiser), after the default lr as a fixed first trial;
+        the worker closes its warm runners first."""
         shape = self._shape()
         for task in self.spec.tasks:
             for variant in self.spec.optimizers:
@@ -318,40 +313,68 @@ class SweepEngine:
                     label=variant.label,
                 ).to_dict()
                 base.pop("lr")
-                with self.session_factory() as session:
-                    done = [
-                        row
-                        for row in repo.list_trials(
-                            session, sweep_id=self.sweep_id, task=task, label=variant.label, limit=100_000
-                        )[0]
-                        if row.status in TRIAL_FINISHED
-                    ]
+                default_lr = self.spec.variant(variant.label).default_lr
+                done = self._finished_pair_trials(task, variant.label)
                 remaining = self.spec.tpe_trials - len(done)
                 self._refresh_counts()
                 self.progress.total = max(self.progress.total, self.progress.done + remaining)
                 if remaining <= 0:
                     continue
+                if not any(same_lr(row.lr, default_lr) for row in done):
+                    # The default lr is a fixed first trial: the out-of-the-box point TPE might never sample.
+                    self._fit_tpe(base, (low, high), [], first=default_lr, samples=1, shape=shape)
+                    if self.stopper.cancelled:
+                        return
+                    done = self._finished_pair_trials(task, variant.label)
+                    remaining = self.spec.tpe_trials - len(done)
+                    if remaining <= 0:
+                        continue
                 known = [(row.lr, _objective(row)) for row in done]
-                searcher = OptunaSearch(
-                    space={"lr": optuna.distributions.FloatDistribution(low, high, log=True)},
-                    metric="objective",
-                    mode="min",
-                    sampler=optuna.samplers.TPESampler(seed=self.spec.seeds[0]),
-                    points_to_evaluate=[{"lr": lr} for lr, _ in known] or None,
-                    evaluated_rewards=[value for _, value in known] or None,
-                )
-                callback = TuneStoreCallback(
-                    self._sink(), new_trial=lambda config, base=base: self._add_tpe_trial(base, float(config["lr"]))
-                )
-                self._fit(
-                    tune.with_resources(tpe_trainable, shape.resources),
-                    param_space={"base": base, "threads": shape.threads},
-                    callback=callback,
-                    slots=min(shape.slots, remaining),
-                    search_alg=searcher,
-                    num_samples=remaining,
-                )
-                self.execution_used.add("separate")
+                self._fit_tpe(base, (low, high), known, first=None, samples=remaining, shape=shape)
+
+    def _finished_pair_trials(self, task: str, label: str) -> list[Any]:
+        with self.session_factory() as session:
+            rows = repo.list_trials(session, sweep_id=self.sweep_id, task=task, label=label, limit=100_000)[0]
+        return [row for row in rows if row.status in TRIAL_FINISHED]
+
+    def _fit_tpe(
+        self,
+        base: dict[str, Any],
+        space: tuple[float, float],
+        known: list[tuple[float, float]],
+        *,
+        first: float | None,
+        samples: int,
+        shape: Any,
+    ) -> None:
+        """One Tune experiment of ``samples`` TPE trials; ``known`` (lr, objective) pairs are told to the sampler,
+        ``first`` (when given) is the one point evaluated before TPE samples."""
+        import optuna
+        from ray import tune
+        from ray.tune.search.optuna import OptunaSearch
+
+        low, high = space
+        points = [{"lr": first}] if first is not None else [{"lr": lr} for lr, _ in known]
+        searcher = OptunaSearch(
+            space={"lr": optuna.distributions.FloatDistribution(low, high, log=True)},
+            metric="objective",
+            mode="min",
+            sampler=optuna.samplers.TPESampler(seed=self.spec.seeds[0]),
+            points_to_evaluate=points or None,
+            evaluated_rewards=None if first is not None else ([value for _, value in known] or None),
+        )
+        callback = TuneStoreCallback(
+            self._sink(), new_trial=lambda config, base=base: self._add_tpe_trial(base, float(config["lr"]))
+        )
+        self._fit(
+            tune.with_resources(tpe_trainable, shape.resources),
+            param_space={"base": base, "threads": shape.threads},
+            callback=callback,
+            slots=min(shape.slots, samples),
+            search_alg=searcher,
+            num_samples=samples,
+        )
+        self.execution_used.add("separate")
 
     def _add_tpe_trial(self, base: dict[str, Any], lr: float) -> int:
         with self.session_factory() as session:

@@ -265,6 +265,10 @@ class Task(ABC):
     metric_name: ClassVar[str]
     lower_is_better: ClassVar[bool]
     chance_metric: ClassVar[float]
+    # An error rate (a fraction of test examples misclassified) on a test set of this many examples: the
+    # analysis shows its binomial standard error sqrt(p (1 - p) / n) (None: size unknown or not fixed).
+    metric_is_error_rate: ClassVar[bool] = False
+    test_set_size: ClassVar[int | None] = None
     kind: ClassVar[str] = "proxy"  # "proxy" (CPU) or "paper" (paper settings, GPU scale)
     default_device: ClassVar[str] = "cpu"  # "cpu", "cuda" or "auto" (cuda when available)
     # diverged (``TrialContext.check_loss``): the windowed mean loss above this many times the first loss,

@@ -123,6 +123,7 @@ class Cifar10ResNet18(Task):
     metric_name = "test_error"
     lower_is_better = True
     chance_metric = 0.9
+    metric_is_error_rate = True
     kind = "paper"
     default_device = "auto"
     budgets: ClassVar[dict[str, Cifar10ResNet18Config]] = {

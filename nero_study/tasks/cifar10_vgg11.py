@@ -235,6 +235,7 @@ class Cifar10VGG11(Task):
     metric_name = "test_error"
     lower_is_better = True
     chance_metric = 0.9
+    metric_is_error_rate = True
     kind = "paper"
     default_device = "auto"
     budgets: ClassVar[dict[str, Cifar10VGG11Config]] = {

@@ -37,7 +37,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from nero_study.data.digits import DIGITS_CLASSES, DIGITS_FEATURES
+from nero_study.data.digits import DIGITS_CLASSES, DIGITS_FEATURES, DIGITS_TEST_SIZE
 from nero_study.tasks.base import Task, TaskConfigError, TrialContext
 from nero_study.tasks.common import ExponentialSchedule, SupervisedSetup
 from nero_study.tasks.models_small import MLP, check_positive, digits_setup
@@ -70,6 +70,8 @@ class DigitsDeepMLP(Task):
     metric_name = "test_error"
     lower_is_better = True
     chance_metric = 0.9
+    metric_is_error_rate = True
+    test_set_size = DIGITS_TEST_SIZE
     batchable = True
     # The paper's 100-layer runs gave Adam and LAMB their library defaults (mnist/100_layer_mlp.py lines
     # 78-85), as mnist-mlp100 does; the proxy keeps those baselines.

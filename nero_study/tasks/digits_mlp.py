@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from nero_study.data.digits import DIGITS_CLASSES, DIGITS_FEATURES
+from nero_study.data.digits import DIGITS_CLASSES, DIGITS_FEATURES, DIGITS_TEST_SIZE
 from nero_study.tasks.base import Task, TrialContext
 from nero_study.tasks.common import SupervisedSetup
 from nero_study.tasks.models_small import MLP, check_positive, digits_setup
@@ -41,6 +41,8 @@ class DigitsMLP(Task):
     metric_name = "test_error"
     lower_is_better = True
     chance_metric = 0.9
+    metric_is_error_rate = True
+    test_set_size = DIGITS_TEST_SIZE
     batchable = True
     budgets: ClassVar[dict[str, DigitsMLPConfig]] = {
         "smoke": DigitsMLPConfig(epochs=1, evals_per_epoch=2, max_steps=16),

@@ -21,7 +21,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from nero_study.data.digits import DIGITS_CLASSES, DIGITS_IMAGE_SHAPE, load_digits_split
+from nero_study.data.digits import DIGITS_CLASSES, DIGITS_IMAGE_SHAPE, DIGITS_TEST_SIZE, load_digits_split
 from nero_study.tasks.base import Task, TaskConfigError, TrialContext
 from nero_study.tasks.cifar10_resnet18 import BasicBlock  # the same block as the paper's ResNet-18
 from nero_study.tasks.common import (
@@ -77,6 +77,8 @@ class DigitsResNet(Task):
     metric_name = "test_error"
     lower_is_better = True
     chance_metric = 0.9
+    metric_is_error_rate = True
+    test_set_size = DIGITS_TEST_SIZE
     budgets: ClassVar[dict[str, DigitsResNetConfig]] = {
         "smoke": DigitsResNetConfig(width=8, epochs=1, evals_per_epoch=2, max_steps=12),
         "proxy": DigitsResNetConfig(),

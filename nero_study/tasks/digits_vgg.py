@@ -18,7 +18,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from nero_study.data.digits import DIGITS_CLASSES, DIGITS_IMAGE_SHAPE
+from nero_study.data.digits import DIGITS_CLASSES, DIGITS_IMAGE_SHAPE, DIGITS_TEST_SIZE
 from nero_study.tasks.base import Task, TrialContext
 from nero_study.tasks.common import SupervisedSetup
 from nero_study.tasks.models_small import check_positive, digits_setup
@@ -66,6 +66,8 @@ class DigitsVGG(Task):
     metric_name = "test_error"
     lower_is_better = True
     chance_metric = 0.9
+    metric_is_error_rate = True
+    test_set_size = DIGITS_TEST_SIZE
     batchable = True
     budgets: ClassVar[dict[str, DigitsVGGConfig]] = {
         "smoke": DigitsVGGConfig(width=8, epochs=1, evals_per_epoch=2, max_steps=12),

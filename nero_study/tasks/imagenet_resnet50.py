@@ -221,6 +221,7 @@ class ImageNetResNet50(Task):
     metric_name = "val_error"
     lower_is_better = True
     chance_metric = 0.999
+    metric_is_error_rate = True
     kind = "paper"
     default_device = "auto"
     paper_settings: ClassVar[dict[str, dict[str, Any]]] = {"sgd": {"momentum": 0.9, "weight_decay": 1e-4}}

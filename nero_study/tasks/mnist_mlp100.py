@@ -121,6 +121,7 @@ class MnistMLP100(Task):
     metric_name = "test_error"
     lower_is_better = True
     chance_metric = 0.9
+    metric_is_error_rate = True
     kind = "paper"
     default_device = "auto"
     paper_settings: ClassVar[dict[str, dict[str, Any]]] = {

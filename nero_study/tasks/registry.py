@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
@@ -48,6 +49,21 @@ def get_task(name: str) -> Task:
 
 def list_tasks() -> list[Task]:
     return [get_task(name) for name in TASKS]
+
+
+def task_caveats(names: Iterable[str]) -> dict[str, str]:
+    """The known limits (``Task.caveat``) of the named tasks that have one; unknown names are left out.
+
+    Listings, the report and the sweep page show them beside the task's results."""
+    caveats = {}
+    for name in names:
+        try:
+            caveat = get_task(str(name)).caveat
+        except UnknownTaskError:
+            continue
+        if caveat:
+            caveats[str(name)] = caveat
+    return caveats
 
 
 def optimizer_task_overrides(optimizer: str) -> dict[str, dict[str, dict[str, Any]]]:

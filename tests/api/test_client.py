@@ -123,3 +123,13 @@ def test_store_token_round_trip_through_the_client(client: TestClient, session: 
     sweep = NeroStudyClient("http://testserver", token=clear, http_client=client).submit(SPEC)
 
     assert sweep["status"] == "queued"
+
+
+def test_import_results_stores_a_sweep_or_names_the_bad_row(api: NeroStudyClient) -> None:
+    csv = "task,optimizer,lr,status,metric\ndigits-mlp,nero,0.01,succeeded,0.05\ndigits-mlp,sgd,0.1,succeeded,0.1\n"
+    sweep = api.import_results(csv, name="elsewhere")
+    assert (sweep["name"], sweep["status"]) == ("elsewhere", "succeeded")
+    assert api.analysis(sweep["id"])["profiles"]["tuned"]["ratios"]["sgd"]["digits-mlp"] == pytest.approx(2.0)
+    with pytest.raises(ApiError) as bad:
+        api.import_results(csv + "digits-mlp,adam,0.001,oops,0.1\n")
+    assert bad.value.status_code == 422 and "row 4, column status" in str(bad.value)

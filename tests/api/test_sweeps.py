@@ -398,3 +398,38 @@ def test_malformed_sweep_ids_are_422(client: TestClient, sweep_id: str) -> None:
 
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "sweep_id"
+
+
+IMPORTED_CSV = """task,optimizer,lr,seed,status,metric,metric_name,lower_is_better,chance
+translation,nero,0.01,0,succeeded,11.35,perplexity,true,30000
+translation,sgd,0.1,0,succeeded,92.4,perplexity,true,30000
+"""
+
+
+def test_import_stores_a_finished_sweep_with_its_analysis(client: TestClient) -> None:
+    response = client.post(
+        "/api/sweeps/import", params={"name": "paper"}, content=IMPORTED_CSV,
+        headers={**AUTH, "Content-Type": "text/csv"},
+    )
+    assert response.status_code == 201, response.text
+    sweep = response.json()
+    assert sweep["status"] == "succeeded" and sweep["name"] == "paper"
+    assert response.headers["Location"] == f"/api/sweeps/{sweep['id']}"
+    analysis = client.get(f"/api/sweeps/{sweep['id']}/analysis").json()
+    assert analysis["profiles"]["tuned"]["ratios"]["sgd"]["translation"] == pytest.approx(92.4 / 11.35, rel=1e-12)
+    # The same pages apply: the sweep page and /compare beside another sweep.
+    page = client.get(f"/sweeps/{sweep['id']}")
+    assert page.status_code == 200 and 'data-task="translation"' in page.text
+    other = client.post("/api/sweeps/import", content=IMPORTED_CSV, headers={**AUTH, "Content-Type": "text/csv"})
+    compare = client.get("/compare", params={"sweeps": f"{sweep['id']},{other.json()['id']}"})
+    assert compare.status_code == 200, compare.text[:500]
+
+
+def test_import_needs_a_token_and_a_good_file(client: TestClient) -> None:
+    assert client.post("/api/sweeps/import", content=IMPORTED_CSV).status_code == 401
+    before = client.get("/api/sweeps").json()["total"]
+    bad = IMPORTED_CSV + "translation,adam,0.001,0,exploded,1,perplexity,true,30000\n"
+    response = client.post("/api/sweeps/import", content=bad, headers={**AUTH, "Content-Type": "text/csv"})
+    assert response.status_code == 422
+    assert "row 4, column status: 'exploded'; valid: succeeded, diverged, failed" in response.json()["detail"]
+    assert client.get("/api/sweeps").json()["total"] == before  # nothing stored

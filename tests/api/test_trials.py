@@ -155,9 +155,10 @@ def test_analysis_gives_the_robustness_metrics_as_strict_json(
     nero, adam = summaries["nero"], summaries["adam"]
     assert nero["eta_star"] == 0.01 and nero["best"] == pytest.approx(0.1)
     assert adam["eta_star"] == 0.001 and adam["best"] == pytest.approx(0.15)
-    # Out of the box: nero's default lr is the best of the sweep; adam's is 50% worse than it.
+    # Out of the box, on the normalised scale (0 = best of all, 1 = chance 0.9): nero's default lr is the best
+    # of the sweep; adam's 0.15 is (0.15 - 0.1) / (0.9 - 0.1) of the way to chance.
     assert nero["ootb_regret"] == pytest.approx(0.0)
-    assert adam["ootb_regret"] == pytest.approx(0.5)
+    assert adam["ootb_regret"] == pytest.approx(0.0625)
     # Mean over the grid of min(m, m0) - best, the diverged lr counting as m0 = 0.9.
     assert nero["lr_sensitivity"] == pytest.approx((0.4 + 0.0 + 0.1) / 3)
     assert adam["lr_sensitivity"] == pytest.approx((0.0 + 0.15 + 0.75) / 3)
@@ -165,6 +166,27 @@ def test_analysis_gives_the_robustness_metrics_as_strict_json(
     assert set(analysis["profiles"]) == {"ootb", "tuned"}
     assert analysis["profiles"]["tuned"]["scores"]["nero"] == pytest.approx(1.0)
     assert nero["best_std"] is None  # one seed: NaN, sent as null
+    assert analysis["failed_trials"] == 0
+    # One seed: a paired comparison with the best cannot be made, and the answer says so.
+    adam_vs_best = next(c for c in analysis["comparisons"] if c["label"] == "adam")
+    assert adam_vs_best["best_label"] == "nero" and adam_vs_best["text"] == "1 seed: no interval"
+    assert adam_vs_best["distinguishable"] is None and nero["best_ci"] == [None, None]
+
+
+def test_analysis_leaves_failed_trials_out_and_counts_them(
+    client: TestClient, submit: Submit, finished_trials: Finished
+) -> None:
+    sweep_id = submit()["id"]
+    outcomes = {**OUTCOMES, ("adam", 0.001): ("failed", math.nan), ("adam", 0.003): ("succeeded", 0.15)}
+    finished_trials(sweep_id, outcomes)
+
+    analysis = _strict_json(client.get(f"/api/sweeps/{sweep_id}/analysis").text)
+
+    assert analysis["failed_trials"] == 1
+    adam = next(s for s in analysis["per_optimizer"] if s["label"] == "adam")
+    assert adam["failed"] == 1
+    # The crash at adam's default lr is no evidence: no out-of-the-box number, not chance.
+    assert adam["ootb"] is None and adam["best"] == pytest.approx(0.15)
 
 
 def test_analysis_of_a_sweep_without_results_is_empty(client: TestClient, submit: Submit) -> None:

@@ -183,6 +183,12 @@ def test_running_sweep_page_updates_itself(
         .find(t => t.legendgroup === 'nero' && t.mode === 'lines+markers').x.length"""
     assert page.evaluate(nero_points) == 2
 
+    # While nothing changes, a poll sends the page's validator and gets an empty 304.
+    with page.expect_response(lambda response: "/figures.json" in response.url) as polled:
+        pass
+    assert polled.value.status == 304
+    assert polled.value.request.headers.get("if-none-match", "").startswith(f'"{sweep_id}-v')
+
     # A new finished trial lands in the database: the page shows it by itself, without navigating.
     pending = repo.list_trials(session, sweep_id=sweep_id, status="pending")[0][0]
     repo.mark_trial_running(session, trial_id=pending.id, attempt=1)

@@ -15,11 +15,13 @@ def test_performance_profiles(known_trials: pd.DataFrame) -> None:
     ootb = {curve.label: curve for curve in info.ootb}
     # Ratios (m0 - best_all) / (m0 - m): digits nero 0.65 / 0.6 = 1.0833, adam 1 (tuned), 0.65 / 0.5 = 1.3 (ootb);
     # ppo nero 140 / 90 = 1.5556, adam 1. Score = sum_t (4 - max(r, 1)) / (2 tasks * 3):
-    # nero (2.9167 + 2.4444) / 6 = 0.8935 both ways; adam tuned 1, ootb (2.7 + 3) / 6 = 0.95.
-    assert tuned["nero"].score == pytest.approx((4 - 0.65 / 0.6 + 4 - 140 / 90) / 6)
+    # digits-mlp is an error (cost ratio m / best: nero 0.3 / 0.25 = 1.2), ppo-cartpole a return (gain ratio:
+    # nero 140 / 90). nero (2.8 + 2.4444) / 6 = 0.874 both ways; adam tuned 1, ootb 0.4 / 0.25 = 1.6:
+    # (2.4 + 3) / 6 = 0.9.
+    assert tuned["nero"].score == pytest.approx((4 - 1.2 + 4 - 140 / 90) / 6)
     assert ootb["nero"].score == pytest.approx(tuned["nero"].score)
     assert tuned["adam"].score == pytest.approx(1.0)
-    assert ootb["adam"].score == pytest.approx(5.7 / 6)
+    assert ootb["adam"].score == pytest.approx(5.4 / 6)
     # Step points only where rho changes: nero tuned is 0 at tau 1, 0.5 from 1.09, 1 from 1.56.
     assert tuned["nero"].rho[0] == 0.0 and tuned["nero"].rho[-1] == 1.0
     assert sorted(set(tuned["nero"].rho)) == [0.0, 0.5, 1.0]
@@ -35,8 +37,8 @@ def test_step_points_keep_the_ends_and_every_change() -> None:
 def test_performance_profiles_scores_in_legend(known_trials: pd.DataFrame) -> None:
     fig = plot_performance_profiles(performance_profile_info(analyze_sweep(known_trials)))
     legend = [t.name for t in fig.data if t.showlegend is not False]
-    # nero 0.8935 out of the box and tuned; adam 0.95 out of the box, 1 tuned.
-    assert legend == ["nero: score 0.89 ootb, 0.89 tuned", "adam: score 0.95 ootb, 1.00 tuned"]
+    # nero 0.874 out of the box and tuned; adam 0.9 out of the box, 1 tuned.
+    assert legend == ["nero: score 0.87 ootb, 0.87 tuned", "adam: score 0.90 ootb, 1.00 tuned"]
     assert {t.line.shape for t in fig.data} == {"hv"}
     assert len(fig.data) == 4  # two profiles (ootb, tuned) per optimiser
     assert {t.legendgroup for t in fig.data} == {"nero", "adam"}

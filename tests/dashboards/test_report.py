@@ -9,11 +9,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from markupsafe import escape as html_escape
 from typer.testing import CliRunner
 
 from dashboards import pages
 from dashboards.report import write_html_report
 from dashboards.templating import plotly_js_path
+from nero_study.tasks.registry import get_task
 
 
 class ExternalReferences(HTMLParser):
@@ -50,6 +52,8 @@ def test_report_is_self_contained(database_url: str, make_sweep: Callable[..., s
     assert set(figures) == {key for key, _ in pages.SWEEP_FIGURES}
     assert "report me" in html and "0.25 ± 0.071" in html and "Robustness metrics" in html
     assert parser.script_ids == ["page-figures"]  # no "page-live": a report does not poll
+    # A task's known limit is stated beside its results (the sweep ran ppo-cartpole).
+    assert f"caveat (ppo-cartpole):</b> {html_escape(get_task('ppo-cartpole').caveat)}" in html
 
 
 def test_report_unknown_sweep(database_url: str, tmp_path: Path) -> None:

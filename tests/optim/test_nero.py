@@ -63,7 +63,9 @@ def make_model(dtype: torch.dtype = torch.float64, seed: int = 0) -> TinyNet:
 
 class ReferenceNero:
     """Nero from the paper's equations: one neuron (row) at a time for >1-D tensors, with Python floats for
-    the per-neuron scalars; 1-D tensors elementwise."""
+    the per-neuron scalars; 1-D tensors elementwise. Division and NaN handling as the authors' released code
+    (``optim/nero.py``) does it: ``g / sqrt(v_hat)`` is computed as it comes (0/0 and x/NaN give NaN, x/inf
+    gives 0, inf/inf NaN) and then every NaN of it is set to 0."""
 
     def __init__(self, weights: list[torch.Tensor], lr: float, beta: float, center: bool, normalize: bool):
         self.lr, self.beta, self.center, self.normalize = lr, beta, center, normalize
@@ -101,16 +103,16 @@ class ReferenceNero:
         for k, (w, g) in enumerate(zip(self.weights, grads, strict=True)):
             if w.dim() <= 1:  # elementwise, never projected
                 self.v[k] = self.beta * self.v[k] + (1 - self.beta) * g**2
-                denom = torch.sqrt(self.v[k] / bias_correction)
-                update = torch.where(denom > 0, g / denom, torch.zeros_like(g))  # 0/0 -> 0
+                update = g / torch.sqrt(self.v[k] / bias_correction)
+                update[torch.isnan(update)] = 0
                 self.weights[k] = w - self.lr * self.scales[k] * update
                 continue
             new_rows = []
             for i in range(w.shape[0]):
                 w_i, g_i = w[i].reshape(-1), g[i].reshape(-1)
                 self.v[k][i] = self.beta * self.v[k][i] + (1 - self.beta) * self._norm(g_i) ** 2
-                denom = math.sqrt(self.v[k][i] / bias_correction)
-                update = g_i / denom if denom > 0 else torch.zeros_like(g_i)  # 0/0 -> 0
+                update = g_i / math.sqrt(self.v[k][i] / bias_correction)
+                update[torch.isnan(update)] = 0
                 new_rows.append(self._project_neuron(w_i - self.lr * self.scales[k] * update))
             self.weights[k] = torch.stack(new_rows).reshape(w.shape)
 
@@ -459,3 +461,110 @@ def test_fast_path_agrees_with_loop_on_cuda() -> None:
         loop.step()
         fast.step()
     assert max_difference(loop_params, [p.cpu() for p in cuda_params]) <= 1e-12
+
+
+# Non-finite gradients. Per tensor (a Linear weight, a conv weight, a bias), neurons 0 and 1 get a NaN and an
+# inf element at step 2 and neuron 2 a -inf element at step 4; every other gradient is finite. From then on
+# those neurons' v is NaN or inf, so the released code gives them no update at any later step either.
+NONFINITE_SHAPES = [(6, 5), (4, 3, 3, 3), (6,)]
+NONFINITE_AT = {2: {0: math.nan, 1: math.inf}, 4: {2: -math.inf}}
+NONFINITE_STEPS = 6
+
+
+def _nonfinite_weights() -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(11)
+    return [torch.randn(shape, generator=generator, dtype=torch.float64) for shape in NONFINITE_SHAPES]
+
+
+def _nonfinite_grads(seed: int, poison: bool) -> list[list[torch.Tensor]]:
+    """Per step, per tensor: random float64 gradients; with ``poison`` the non-finite elements above."""
+    generator = torch.Generator().manual_seed(seed)
+    steps = []
+    for t in range(1, NONFINITE_STEPS + 1):
+        grads = [torch.randn(shape, generator=generator, dtype=torch.float64) for shape in NONFINITE_SHAPES]
+        for neuron, value in (NONFINITE_AT.get(t, {}) if poison else {}).items():
+            for grad in grads:
+                grad.reshape(grad.shape[0], -1)[neuron, -1] = value
+        steps.append(grads)
+    return steps
+
+
+def _reference_trajectory(
+    weights: list[torch.Tensor], grads: list[list[torch.Tensor]], constraints: bool | str
+) -> list[list[torch.Tensor]]:
+    """The reference's weights after each step."""
+    reference = ReferenceNero(weights, 0.1, 0.9, *MODES[constraints])
+    trajectory = []
+    for step_grads in grads:
+        reference.step([g.clone() for g in step_grads])
+        trajectory.append([w.clone() for w in reference.weights])
+    return trajectory
+
+
+def _check_nonfinite_trajectory(
+    got: list[list[torch.Tensor]], want: list[list[torch.Tensor]], none: bool, poisoned: bool = True
+) -> None:
+    for t, (got_step, want_step) in enumerate(zip(got, want, strict=True), start=1):
+        assert all(torch.isfinite(w).all() for w in got_step), f"non-finite weights after step {t}"
+        assert max_difference(got_step, want_step) <= 1e-10, f"differs from the reference after step {t}"
+        for k, (weight, before) in enumerate(zip(got_step, got[t - 2] if t > 1 else got_step, strict=True)):
+            frozen = [n for at, bad in NONFINITE_AT.items() if at <= t for n in bad] if poisoned else []
+            if t == 1 or not frozen:
+                continue
+            change = float((weight[frozen] - before[frozen]).abs().max())
+            if weight.dim() == 1 or none:
+                assert change == 0, f"tensor {k}: a neuron with non-finite v moved at step {t}"
+            else:  # re-projected like every neuron, so only the projection's rounding moves it
+                assert change <= 1e-15, f"tensor {k}: a neuron with non-finite v moved by {change} at step {t}"
+    # The finite neurons did move: the test would notice an optimiser that froze everything.
+    assert max_difference(got[-1], got[0]) > 1e-2
+
+
+@pytest.mark.parametrize("foreach", [False, True], ids=["loop", "fast"])
+@pytest.mark.parametrize("constraints", [True, "none"])
+def test_nonfinite_gradients_freeze_their_neurons_as_the_reference_does(foreach: bool, constraints: bool | str) -> None:
+    grads = _nonfinite_grads(12, poison=True)
+    want = _reference_trajectory(_nonfinite_weights(), grads, constraints)
+    params = [nn.Parameter(w) for w in _nonfinite_weights()]
+    params[1].data = params[1].data.to(memory_format=torch.channels_last)  # conv weights as convolutions keep them
+    optimizer = Nero(params, lr=0.1, beta=0.9, constraints=constraints, foreach=foreach)
+    got = []
+    for step_grads in grads:
+        for param, grad in zip(params, step_grads, strict=True):
+            param.grad = grad.clone()
+        optimizer.step()
+        got.append([p.detach().clone() for p in params])
+    _check_nonfinite_trajectory(got, want, none=constraints == "none")
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["all-live", "one-frozen"])
+@pytest.mark.parametrize("constraints", [True, "none"])
+def test_nonfinite_gradients_in_the_batched_form_freeze_only_that_members_neurons(
+    constraints: bool | str, masked: bool
+) -> None:
+    """Member 0 gets the non-finite gradients and member 1 finite ones; each follows its own reference. With
+    ``masked`` a third member, frozen throughout (so the masked update runs), gets non-finite ones too and
+    never moves."""
+    from nero_study.optim.batched import BatchedNero
+
+    schedules = [_nonfinite_grads(12, poison=True), _nonfinite_grads(13, poison=False)]
+    if masked:
+        schedules.append(_nonfinite_grads(14, poison=True))
+    members = len(schedules)
+    stacked = [torch.stack([w] * members) for w in _nonfinite_weights()]
+    lrs = torch.full((members,), 0.1, dtype=torch.float64)
+    batched = BatchedNero(stacked, lrs, {"beta": 0.9, "constraints": constraints})
+    start = [p.clone() for p in batched.params]
+    active = torch.tensor([True, True, False][:members])
+    got: list[list[list[torch.Tensor]]] = [[], []]
+    for t in range(NONFINITE_STEPS):
+        grads = [torch.stack([schedule[t][k] for schedule in schedules]) for k in range(len(NONFINITE_SHAPES))]
+        batched.step(grads, active)
+        for member in (0, 1):
+            got[member].append([p[member].clone() for p in batched.params])
+        assert all(torch.isfinite(p).all() for p in batched.params)
+    for member in (0, 1):
+        want = _reference_trajectory(_nonfinite_weights(), schedules[member], constraints)
+        _check_nonfinite_trajectory(got[member], want, none=constraints == "none", poisoned=member == 0)
+    if masked:
+        assert all(torch.equal(p[2], s[2]) for p, s in zip(batched.params, start, strict=True))

@@ -68,6 +68,27 @@ def test_upgrade_from_0001_keeps_sweeps_and_leaves_their_planned_count_unknown(e
         engine.dispose()
 
 
+def test_upgrade_from_0003_starts_stored_sweeps_at_version_0_and_writes_raise_it(empty_db_url):
+    engine = db.make_engine(empty_db_url)
+    try:
+        with engine.begin() as connection:
+            config = db.alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0003")
+            connection.exec_driver_sql(
+                "INSERT INTO sweeps (id, name, spec, status, created_at, updated_at, cancel_requested, attempts) "
+                "VALUES ('v', 'before 0004', '{}', 'queued', '2026-11-01 00:00:00', '2026-11-01 00:00:00', false, 0)"
+            )
+        db.upgrade(empty_db_url)
+        factory = db.session_factory(engine)
+        with factory() as session:
+            assert repo.get_sweep_version(session, sweep_id="v") == 0
+            repo.add_trials(session, sweep_id="v", trials=[{"task": "digits-mlp", "optimizer": "adam", "lr": 0.01}])
+            assert repo.get_sweep_version(session, sweep_id="v") == 1
+    finally:
+        engine.dispose()
+
+
 def test_upgrade_from_0002_keeps_trials_and_new_trials_record_the_settings_they_run_with(empty_db_url):
     engine = db.make_engine(empty_db_url)
     try:

@@ -115,6 +115,8 @@ def test_tpe_protocol_runs_n_trials_per_pair_within_the_grid_ends(tmp_path: Path
         trials = repo.list_trials(session, sweep_id=sweep_id)[0]
     assert len(trials) == 3
     assert all(t.phase == "tpe" and 1e-4 <= t.lr <= 1e-1 for t in trials)
+    # The default lr (adam: 0.001) is a fixed first trial, so the out-of-the-box point is always measured.
+    assert min(trials, key=lambda t: t.id).lr == pytest.approx(0.001, rel=1e-12)
     assert all(t.status in {"succeeded", "diverged"} and math.isfinite(t.wall_s) for t in trials)
 
 

@@ -13,7 +13,7 @@ Task A: test error, lower is better, initial metric 0.9 (median of the trials' i
     lr 0.01 : 0.08, 0.12          -> m = 0.10   <- best; best_all(A) = 0.10
     lr 0.1  : 0.40, diverged      -> m = (0.40 + 0.90) / 2 = 0.65
     lr 1    : 0.95, diverged      -> m = (0.95 + 0.90) / 2 = 0.925 (worse than chance)
-  lamb (default lr 0.01), seed 0: lr 0.01 and 0.1 both diverged -> m = 0.90 everywhere.
+  lamb (default lr 0.01), seed 0: every lr of the grid diverged -> m = 0.90 everywhere.
 
 Task B: episode return, higher is better, initial metric 10, seed 0 only.
   sgd  (default 0.1): lr 0.01 -> 50, lr 0.1 -> 100 (best), lr 1 -> diverged (counts as 10)
@@ -38,7 +38,7 @@ from nero_study.study.analysis import (
 )
 from nero_study.tasks.base import TrialResult, TrialSpec
 
-DEFAULT_LR = {"sgd": 0.1, "adam": 0.001, "lamb": 0.01}
+DEFAULT_LR = {"sgd": 0.1, "adam": 0.001, "lamb": 0.01, "nero": 0.01}
 
 
 def trial(task, optimizer, lr, seed, metric, *, status="succeeded", lower=True, initial=0.9):
@@ -71,7 +71,8 @@ def task_a() -> list[dict]:
         trial("A", "adam", 0.01, 0, 0.08), trial("A", "adam", 0.01, 1, 0.12),
         trial("A", "adam", 0.1, 0, 0.40), diverged("A", "adam", 0.1, 1),
         trial("A", "adam", 1.0, 0, 0.95), diverged("A", "adam", 1.0, 1),
-        diverged("A", "lamb", 0.01, 0), diverged("A", "lamb", 0.1, 0),
+        diverged("A", "lamb", 0.001, 0), diverged("A", "lamb", 0.01, 0), diverged("A", "lamb", 0.1, 0),
+        diverged("A", "lamb", 1.0, 0),
     ]
     # Spread in the initial metrics; their median stays 0.9.
     rows[0]["initial_metric"], rows[1]["initial_metric"] = 0.92, 0.88
@@ -107,7 +108,7 @@ def test_task_a_lower_is_better_metrics():
     assert sgd.best_std == pytest.approx(0.04 / math.sqrt(2))  # sample std of 0.10, 0.14
     assert sgd.best_seeds == 2
     assert sgd.ootb == pytest.approx(0.12)
-    assert sgd.ootb_regret == pytest.approx(0.2)  # (0.12 - 0.10) / 0.10
+    assert sgd.ootb_regret == pytest.approx(0.025)  # normalised: (0.12 - 0.10) / (0.9 - 0.10)
     # mean of [0.60-0.12, 0.17-0.12, 0, 0.90-0.12] = (0.48 + 0.05 + 0 + 0.78) / 4
     assert sgd.lr_sensitivity == pytest.approx(1.31 / 4)
     # threshold 0.1 * (0.9 - 0.12) = 0.078: lr 0.01 (0.05 above best) is in, 0.001 and 1 are out -> 2 decades
@@ -118,15 +119,16 @@ def test_task_a_lower_is_better_metrics():
     assert [p.diverged for p in adam.curve] == [0, 0, 1, 1]
     assert adam.best == pytest.approx(0.10) and adam.eta_star == 0.01
     assert adam.ootb == pytest.approx(0.30)
-    assert adam.ootb_regret == pytest.approx(2.0)  # (0.30 - 0.10) / 0.10
+    assert adam.ootb_regret == pytest.approx(0.25)  # (0.30 - 0.10) / (0.9 - 0.10)
     # the shortfall at lr 1 is capped at chance: min(0.925, 0.9) - 0.10 = 0.80
     assert adam.lr_sensitivity == pytest.approx((0.20 + 0 + 0.55 + 0.80) / 4)
+    assert adam.good_window_lrs == (0.01, 0.01) and sgd.good_window_lrs == (0.01, 0.1)
     assert adam.good_window == pytest.approx(1.0)  # threshold 0.08; neighbours 0.20 and 0.55 above
 
     lamb = analysis.summary("A", "lamb")
-    assert lamb.best == pytest.approx(0.9) and lamb.eta_star == 0.01  # tie at m0: the smaller lr
+    assert lamb.best == pytest.approx(0.9) and lamb.eta_star == 0.001  # tie at m0: the smaller lr
     assert math.isnan(lamb.best_std)  # one seed
-    assert lamb.ootb_regret == pytest.approx(8.0)  # (0.9 - 0.1) / 0.1
+    assert lamb.ootb_regret == pytest.approx(1.0)  # at chance: (0.9 - 0.1) / (0.9 - 0.1)
     assert lamb.lr_sensitivity == pytest.approx(0.0)
     assert lamb.good_window == 0.0  # never better than chance
 
@@ -142,21 +144,23 @@ def test_task_b_higher_is_better_reported_in_its_own_orientation():
     assert [p.mean for p in sgd.curve] == pytest.approx([50.0, 100.0, 10.0])  # diverged counts as 10
     assert sgd.best == pytest.approx(100.0) and sgd.eta_star == 0.1
     assert sgd.ootb == pytest.approx(100.0)
-    assert sgd.ootb_regret == pytest.approx(0.5)  # (200 - 100) / 200
-    # shortfall from best, capped at chance: [100-50, 0, 100-10] -> 140 / 3
-    assert sgd.lr_sensitivity == pytest.approx(140 / 3)
-    assert sgd.good_window == pytest.approx(1.0)
+    assert sgd.ootb_regret == pytest.approx(100 / 190)  # (200 - 100) / (200 - 10)
+    # Grid metrics on the lrs common to sgd and adam on B: 0.01 and 0.1. sgd there: 50, 100 (best 100).
+    assert next(t for t in analysis.tasks if t.task == "B").common_grid == (0.01, 0.1)
+    assert sgd.lr_sensitivity == pytest.approx(50 / 2)  # shortfalls [50, 0]
+    assert sgd.good_window == pytest.approx(1.0)  # threshold 0.1 * (100 - 10) = 9: one point, one decade
+    assert sgd.grid_metrics_note == "on the 2 learning rates common to all optimisers"
 
     adam = analysis.summary("B", "adam")
     assert adam.best == pytest.approx(200.0) and adam.eta_star == 0.001
     assert adam.ootb == pytest.approx(200.0) and adam.ootb_regret == pytest.approx(0.0)
-    assert adam.lr_sensitivity == pytest.approx((0 + 30 + 180) / 3)
-    # threshold 0.1 * (200 - 10) = 19: lr 0.01 is 30 short of the best -> out; one point of one decade
-    assert adam.good_window == pytest.approx(1.0)
-    # k = 1: the mean (200 + 170 + 20) / 3; reported as a return, so higher is better
-    assert adam.expected_best[0] == pytest.approx(130.0)
-    # k = 2 (sorted best first 200, 170, 20): weights (1 - 4/9, 4/9 - 1/9, 1/9) = (5, 3, 1) / 9
-    assert adam.expected_best[1] == pytest.approx((200 * 5 + 170 * 3 + 20) / 9)
+    # on the common grid adam has 170 (lr 0.01) and 20 (lr 0.1): best there 170
+    assert adam.lr_sensitivity == pytest.approx((0 + 150) / 2)
+    assert adam.good_window == pytest.approx(1.0)  # threshold 0.1 * (170 - 10) = 16: 20 is out
+    # k = 1: the mean (170 + 20) / 2; reported as a return, so higher is better
+    assert adam.expected_best[0] == pytest.approx(95.0)
+    # k = 2 (sorted best first 170, 20): weights (1 - 1/4, 1/4)
+    assert adam.expected_best[1] == pytest.approx(170 * 0.75 + 20 * 0.25)
 
     task = next(t for t in analysis.tasks if t.task == "B")
     assert task.best_all == pytest.approx(200.0) and task.best_label == "adam"
@@ -190,13 +194,15 @@ def test_performance_profiles_on_two_tasks():
     analysis = analyze_sweep(fixture())
     tuned, ootb = analysis.profiles["tuned"], analysis.profiles["ootb"]
     assert tuned.tasks == ("A", "B") and tuned.labels == ("sgd", "adam", "lamb")
-    # tuned: r_A(sgd) = (0.9 - 0.1) / (0.9 - 0.12) = 40/39; r_B(sgd) = (200 - 10) / (100 - 10) = 19/9
-    assert tuned.ratios["sgd"]["A"] == pytest.approx(40 / 39)
+    # tuned: A is an error (cost ratio) r_A(sgd) = 0.12 / 0.10 = 1.2; B is a return (gain ratio over chance)
+    # r_B(sgd) = (200 - 10) / (100 - 10) = 19/9
+    assert tuned.ratio_kinds == {"A": "cost ratio", "B": "gain ratio"}
+    assert tuned.ratios["sgd"]["A"] == pytest.approx(1.2)
     assert tuned.ratios["sgd"]["B"] == pytest.approx(19 / 9)
     assert tuned.ratios["adam"] == pytest.approx({"A": 1.0, "B": 1.0})
     assert tuned.ratios["lamb"] == {"A": math.inf, "B": math.inf}  # no improvement on A, not run on B
-    # score = sum_t max(0, 4 - r_t) / (2 tasks * 3): sgd (4 - 40/39 + 4 - 19/9) / 6 = 569/702
-    assert tuned.scores["sgd"] == pytest.approx(569 / 702)
+    # score = sum_t max(0, 4 - r_t) / (2 tasks * 3): sgd (4 - 1.2 + 4 - 19/9) / 6
+    assert tuned.scores["sgd"] == pytest.approx((4 - 1.2 + 4 - 19 / 9) / 6)
     assert tuned.scores["adam"] == pytest.approx(1.0)
     assert tuned.scores["lamb"] == 0.0
     # rho: sgd has no task at tau = 1, one of two at 1.5, both at 2.5
@@ -207,16 +213,20 @@ def test_performance_profiles_on_two_tasks():
     assert rho_at("sgd", 1.0) == 0.0 and rho_at("sgd", 1.5) == 0.5 and rho_at("sgd", 2.5) == 1.0
     assert tuned.rho["adam"][0] == 1.0
 
-    # out of the box: adam's A uses lr 0.001 (0.30): r = 0.8 / 0.6 = 4/3; B uses its best (r = 1)
-    assert ootb.ratios["adam"] == pytest.approx({"A": 4 / 3, "B": 1.0})
-    assert ootb.scores["adam"] == pytest.approx((4 - 4 / 3 + 3) / 6)  # 17/18
-    assert ootb.scores["sgd"] == pytest.approx(569 / 702)  # sgd's default lr is its best on both tasks
+    # out of the box: adam's A uses lr 0.001 (0.30): r = 0.30 / 0.10 = 3; B uses its best (r = 1)
+    assert ootb.ratios["adam"] == pytest.approx({"A": 3.0, "B": 1.0})
+    assert ootb.scores["adam"] == pytest.approx((4 - 3 + 3) / 6)
+    assert ootb.scores["sgd"] == pytest.approx(tuned.scores["sgd"])  # sgd's default lr is its best on both
 
 
 def test_profile_helpers():
     assert performance_ratio(0.5, 0.5, 0.1) == math.inf  # no improvement over chance
     assert performance_ratio(math.nan, 0.9, 0.1) == math.inf
-    assert performance_ratio(0.3, 0.9, 0.1) == pytest.approx(0.8 / 0.6)
+    assert performance_ratio(0.3, 0.9, 0.1) == pytest.approx(0.8 / 0.6)  # gain ratio
+    assert performance_ratio(0.3, 0.9, 0.1, "cost ratio") == pytest.approx(3.0)
+    assert performance_ratio(0.95, 0.9, 0.1, "cost ratio") == math.inf  # worse than chance: a failure
+    with pytest.raises(ValueError, match="Invalid ratio kind"):
+        performance_ratio(0.3, 0.9, 0.1, "ratio")
     # r = 1 covers all of [1, 4]; r = 2.5 covers half; r = 5 none -> (3 + 1.5 + 0) / (3 * 3)
     assert profile_score([1.0, 2.5, 5.0]) == pytest.approx(4.5 / 9)
     # Exact score agrees with averaging rho over a fine tau grid.
@@ -241,7 +251,7 @@ def test_dataframe_input_gives_the_same_analysis():
     pd.testing.assert_frame_equal(from_records, from_frame)
     assert len(from_frame) == 5  # A: sgd, adam, lamb; B: sgd, adam
     row = from_frame[(from_frame.task == "B") & (from_frame.label == "sgd")].iloc[0]
-    assert row.best == pytest.approx(100.0) and row.tuned_ratio == pytest.approx(19 / 9)
+    assert row.best == pytest.approx(100.0) and row.tuned_ratio == pytest.approx(19 / 9)  # B: gain ratio
 
 
 def test_to_dict_is_json_safe():
@@ -292,9 +302,207 @@ def test_empty_and_malformed_input():
     mixed = [trial("A", "sgd", 0.1, 0, 0.2), trial("A", "sgd", 0.01, 0, 0.3, lower=False)]
     with pytest.raises(ValueError, match="different lower_is_better"):
         analyze_sweep(mixed)
-    # A failed trial without an orientation takes its task's (here higher is better, from task B's trials).
+    # A failed trial without an orientation does not change its task's (higher is better, from task B's
+    # trials); it is left out of the mean and counted.
     unknown = {**trial("B", "sgd", 1.0, 1, math.nan, status="failed"), "lower_is_better": None}
     sgd_b = analyze_sweep([*task_b(), unknown]).summary("B", "sgd")
-    assert sgd_b.lower_is_better is False and sgd_b.curve[-1].seeds == 2 and sgd_b.curve[-1].mean == 10.0
+    assert sgd_b.lower_is_better is False and sgd_b.curve[-1].seeds == 1 and sgd_b.curve[-1].mean == 10.0
+    assert sgd_b.curve[-1].failed == 1 and sgd_b.failed == 1
     with pytest.raises(KeyError, match="No trials for optimizer 'nero'"):
         analyze_sweep(task_a()).summary("A", "nero")
+
+
+# --- issue 15: defects reproduced against numbers worked out by hand ----------------------------------
+
+
+def one_point(task, label, metric, *, lower=True, initial=0.9, lr=0.01, seed=0, status="succeeded", name=None):
+    return {
+        "task": task, "label": label, "optimizer": label, "lr": lr, "seed": seed, "status": status,
+        "metric": metric, "lower_is_better": lower, "metric_name": name or ("error" if lower else "return"),
+        "initial_metric": initial, "default_lr": lr,
+    }
+
+
+def test_tuned_profile_is_the_dolan_more_cost_ratio_for_positive_lower_is_better_metrics():
+    # The paper's translation perplexities: SGD 92.4, Nero 11.35; chance is the vocabulary size (~ 30k).
+    rows = [
+        one_point("translation", "nero", 11.35, initial=30000.0),
+        one_point("translation", "sgd", 92.4, initial=30000.0),
+    ]
+    tuned = analyze_sweep(rows).profiles["tuned"]
+    assert tuned.ratios["sgd"]["translation"] == pytest.approx(92.4 / 11.35, rel=1e-12)  # ~8.14, not 1.003
+    assert tuned.ratios["nero"]["translation"] == 1.0
+    assert tuned.scores["sgd"] == 0.0  # 8.14 > tau_max = 4: no credit at any tau in [1, 4]
+    assert tuned.ratio_kinds["translation"] == "cost ratio"
+
+
+def test_profile_of_a_reward_that_crosses_zero_is_the_ratio_of_gains_over_chance():
+    # Pong-like returns: chance -21, best 20, another optimiser 0. Gains over chance 41 and 21.
+    rows = [
+        one_point("pong", "nero", 20.0, lower=False, initial=-21.0),
+        one_point("pong", "sgd", 0.0, lower=False, initial=-21.0),
+    ]
+    tuned = analyze_sweep(rows).profiles["tuned"]
+    assert tuned.ratios["sgd"]["pong"] == pytest.approx(41 / 21, rel=1e-12)
+    assert tuned.ratio_kinds["pong"] == "gain ratio"
+
+
+def test_ootb_regret_is_on_the_normalised_scale():
+    # Pong-like: chance -21, the best (nero) reaches 20, sgd's default lr reaches 0.
+    rows = [
+        one_point("pong", "nero", 20.0, lower=False, initial=-21.0),
+        one_point("pong", "sgd", 0.0, lower=False, initial=-21.0),
+    ]
+    sgd = analyze_sweep(rows).summary("pong", "sgd")
+    assert sgd.ootb_regret == pytest.approx(20 / 41, rel=1e-12)  # 1 - normalised score (0 - -21) / 41
+    # Shifting the other optimiser's reward by +1 moves the regret a little, not by a factor.
+    rows[0]["metric"] = 21.0
+    assert analyze_sweep(rows).summary("pong", "sgd").ootb_regret == pytest.approx(21 / 42, rel=1e-12)
+
+
+def test_failed_trials_are_left_out_and_counted():
+    rows = [*task_a(), {**diverged("A", "adam", 0.01, 2), "status": "failed"}]
+    analysis = analyze_sweep(rows)
+    adam = analysis.summary("A", "adam")
+    point = next(p for p in adam.curve if p.lr == 0.01)
+    assert point.mean == pytest.approx(0.10) and point.seeds == 2 and point.failed == 1 and point.diverged == 0
+    assert adam.best == pytest.approx(0.10) and adam.best_seeds == 2 and adam.failed == 1
+    assert analysis.failed_trials == 1 and analysis.to_dict()["failed_trials"] == 1
+    # A pair whose trials all failed has no summary, but its failures are counted.
+    only_failed = analyze_sweep([*task_a(), {**diverged("A", "nero", 0.01, 0), "status": "failed"}])
+    assert only_failed.failed_trials == 1
+    assert "nero" not in {s.label for s in only_failed.per_optimizer}
+
+
+def paper_row(label, lr, seed, metric, phase):
+    return {**one_point("A", label, metric, lr=lr, seed=seed), "phase": phase, "default_lr": 0.1}
+
+
+def test_paper_protocol_keeps_the_lr_chosen_at_the_first_seed():
+    # Phase 1 (seed 0): lr 0.01 -> 0.20, lr 0.1 -> 0.15 (chosen). Phase 2 repeats lr 0.1: 0.25, 0.26.
+    rows = [
+        paper_row("sgd", 0.01, 0, 0.20, "grid"), paper_row("sgd", 0.1, 0, 0.15, "grid"),
+        paper_row("sgd", 0.1, 1, 0.25, "seeds"), paper_row("sgd", 0.1, 2, 0.26, "seeds"),
+    ]
+    sgd = analyze_sweep(rows).summary("A", "sgd")
+    assert sgd.eta_star == 0.1 and sgd.best_seeds == 3  # not lr 0.01's one-seed 0.20 < mean 0.22
+    assert sgd.protocol == "paper"
+    assert sgd.best == pytest.approx(0.22) and sgd.best_std == pytest.approx(np.std([0.15, 0.25, 0.26], ddof=1))
+    # expected best of k uses the first seed's values only: k = 1 is (0.20 + 0.15) / 2
+    assert sgd.expected_best[0] == pytest.approx(0.175)
+    row = paper_table(analyze_sweep(rows))[0]
+    assert row.seeds == 3 and row.eta_star == 0.1
+
+
+def test_grid_protocol_compares_only_lrs_run_with_the_same_seeds():
+    # lr 0.01 ran seed 0 only (seed 1 was cancelled); lr 0.1 ran seeds 0 and 1.
+    rows = [
+        one_point("A", "sgd", 0.10, lr=0.01, seed=0),
+        {**one_point("A", "sgd", 0.05, lr=0.01, seed=1), "status": "cancelled"},
+        one_point("A", "sgd", 0.12, lr=0.1, seed=0), one_point("A", "sgd", 0.14, lr=0.1, seed=1),
+    ]
+    sgd = analyze_sweep(rows).summary("A", "sgd")
+    assert sgd.eta_star == 0.1 and sgd.best_seeds == 2 and sgd.best == pytest.approx(0.13)
+    assert sgd.protocol == "grid"
+
+
+def test_grid_metrics_use_the_lrs_common_to_all_optimisers():
+    # Off-decade base grid 3e-4 .. 3e-1; each optimiser adds its own default lr (sgd 0.1, adam 0.001).
+    # Both have the same lr-response, so their grid metrics must agree.
+    def response(lr: float) -> float:
+        return min(0.9, 0.1 + 0.2 * (math.log10(lr) + 1.5) ** 2)
+
+    base = [3e-4, 3e-3, 3e-2, 3e-1]
+    rows = []
+    for label, default in (("sgd", 0.1), ("adam", 0.001)):
+        for lr in sorted([*base, default]):
+            rows.append({**one_point("A", label, response(lr), lr=lr), "default_lr": default})
+    analysis = analyze_sweep(rows)
+    sgd, adam = analysis.summary("A", "sgd"), analysis.summary("A", "adam")
+    assert sgd.lr_sensitivity == pytest.approx(adam.lr_sensitivity, rel=1e-12)
+    assert next(t for t in analysis.tasks if t.task == "A").common_grid == tuple(base)
+    assert sgd.good_window == pytest.approx(adam.good_window, rel=1e-12)
+    assert sgd.expected_best == pytest.approx(adam.expected_best, rel=1e-12)
+    # The out-of-the-box point is reported on its own.
+    assert sgd.ootb == pytest.approx(response(0.1)) and adam.ootb == pytest.approx(response(0.001))
+
+
+def test_lr_sensitivity_is_never_negative_and_expected_best_clamps_to_chance():
+    # Nothing beats chance (0.9): the finished values 0.95 and 0.97 count as 0.9, like a divergence.
+    worse = [one_point("A", "lamb", 0.95, lr=0.01), one_point("A", "lamb", 0.97, lr=0.1)]
+    lamb = analyze_sweep(worse).summary("A", "lamb")
+    assert lamb.lr_sensitivity == 0.0
+    # A finished trial worse than chance ranks with a diverged one, not below it.
+    rows = [one_point("A", "sgd", 0.1, lr=0.001), one_point("A", "sgd", 0.95, lr=0.01), diverged("A", "sgd", 0.1, 0)]
+    sgd = analyze_sweep(rows).summary("A", "sgd")
+    assert sgd.expected_best[0] == pytest.approx((0.1 + 0.9 + 0.9) / 3)
+
+
+def test_tpe_sweeps_have_no_grid_metrics_and_say_why():
+    rows = [
+        {**one_point("A", "adam", m, lr=lr), "phase": "tpe", "default_lr": 0.001}
+        for lr, m in [(0.001, 0.3), (0.0123, 0.12), (0.0131, 0.11), (0.0127, 0.115)]
+    ]
+    adam = analyze_sweep(rows).summary("A", "adam")
+    assert math.isnan(adam.lr_sensitivity) and math.isnan(adam.good_window) and adam.expected_best == ()
+    assert adam.grid_metrics_note == "not defined for TPE: its learning rates are samples, not a grid"
+    assert adam.protocol == "tpe"
+    # The default lr ran as TPE's fixed first trial: the out-of-the-box point is defined.
+    assert adam.ootb == pytest.approx(0.3) and adam.best == pytest.approx(0.11)
+    data = analyze_sweep(rows).summary("A", "adam").to_dict()
+    assert data["lr_sensitivity"] is None and data["good_window"] is None
+
+
+# Student t quantile t_{0.975} with 2 degrees of freedom (statistical tables): 4.302652729911275
+T_975_DF2 = 4.302652729911275
+
+
+def three_seeds(label, values, *, task="digits-mlp", lr=0.01, lower=True):
+    return [one_point(task, label, v, lr=lr, seed=seed, lower=lower) for seed, v in enumerate(values)]
+
+
+def test_intervals_paired_comparisons_and_the_best_star():
+    rows = [
+        *three_seeds("nero", [0.10, 0.11, 0.12]),
+        *three_seeds("sgd", [0.20, 0.21, 0.23]),
+        *three_seeds("adam", [0.10, 0.13, 0.11]),
+    ]
+    analysis = analyze_sweep(rows)
+    nero = analysis.summary("digits-mlp", "nero")
+    half = T_975_DF2 * 0.01 / math.sqrt(3)  # sample std of 0.10, 0.11, 0.12 is 0.01
+    assert nero.best_ci == pytest.approx((0.11 - half, 0.11 + half), rel=1e-9)
+    # digits: an error rate on 357 test images
+    assert nero.binomial_se == pytest.approx(math.sqrt(0.11 * 0.89 / 357), rel=1e-12)
+    sgd = analysis.comparison("digits-mlp", "sgd")
+    assert sgd.seeds == 3 and sgd.difference == pytest.approx(np.mean([0.10, 0.10, 0.11]), rel=1e-9)
+    assert sgd.distinguishable is True and sgd.text.startswith("behind the best")
+    adam = analysis.comparison("digits-mlp", "adam")
+    differences = [0.0, 0.02, -0.01]  # adam - nero per seed
+    half = T_975_DF2 * float(np.std(differences, ddof=1)) / math.sqrt(3)
+    assert (adam.ci_low, adam.ci_high) == pytest.approx((np.mean(differences) - half, np.mean(differences) + half))
+    assert adam.distinguishable is False
+    # The star: the best and every optimiser not distinguishable from it.
+    stars = {row.label: row.is_best for row in paper_table(analysis)}
+    assert stars == {"nero": True, "sgd": False, "adam": True}
+    row = next(r for r in paper_table(analysis) if r.label == "nero")
+    assert row.interval_text.startswith("[") and "95% t, 3 seeds" in row.interval_text
+
+
+def test_one_seed_says_there_is_no_interval():
+    rows = [one_point("digits-mlp", "nero", 0.10), one_point("digits-mlp", "sgd", 0.12)]
+    analysis = analyze_sweep(rows)
+    assert analysis.comparison("digits-mlp", "sgd").text == "1 seed: no interval"
+    sgd_row = next(r for r in paper_table(analysis) if r.label == "sgd")
+    assert sgd_row.interval_text == "1 seed: no interval" and sgd_row.is_best is False
+    assert math.isnan(analysis.summary("digits-mlp", "nero").best_ci[0])
+    # A higher-is-better interval comes back in the task's orientation, low < high.
+    returns = analyze_sweep(three_seeds("nero", [100.0, 110.0, 120.0], task="R", lower=False))
+    low, high = returns.summary("R", "nero").best_ci
+    assert low < 110.0 < high and (low + high) / 2 == pytest.approx(110.0)
+    assert math.isnan(returns.summary("R", "nero").binomial_se)  # not an error rate
+
+
+def test_ootb_regret_is_capped_at_chance():
+    # sgd's default lr ends far above chance (a perplexity of 1e14 with chance 1e4): regret 1, not 1e10.
+    rows = [one_point("T", "nero", 11.35, initial=1e4), one_point("T", "sgd", 1e14, initial=1e4)]
+    assert analyze_sweep(rows).summary("T", "sgd").ootb_regret == 1.0

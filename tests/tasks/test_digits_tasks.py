@@ -266,3 +266,14 @@ def test_deep_mlp_proxy_shows_the_papers_finding(one_thread):
     adam = run_trial(TrialSpec(task="digits-deep-mlp", optimizer="adam", lr=1e-3, budget="proxy"))
     assert nero.status == adam.status == "succeeded"
     assert nero.metric < 0.6 < 0.85 < adam.metric
+
+
+def test_digits_tasks_declare_an_error_rate_on_357_test_images() -> None:
+    from nero_study.data.digits import load_digits_split
+    from nero_study.tasks.registry import get_task
+
+    for name in ("digits-mlp", "digits-deep-mlp", "digits-resnet", "digits-vgg"):
+        task = get_task(name)
+        assert task.metric_is_error_rate and task.test_set_size == 357, name
+    split = load_digits_split()  # the fixed test split every digits task evaluates on
+    assert len(split.test_y) == 357

@@ -1,7 +1,7 @@
 """sweeps.status: ``trials_failed``, a sweep that ran to its end but some of whose trials failed.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-02
 
 Before this revision such a sweep was stored as ``succeeded``. Sweeps already stored keep their status; a
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
-down_revision: str | Sequence[str] | None = "0003"
+down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,294 @@
+"""What a viewer of a big sweep waits for: the sweep page, ``figures.json``, ``/analysis`` and ``report.html``.
+
+Stores one finished sweep of ``--trials`` trials (default 10,000: 5 tasks x 4 optimisers x 10 learning rates x
+50 seeds, ~15% diverged, each with a learning curve of ``--points`` evaluations) in a temporary SQLite file,
+written only through :mod:`nero_study.store.repo` as a worker writes it (``add_trials``, ``finish_trial`` with
+the curve, ``finish_sweep``). Starts the real app (``uvicorn --factory api.main:create_app``) in a subprocess,
+then for each of the four URLs prints the minimum of ``--repeats`` latencies in milliseconds:
+
+- ``new point``: the sweep changed just before the request by one learning-curve point (``repo.add_metric_points``,
+  what a running worker writes most often), so nothing computed for an earlier version may be served;
+- ``new result``: the sweep changed just before the request by one more finished trial (``repo.add_trials`` and
+  ``repo.finish_trial`` with its curve): the trials are read and analysed again and every figure redrawn;
+- ``same version``: a second viewer without a validator asks again before anything changes (what one
+  computation per sweep version, shared by all viewers, saves);
+- ``unchanged``: the viewer sends ``If-None-Match`` with the ``ETag`` of its last answer (the live page's
+  poll); without ETag support this is a full answer again.
+
+``figures.json?version=...`` (the poll of the pages before ETags) is printed as well. Targets: after a change
+<= 150 ms for the page, ``figures.json`` and ``/analysis``; ``If-None-Match`` <= 10 ms. Before/after figures come
+from runs of this script on the two commits, one after the other on the same machine.
+
+    .venv/bin/python benchmarks/dashboard_load.py                   # 10,000 trials, min of 3
+    .venv/bin/python benchmarks/dashboard_load.py --trials 2000     # quicker
+
+Measured (2026-12-02, the shared 2-core machine under a load average of 10-15 from other sessions' Ray sweeps,
+so every figure is inflated several times over the issue's 730 ms page; the two runs back to back):
+
+    before (main, ca7119f)   new point  new result  same version  If-None-Match
+    sweep page                  5229.8      5354.8        5158.0         4179.0   200
+    figures.json                3615.7      2877.5        2278.2         2559.7   200
+    /analysis                    707.2       503.6         527.6          699.2   200
+    report.html                 3410.1      1074.7        1157.0         1793.2   200
+    figures.json?version=<current> (the poll before ETags): 20.7
+
+    after (this branch)      new point  new result  same version  If-None-Match
+    sweep page                   229.9      1516.2           7.7            3.1   304
+    figures.json                 364.1      2760.2          13.9            3.4   304
+    /analysis                     37.4      1771.6           7.4            4.7   304
+    report.html                  597.6      3004.2          40.8           19.5   304
+    figures.json?version=<current>: 3.0
+
+A poll while nothing changed is a 304 in 3-5 ms; a second viewer of the same version is served the cached answer
+(8-14 ms); after a new curve point only the learning curves are read and drawn again. After a new finished trial
+the trials are read and analysed again and every figure is redrawn (what ``analyze_sweep`` and Plotly's figure
+building cost), once per version for all viewers: that path does not meet the 150 ms target here.
+
+Not a test: numbers on a shared machine are inflated by whatever else runs there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from nero_study.store import db, repo  # noqa: E402
+from nero_study.study.queue import queue_sweep  # noqa: E402
+from nero_study.study.spec import SweepSpec  # noqa: E402
+
+TASKS = ("digits-mlp", "digits-vgg", "text-lm", "seq2seq", "ppo-cartpole")
+OPTIMIZERS = ("nero", "sgd", "adam", "lamb")
+LRS_PER_DECADE = 2
+TARGET_CHANGED_MS = 150.0
+TARGET_UNCHANGED_MS = 10.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def populate(url: str, *, trials: int, points: int, seed: int = 0) -> tuple[str, int]:
+    """Migrate, store a finished sweep of about ``trials`` trials; return its id and one trial id to touch."""
+    db.upgrade(url)
+    engine = db.make_engine(url)
+    factory = db.session_factory(engine)
+    rng = random.Random(seed)
+    grid = len(TASKS) * len(OPTIMIZERS) * (4 * LRS_PER_DECADE + 1)
+    seeds = max(1, math.ceil(trials / grid))
+    spec = {
+        "name": "dashboard load: big sweep",
+        "tasks": list(TASKS),
+        "optimizers": list(OPTIMIZERS),
+        "lrs": {"min": 1e-4, "max": 1.0, "points_per_decade": LRS_PER_DECADE},
+        "seeds": list(range(seeds)),
+        "budget": "smoke",
+    }
+    with factory() as session:
+        sweep, _ = queue_sweep(session, SweepSpec.from_stored(spec))
+        claimed = repo.claim_sweep(session, sweep_id=sweep.id, owner="benchmark", lease_seconds=3600)
+        assert claimed is not None
+        lrs = SweepSpec.from_stored(spec).lrs.values()
+        items = [
+            {"task": task, "optimizer": name, "label": name, "lr": lr, "seed": s, "budget": "smoke", "settings": {}}
+            for s in range(seeds)
+            for task in TASKS
+            for name in OPTIMIZERS
+            for lr in lrs
+        ][:trials]
+        rows = repo.add_trials(session, sweep_id=sweep.id, trials=items)
+        # A per-(task, optimiser) best lr, so the lr-sensitivity curves have a shape.
+        best = {(t, o): rng.uniform(-3.0, -1.0) for t in TASKS for o in OPTIMIZERS}
+        for row in rows:
+            distance = abs(math.log10(row.lr) - best[(row.task, row.optimizer)])
+            diverged = distance > 2.0 and rng.random() < 0.6 or rng.random() < 0.03
+            final = math.nan if diverged else min(0.9, 0.03 + 0.12 * distance**2 + rng.uniform(0, 0.02))
+            curve = [
+                {
+                    "step": 100 * (k + 1),
+                    "epoch": float(k + 1),
+                    "train_loss": 2.3 * (0.7 ** (k + 1)),
+                    "metric": math.nan if diverged and k == points - 1 else 0.9 + (final - 0.9) * (k + 1) / points,
+                }
+                for k in range(points)
+            ]
+            repo.finish_trial(
+                session,
+                trial_id=row.id,
+                status="diverged" if diverged else "succeeded",
+                metric=final,
+                best_metric=final if not diverged else 0.9,
+                initial_metric=0.9,
+                metric_name="test_error",
+                lower_is_better=True,
+                wall_s=rng.uniform(5, 60),
+                device="cpu",
+                steps=100 * points,
+                curve=curve,
+            )
+        repo.finish_sweep(session, sweep_id=sweep.id, owner="benchmark", status="succeeded")
+        touched = rows[0].id
+        sweep_id = sweep.id
+    engine.dispose()
+    return sweep_id, touched
+
+
+def touch(url: str, trial_id: int) -> None:
+    """Change the sweep: one curve point written again with a new value, as a worker reports one."""
+    engine = db.make_engine(url)
+    with db.session_factory(engine)() as session:
+        repo.add_metric_points(session, trial_id=trial_id, points=[{"step": 100, "train_loss": random.random()}])
+    engine.dispose()
+
+
+def finish_one_more(url: str, sweep_id: str, number: int) -> None:
+    """Change the sweep: one more trial stored and finished (with its curve), as a worker reports a result."""
+    engine = db.make_engine(url)
+    with db.session_factory(engine)() as session:
+        item = {"task": TASKS[0], "optimizer": "sgd", "label": "sgd", "lr": 0.01, "seed": 10_000 + number}
+        (trial,) = repo.add_trials(session, sweep_id=sweep_id, trials=[{**item, "budget": "smoke", "settings": {}}])
+        metric = 0.05 + 0.01 * random.random()
+        repo.finish_trial(
+            session,
+            trial_id=trial.id,
+            status="succeeded",
+            metric=metric,
+            best_metric=metric,
+            initial_metric=0.9,
+            metric_name="test_error",
+            lower_is_better=True,
+            curve=[{"step": 100, "metric": metric, "train_loss": 0.5}],
+        )
+    engine.dispose()
+
+
+def start_server(url: str, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "NERO_STUDY_DATABASE_URL": url, "NERO_STUDY_API_TOKENS": "load-test-token"}
+    command = [
+        sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
+    ]  # fmt: skip
+    return subprocess.Popen(command, cwd=ROOT, env=env)
+
+
+def wait_healthy(base_url: str, server: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with code {server.returncode}")
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"the server did not answer /healthz within {timeout:.0f} s")
+
+
+def timed_get(http: httpx.Client, path: str, headers: dict[str, str] | None = None) -> tuple[float, httpx.Response]:
+    start = time.perf_counter()
+    response = http.get(path, headers=headers or {})
+    elapsed = (time.perf_counter() - start) * 1000.0
+    if response.status_code not in (200, 304):
+        raise RuntimeError(f"GET {path}: HTTP {response.status_code}: {response.text[:300]}")
+    return elapsed, response
+
+
+def measure(
+    http: httpx.Client, url: str, sweep_id: str, path: str, touched: int, repeats: int, counter: list[int]
+) -> dict[str, Any]:
+    """Minimum latency (ms) of ``path`` after each kind of change, again at the same version, and revalidated."""
+    point, finished, same, unchanged = [], [], [], []
+    statuses = set()
+    for _ in range(repeats):
+        touch(url, touched)
+        point.append(timed_get(http, path)[0])
+        counter[0] += 1
+        finish_one_more(url, sweep_id, counter[0])
+        finished.append(timed_get(http, path)[0])
+        elapsed, response = timed_get(http, path)
+        same.append(elapsed)
+        etag = response.headers.get("etag")
+        elapsed, response = timed_get(http, path, {"If-None-Match": etag} if etag else {})
+        unchanged.append(elapsed)
+        statuses.add(response.status_code)
+    return {
+        "point": min(point),
+        "finished": min(finished),
+        "same": min(same),
+        "unchanged": min(unchanged),
+        "status": sorted(statuses),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=10_000)
+    parser.add_argument("--points", type=int, default=5, help="evaluations on each trial's learning curve")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'dashboard.db'}"
+        start = time.perf_counter()
+        sweep_id, touched = populate(url, trials=args.trials, points=args.points)
+        print(f"stored {args.trials} trials x {args.points} curve points in {time.perf_counter() - start:.1f} s")
+        port = free_port()
+        server = start_server(url, port)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_healthy(base, server)
+            paths = {
+                "sweep page": f"/sweeps/{sweep_id}",
+                "figures.json": f"/sweeps/{sweep_id}/figures.json",
+                "/analysis": f"/api/sweeps/{sweep_id}/analysis",
+                "report.html": f"/sweeps/{sweep_id}/report.html",
+            }
+            counter = [0]
+            with httpx.Client(base_url=base, timeout=120.0) as http:
+                for path in paths.values():  # warm up: imports, templates, plotly.js read once
+                    timed_get(http, path)
+                rows = {
+                    name: measure(http, url, sweep_id, path, touched, args.repeats, counter)
+                    for name, path in paths.items()
+                }
+                # The poll of the pages before ETags: figures.json?version=<current>.
+                version_poll = []
+                for _ in range(args.repeats):
+                    answer = http.get(paths["figures.json"]).json()
+                    elapsed, _ = timed_get(http, f"{paths['figures.json']}?version={answer['version']}")
+                    version_poll.append(elapsed)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+    print(
+        f"\n{args.trials} trials, min of {args.repeats}, ms (targets: after a change <= {TARGET_CHANGED_MS:.0f}, "
+        f"If-None-Match <= {TARGET_UNCHANGED_MS:.0f})"
+    )
+    print(f"{'':14}{'new point':>10}{'new result':>12}{'same version':>14}{'If-None-Match':>15}  last statuses")
+    for name, row in rows.items():
+        print(
+            f"{name:14}{row['point']:>10.1f}{row['finished']:>12.1f}{row['same']:>14.1f}{row['unchanged']:>15.1f}"
+            f"  {row['status']}"
+        )
+    print(f"{'figures.json?version=<current> (the poll before ETags)':56}{min(version_poll):>8.1f}")
+
+
+if __name__ == "__main__":
+    main()
