@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -87,6 +88,16 @@ async def _http_exception_handler(request: Request, exc: StarletteHTTPException)
     return JSONResponse(status_code=exc.status_code, content=content, headers=getattr(exc, "headers", None))
 
 
+async def _database_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
+    # Reached only after the store's retries (nero_study.store.repo.retried) ran out, or on a read.
+    logger.error("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    return JSONResponse(
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        content=ErrorPublic(detail="The database is unavailable; try again shortly").model_dump(mode="json"),
+        headers={"Retry-After": "5"},
+    )
+
+
 async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse(
@@ -99,6 +110,7 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that give every error the :class:`ErrorPublic` shape."""
     app.add_exception_handler(RequestValidationError, _request_validation_handler)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(sa.exc.OperationalError, _database_unavailable_handler)
     app.add_exception_handler(Exception, _unexpected_handler)
 
 

@@ -225,3 +225,7 @@ class HealthPublic(BaseModel):
     database: str
     revision: str | None = None
     head: str | None = None
+    workers: dict[str, Any] | None = Field(
+        default=None,
+        description="Under `serve`: worker processes expected and alive, their pids and restarts (503 if one is down)",
+    )

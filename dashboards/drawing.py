@@ -189,9 +189,22 @@ def add_mark_key(fig: go.Figure, *, row: int = 1, col: int = 1) -> None:
         )
 
 
+def plain_text(text: str) -> str:
+    """``text`` shown as written by Plotly: ``<`` and ``>`` as entities, so a label such as ``<a href=..>`` or
+    ``<b>`` is not rendered as a link or bold (Plotly renders a subset of HTML in legends and titles)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def figure_to_dict(fig: go.Figure) -> dict[str, Any]:
-    """The figure as plain JSON-safe dicts (``data``, ``layout``) for Plotly.js; NaN and inf become null."""
-    return json.loads(pio.to_json(fig, validate=False, remove_uids=True))
+    """The figure as plain JSON-safe dicts (``data``, ``layout``) for Plotly.js; NaN and inf become null.
+
+    Trace names (the legend entries, made from users' labels) are written as plain text (:func:`plain_text`).
+    """
+    figure = json.loads(pio.to_json(fig, validate=False, remove_uids=True))
+    for trace in figure.get("data", []):
+        if isinstance(trace.get("name"), str):
+            trace["name"] = plain_text(trace["name"])
+    return figure
 
 
 __all__ = [
@@ -206,6 +219,7 @@ __all__ = [
     "cell",
     "empty_figure",
     "figure_to_dict",
+    "plain_text",
     "finish_layout",
     "legend_rows",
     "log_ticks",

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from nero_study.formatting import format_number
@@ -347,6 +348,7 @@ def report(
             _fail(f"Unknown sweep {sweep_id!r}")
         frame = repo.trials_frame(session, sweep_id=sweep_id)
         spec_data, name, execution = dict(record.spec), record.name, record.execution
+        status, error = record.status, record.error
     analysis = analyze_sweep(frame, protocol=_stored_protocol(spec_data))
     if html:
         from dashboards.report import write_html_report
@@ -356,12 +358,17 @@ def report(
         return
     rows = paper_table(analysis)
     if output_format == "json":
-        typer.echo(dumps({"sweep_id": sweep_id, "name": name, "execution": execution, **analysis.to_dict()}))
+        typer.echo(
+            dumps(
+                {"sweep_id": sweep_id, "name": name, "status": status, "error": error, "execution": execution,
+                 **analysis.to_dict()}
+            )
+        )
         return
     if output_format == "csv":
         typer.echo(analysis.summary_frame().to_csv(index=False), nl=False)
         return
-    _print_report(sweep_id, name, execution, spec_data, analysis, rows)
+    _print_report(sweep_id, name, execution, spec_data, analysis, rows, status=status, error=error)
 
 
 def _stored_protocol(spec: dict) -> str | None:
@@ -372,8 +379,16 @@ def _stored_protocol(spec: dict) -> str | None:
     return protocol if protocol in PROTOCOLS else None
 
 
-def _print_report(sweep_id: str, name: str, execution: str | None, spec: dict, analysis: Any, rows: list) -> None:
-    console.print(f"[bold]sweep {sweep_id}[/] {name}  (execution: {execution or 'n/a'}, preset {spec.get('preset')})")
+def _print_report(
+    sweep_id: str, name: str, execution: str | None, spec: dict, analysis: Any, rows: list, *, status: str,
+    error: str | None,
+) -> None:
+    console.print(
+        f"[bold]sweep {sweep_id}[/] {escape(name)}  status {status}  (execution: {execution or 'n/a'}, "
+        f"preset {spec.get('preset')})"
+    )
+    if error:
+        console.print(f"[red]{escape(error)}[/]")
     from nero_study.tasks.registry import task_caveats
 
     for task_name, caveat in task_caveats(spec.get("tasks", []) or []).items():
@@ -518,7 +533,14 @@ def worker(
     store_db.upgrade(settings.database_url)
     sweep_worker = SweepWorker(settings)
     sweep_worker.install_signal_handlers()
-    count = sweep_worker.run_forever(once=once, idle_timeout=idle_timeout)
+    try:
+        count = sweep_worker.run_forever(once=once, idle_timeout=idle_timeout)
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()  # stops the local Ray this worker started (raylet, GCS, its workers)
+        logging.getLogger("nero_study.worker").info("worker %s: stopped", sweep_worker.owner)
     console.print(f"worker {sweep_worker.owner}: ran {count} sweep(s)")
 
 
@@ -530,10 +552,10 @@ def serve(
     workers: Annotated[int, typer.Option(help="Worker processes to start beside the API")] = 1,
     demo: Annotated[bool, typer.Option(help="Submit a small demo sweep when the database is empty")] = True,
 ) -> None:
-    """The embedded default: the API and dashboards, plus worker process(es) on local Ray."""
+    """The embedded default: the API and dashboards, plus worker process(es) on local Ray (restarted if one
+    dies, and ended with the service whatever ends it)."""
+    import logging
     import os
-    import subprocess
-    import sys
 
     import uvicorn
 
@@ -552,21 +574,20 @@ def serve(
             created = queue_demo_if_empty(session)
         if created is not None:
             console.print(f"submitted demo sweep {created.id}")
+    from workers.supervisor import WorkerSupervisor
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     env = {**os.environ, "NERO_STUDY_DATABASE_URL": settings.database_url}
-    children = [
-        subprocess.Popen([sys.executable, "-m", "nero_study.cli", "worker"], env=env) for _ in range(max(0, workers))
-    ]
-    console.print(f"nero-study on http://{settings.host}:{settings.port}  ({len(children)} worker(s))")
+    supervisor = WorkerSupervisor(max(0, workers), env)
+    supervisor.start()
+    console.print(f"nero-study on http://{settings.host}:{settings.port}  ({workers} worker(s))")
+    api_app = create_app(settings)
+    if workers > 0:
+        api_app.state.worker_status = supervisor.status  # /healthz reports them
     try:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+        uvicorn.run(api_app, host=settings.host, port=settings.port, log_level="info")
     finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        supervisor.stop()
 
 
 @app.command()

@@ -19,3 +19,7 @@ class UnknownOptimizerError(ValueError):
 
 class ResultsFileError(ValueError):
     """A results file to import has bad rows; the message lists each as ``row N, column C: ...``."""
+
+
+class InfeasibleResourcesError(ValueError):
+    """A sweep asks for more per trial than the cluster has in all; the message names the resource."""

@@ -10,10 +10,15 @@ from __future__ import annotations
 import math
 from typing import Literal, get_args
 
-SweepStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+#: ``succeeded``: the sweep ran to its end and none of its trials failed; ``trials_failed``: it ran to its end
+#: but some trials failed (an error, not a divergence: diverged is a normal outcome of an lr sweep);
+#: ``failed``: the sweep itself could not run (its error says why).
+SweepStatus = Literal["queued", "running", "succeeded", "trials_failed", "failed", "cancelled"]
 SWEEP_STATUSES: tuple[SweepStatus, ...] = get_args(SweepStatus)
 #: A sweep with one of these is over: no worker claims it again.
-SWEEP_FINISHED: tuple[SweepStatus, ...] = ("succeeded", "failed", "cancelled")
+SWEEP_FINISHED: tuple[SweepStatus, ...] = ("succeeded", "trials_failed", "failed", "cancelled")
+#: A finished sweep that ran to its end (its trials are all finished), whether or not some failed.
+SWEEP_COMPLETED: tuple[SweepStatus, ...] = ("succeeded", "trials_failed")
 #: A sweep with one of these is waiting for a worker or held by one.
 SWEEP_ACTIVE: tuple[SweepStatus, ...] = ("queued", "running")
 

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 from nero_study.client import NeroStudyClient
 from nero_study.store import db, repo
+from nero_study.vocabulary import SWEEP_FINISHED
 
 TOKEN = "service-test-token"
 POSTGRES_URL = os.environ.get("NERO_STUDY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -122,7 +123,7 @@ def _wait_all(client: NeroStudyClient, ids: list[str], service: Service, timeout
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         sweeps = [client.get_sweep(sweep_id) for sweep_id in ids]
-        if all(s["status"] in {"succeeded", "failed", "cancelled"} for s in sweeps):
+        if all(s["status"] in SWEEP_FINISHED for s in sweeps):
             return sweeps
         time.sleep(1)
     raise AssertionError(f"sweeps did not finish: {[client.get_sweep(i)['status'] for i in ids]}\n{service.log_text()}")

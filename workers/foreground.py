@@ -19,6 +19,7 @@ from nero_study.store import repo
 from nero_study.study.queue import queue_sweep
 from nero_study.study.sink import ProgressHook
 from nero_study.study.spec import SweepSpec
+from nero_study.vocabulary import SWEEP_COMPLETED
 from workers.worker import SweepWorker
 
 _OWNER_PREFIX = "cli:"
@@ -31,7 +32,7 @@ class SweepHeldElsewhere(RuntimeError):
 @dataclass(frozen=True)
 class ForegroundRun:
     sweep_id: str
-    status: str  # the sweep's final status; "succeeded" at once when it had finished before
+    status: str  # the sweep's final status; at once the stored one when it had run to its end before
 
 
 def run_sweep_in_foreground(
@@ -54,7 +55,7 @@ def run_sweep_in_foreground(
     with worker.session_factory() as session:
         record, _ = queue_sweep(session, spec, name=name, idempotency_key=key)
         sweep_id, status = record.id, record.status
-    if status == "succeeded":
+    if status in SWEEP_COMPLETED:
         return ForegroundRun(sweep_id, status)
     with worker.session_factory() as session:
         current = repo.get_sweep(session, sweep_id=sweep_id)

@@ -17,11 +17,13 @@ import time
 import uuid
 from types import FrameType
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from nero_study.errors import InfeasibleResourcesError
 from nero_study.settings import Settings
 from nero_study.store import db, repo
-from nero_study.study.cluster import PoolShape, ensure_ray, pool_shape
+from nero_study.study.cluster import PoolShape, ensure_ray, infeasible_resources, pool_shape
 from nero_study.study.engine import SweepEngine
 from nero_study.study.pool import WarmPool
 from nero_study.study.sink import ProgressHook, SweepProgress
@@ -85,12 +87,33 @@ class SweepWorker:
         self.pool: WarmPool | None = None
 
     def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT both stop the worker gracefully: its sweep goes back to the queue.
+
+        ``ray.init`` installs its own SIGTERM handler (which exits at once, leaving the sweep ``running`` until
+        its lease expires), so the handlers are installed again each time this worker connects to Ray.
+        """
+
         def handle(signum: int, frame: FrameType | None) -> None:
-            logger.info("worker %s: signal %s, stopping after the current step", self.owner, signum)
+            logger.info(
+                "worker %s: signal %s, stopping after the current step", self.owner, signal.Signals(signum).name
+            )
             self.stopping.set()
 
+        self._signal_handler = handle
+        # A per-sweep Tune experiment runs in the main thread, where Tune would take SIGINT for itself: it
+        # ended the experiment and the sweep was recorded as finished with trials still pending.
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
+
+    def connect_ray(self) -> None:
+        """Connect to Ray (once per process), then take SIGTERM/SIGINT back from Ray if this worker owns them."""
+        ensure_ray()
+        handler = getattr(self, "_signal_handler", None)
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                if signal.getsignal(signum) is not handler:
+                    signal.signal(signum, handler)
 
     def claim(self) -> tuple[str, dict, int] | None:
         with self.session_factory() as session:
@@ -104,11 +127,19 @@ class SweepWorker:
         if self.warm:
             # Start the runners for the default per-trial resources now, while the queue may still be
             # empty: the first sweep then finds them warm too (a sweep needing others replaces them).
-            ensure_ray()
+            self.connect_ray()
             self.warm_pool(pool_shape(Resources()))
         try:
             while not self.stopping.is_set():
-                claimed = self.claim()
+                try:
+                    claimed = self.claim()
+                except sa.exc.DBAPIError as exc:
+                    if not repo.is_transient(exc):
+                        raise
+                    # The store's own retries ran out: wait and try again rather than exit (we hold nothing).
+                    logger.warning("worker %s: the store is unreachable (%s); waiting", self.owner, exc.orig)
+                    self.stopping.wait(max(self.settings.poll_seconds, 1.0))
+                    continue
                 if claimed is None:
                     if once or (idle_timeout is not None and time.monotonic() - idle_since > idle_timeout):
                         break
@@ -162,6 +193,13 @@ class SweepWorker:
             pool, self.pool = self.pool, None
             pool.close()
 
+    def discard_pool(self) -> None:
+        """Close the runners after a failure; a close that fails too is logged, the pool is dropped anyway."""
+        try:
+            self.close_pool()
+        except Exception:  # noqa: BLE001 - a broken pool may fail to close; it is dropped either way
+            logger.exception("worker %s: closing the failed warm runners failed", self.owner)
+
     def process(
         self, sweep_id: str, spec_data: dict, attempt: int = 1, *, on_progress: ProgressHook | None = None
     ) -> str:
@@ -176,9 +214,15 @@ class SweepWorker:
         )
         heartbeat.start()
         status, error, execution = "failed", None, None
+        store_down = False
+        pool: WarmPool | None = None
         try:
             spec = SweepSpec.from_stored(spec_data)
-            ensure_ray()
+            self.connect_ray()
+            problem = infeasible_resources(spec.resources)
+            if problem is not None:
+                raise InfeasibleResourcesError(problem)
+            pool = self.pool_for(spec)
             engine = SweepEngine(
                 session_factory=self.session_factory,
                 sweep_id=sweep_id,
@@ -186,7 +230,7 @@ class SweepWorker:
                 should_cancel=lambda: heartbeat.should_stop() or self.stopping.is_set(),
                 on_progress=on_progress or self._log_progress,
                 attempt=attempt,
-                pool=self.pool_for(spec),
+                pool=pool,
             )
             outcome = engine.run()
             execution = outcome.execution
@@ -194,27 +238,58 @@ class SweepWorker:
         except Exception as exc:  # noqa: BLE001 - recorded on the sweep; the worker goes on
             logger.exception("sweep %s failed", sweep_id)
             error = f"{type(exc).__name__}: {exc}"
+            # The store failing past its retries is not the sweep's fault: give it back rather than fail it.
+            store_down = isinstance(exc, sa.exc.DBAPIError) and repo.is_transient(exc)
+            if pool is not None:
+                # The runners may be what failed (a dead dispatcher, a crashed experiment): never hand them
+                # to the next sweep. The next sweep that needs runners starts new ones.
+                logger.warning("worker %s: discarding the warm runners after sweep %s failed", self.owner, sweep_id)
+                self.discard_pool()
         finally:
             heartbeat.stop_event.set()
             heartbeat.join(timeout=5)
         if heartbeat.lease_lost.is_set():
             logger.warning("worker %s lost the lease of sweep %s; leaving it to its new owner", self.owner, sweep_id)
             return "lost"
-        if status == "stopped" and not heartbeat.cancel_requested.is_set():
-            # Shutting down, not cancelled by a user: give the sweep back to the queue for another worker.
+        try:
+            if store_down or (status == "stopped" and not heartbeat.cancel_requested.is_set()):
+                # Shutting down (not cancelled by a user), or the store failed: back to the queue.
+                with self.session_factory() as session:
+                    repo.release_sweep(session, sweep_id=sweep_id, owner=self.owner)
+                logger.info("worker %s: sweep %s released back to the queue", self.owner, sweep_id)
+                return "released"
+            if status == "stopped":
+                status = "cancelled"
+                with self.session_factory() as session:
+                    repo.cancel_pending_trials(session, sweep_id=sweep_id)
             with self.session_factory() as session:
-                repo.release_sweep(session, sweep_id=sweep_id, owner=self.owner)
-            return "released"
-        if status == "stopped":
-            status = "cancelled"
-            with self.session_factory() as session:
-                repo.cancel_pending_trials(session, sweep_id=sweep_id)
-        with self.session_factory() as session:
-            repo.finish_sweep(
-                session, sweep_id=sweep_id, owner=self.owner, status=status, error=error, execution=execution
-            )
+                repo.finish_sweep(
+                    session, sweep_id=sweep_id, owner=self.owner, status=status, error=error, execution=execution
+                )
+                stored = repo.get_sweep(session, sweep_id=sweep_id)
+                status = stored.status if stored is not None else status  # trials_failed when some trials failed
+        except sa.exc.DBAPIError as exc:
+            if not repo.is_transient(exc):
+                raise
+            return self._release_after_store_failure(sweep_id, exc)
         logger.info("worker %s: sweep %s %s", self.owner, sweep_id, status)
         return status
+
+    def _release_after_store_failure(self, sweep_id: str, exc: sa.exc.DBAPIError) -> str:
+        """The store failed past its retries while ending a sweep: try to give the sweep back; failing that,
+        its lease (no longer renewed) expires and another worker, or this one once the store answers, takes it
+        over and keeps its finished trials. Either way the worker goes on."""
+        logger.error("worker %s: the store failed ending sweep %s (%s)", self.owner, sweep_id, exc.orig)
+        try:
+            with self.session_factory() as session:
+                repo.release_sweep(session, sweep_id=sweep_id, owner=self.owner)
+        except sa.exc.DBAPIError as again:
+            if not repo.is_transient(again):
+                raise
+            logger.error("worker %s: could not release sweep %s either; its lease will expire", self.owner, sweep_id)
+            return "unrecorded"
+        logger.info("worker %s: sweep %s released back to the queue", self.owner, sweep_id)
+        return "released"
 
     def _log_progress(self, progress: SweepProgress) -> None:
         logger.debug("progress %s/%s %s", progress.done, progress.total, dict(progress.counts))

@@ -7,13 +7,13 @@ from functools import cache
 
 import sqlalchemy as sa
 from alembic.runtime.migration import MigrationContext
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import SessionDep
 from api.schemas import HealthPublic, OptimizerPublic, TaskPublic
 from nero_study.json_safe import json_safe
-from nero_study.store import db
+from nero_study.store import db, repo
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +63,12 @@ def list_optimizers() -> list[OptimizerPublic]:
 @health_router.get(
     "/healthz",
     response_model=HealthPublic,
-    summary="Health check (database)",
-    responses={503: {"model": HealthPublic, "description": "The database does not answer"}},
+    summary="Health check (database reads and writes)",
+    responses={503: {"model": HealthPublic, "description": "The database does not answer or cannot write"}},
 )
-def healthz(session: SessionDep) -> HealthPublic | JSONResponse:
-    """``ok`` when the database answers a query; also the migration revision it is at and the newest shipped."""
+def healthz(session: SessionDep, request: Request) -> HealthPublic | JSONResponse:
+    """``ok`` when the database answers a query and commits a write; also the migration revision it is at and
+    the newest shipped. 503 when either fails (a service that cannot store a sweep is not healthy)."""
     try:
         session.execute(sa.select(1)).scalar_one()
         # On the session's own connection: on SQLite a second connection would wait for this one's lock.
@@ -76,4 +77,15 @@ def healthz(session: SessionDep) -> HealthPublic | JSONResponse:
         logger.warning("health check failed: %s", type(exc).__name__)
         body = HealthPublic(status="error", database=f"unreachable ({type(exc).__name__})")
         return JSONResponse(status_code=503, content=body.model_dump(mode="json"))
-    return HealthPublic(status="ok", database="ok", revision=revision, head=_head_revision())
+    try:
+        repo.check_writable(session)
+    except Exception as exc:  # noqa: BLE001 - a failed write means "unhealthy", not a 500
+        logger.warning("health check: the database cannot write: %s", type(exc).__name__)
+        body = HealthPublic(status="error", database=f"not writable ({type(exc).__name__})", revision=revision)
+        return JSONResponse(status_code=503, content=body.model_dump(mode="json"))
+    worker_status = getattr(request.app.state, "worker_status", None)
+    workers = worker_status() if worker_status is not None else None
+    if workers is not None and workers["alive"] < workers["expected"]:
+        body = HealthPublic(status="error", database="ok", revision=revision, head=_head_revision(), workers=workers)
+        return JSONResponse(status_code=503, content=body.model_dump(mode="json"))
+    return HealthPublic(status="ok", database="ok", revision=revision, head=_head_revision(), workers=workers)

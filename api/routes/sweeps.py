@@ -29,12 +29,12 @@ from api.schemas import (
     SweepsPublic,
     TrialsPublic,
 )
-from nero_study.json_safe import json_safe
+from nero_study.json_safe import MAX_SHOWN_DEPTH, json_safe
 from nero_study.store import repo
 from nero_study.store.models import Sweep
 from nero_study.study.plan import stored_planned_trials
 from nero_study.study.queue import queue_sweep
-from nero_study.vocabulary import SweepStatus, TrialStatus
+from nero_study.vocabulary import SWEEP_FINISHED, SweepStatus, TrialStatus
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ def sweep_public(sweep: Sweep, *, counts: dict[str, int], planned_trials: int | 
         id=sweep.id,
         name=sweep.name,
         status=sweep.status,
-        spec=json_safe(dict(sweep.spec or {})),
+        # Bounded: a stored spec of any depth (one stored before specs were bounded) never breaks a listing.
+        spec=json_safe(dict(sweep.spec or {}), max_depth=MAX_SHOWN_DEPTH),
         counts=counts,
         trials_total=sum(counts.values()),
         planned_trials=planned_trials,
@@ -257,7 +258,7 @@ def cancel_sweep(principal: TokenDep, sweep_id: SweepId, session: SessionDep) ->
     sweep = repo.request_cancel(session, sweep_id=sweep_id)
     if sweep is None:
         raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"Sweep {sweep_id[:64]!r} not found")
-    if sweep.status in ("succeeded", "failed"):
+    if sweep.status in SWEEP_FINISHED and sweep.status != "cancelled":
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=f"Sweep {sweep.id} has already {sweep.status}")
     logger.info("cancel of sweep %s requested by %s", sweep.id, principal.name)
     return _present(session, sweep)
@@ -400,11 +401,30 @@ def export_frame(session: Session, sweep: Sweep) -> Any:
     return frame
 
 
+#: A text cell starting with one of these is a formula to a spreadsheet (OWASP's CSV injection list).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(frame: Any) -> Any:
+    """``frame`` with every text cell that a spreadsheet would run as a formula prefixed by ``'`` (shown as
+    text). Numbers are left alone: a negative number is data, not a formula."""
+    from pandas.api.types import is_numeric_dtype
+
+    frame = frame.copy()
+    for column in frame.columns:
+        if not is_numeric_dtype(frame[column]):
+            frame[column] = [
+                f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+                for value in frame[column]
+            ]
+    return frame
+
+
 def _export(session: Session, sweep_id: str, kind: str) -> Response:
     sweep = _get_or_404(session, sweep_id)
     frame = export_frame(session, sweep)
     if kind == "csv":
-        content = frame.to_csv(index=False).encode("utf-8")
+        content = csv_safe(frame).to_csv(index=False).encode("utf-8")
     else:
         buffer = io.BytesIO()
         frame.to_parquet(buffer, index=False, engine="pyarrow")

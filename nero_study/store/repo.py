@@ -23,13 +23,16 @@ compare against the clock take ``now`` so tests (and callers with a better clock
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 import secrets
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -47,6 +50,8 @@ from nero_study.store.models import (
     utc_now,
 )
 from nero_study.vocabulary import PHASES, SWEEP_ACTIVE, SWEEP_FINISHED, TRIAL_ENDED, TRIAL_FINISHED, TRIAL_STATUSES
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -95,6 +100,47 @@ class IdempotencyKeyReused(ValueError):
 
 
 # --------------------------------------------------------------------------------------------- helpers
+
+#: How often a write is tried when the database fails transiently, and the first wait between tries (s); the
+#: wait doubles each time: 0.1 + 0.2 + 0.4 + 0.8 + 1.6 = 3.1 s of waiting at most before the error is raised.
+WRITE_ATTEMPTS = 6
+WRITE_FIRST_BACKOFF_S = 0.1
+
+_Fn = TypeVar("_Fn", bound=Callable[..., Any])
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a database error may pass if the write is tried again: an ``OperationalError`` (SQLite's disk
+    I/O error or lock timeout, a PostgreSQL connection lost or a server shutting down) or a dropped connection.
+    Integrity and programming errors are not: trying again cannot help."""
+    return isinstance(exc, sa.exc.OperationalError) or (
+        isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated)
+    )
+
+
+def retried(function: _Fn) -> _Fn:
+    """Run a write again after a transient database error (:func:`is_transient`), up to
+    :data:`WRITE_ATTEMPTS` times with doubling waits; then the error is raised. Safe because each write runs in
+    one transaction that a failure rolls back, and the writes a worker repeats are idempotent (module doc)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        wait = WRITE_FIRST_BACKOFF_S
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                return function(*args, **kwargs)
+            except sa.exc.DBAPIError as exc:
+                if attempt == WRITE_ATTEMPTS or not is_transient(exc):
+                    raise
+                logger.warning(
+                    "%s: transient database error (%s), try %d of %d in %.1f s",
+                    function.__name__, type(exc.orig).__name__, attempt + 1, WRITE_ATTEMPTS, wait,
+                )
+                time.sleep(wait)  # backoff between tries of a failed write, not a synchronisation
+                wait *= 2
+        raise AssertionError("unreachable")
+
+    return wrapper  # type: ignore[return-value]
 
 
 @contextmanager
@@ -186,6 +232,7 @@ def hash_token(token: str) -> str:
 # ---------------------------------------------------------------------------------------------- sweeps
 
 
+@retried
 def create_sweep(
     session: Session,
     *,
@@ -295,6 +342,7 @@ def sweep_counts_many(session: Session, *, sweep_ids: Sequence[str]) -> dict[str
     return counts
 
 
+@retried
 def claim_next_sweep(
     session: Session,
     *,
@@ -344,6 +392,7 @@ def claim_next_sweep(
         return session.get(Sweep, claimed_id, populate_existing=True)
 
 
+@retried
 def claim_sweep(
     session: Session,
     *,
@@ -392,6 +441,7 @@ def claim_sweep(
         return session.get(Sweep, claimed_id, populate_existing=True)
 
 
+@retried
 def renew_lease(
     session: Session, *, sweep_id: str, owner: str, lease_seconds: float, now: datetime | None = None
 ) -> bool:
@@ -410,6 +460,7 @@ def renew_lease(
     return result.rowcount == 1
 
 
+@retried
 def finish_sweep(
     session: Session,
     *,
@@ -422,7 +473,9 @@ def finish_sweep(
 ) -> bool:
     """End ``owner``'s run of the sweep with ``status`` (succeeded/failed/cancelled) and release the lease.
 
-    Returns ``False`` (and changes nothing) when ``owner`` no longer holds the sweep.
+    ``succeeded`` is stored as ``trials_failed`` when any of the sweep's trials failed (the error then says how
+    many), so a sweep never says plain ``succeeded`` about failed work. Returns ``False`` (and changes nothing)
+    when ``owner`` no longer holds the sweep.
     """
     if status not in SWEEP_FINISHED:
         raise ValueError(f"Invalid sweep status: {status!r}; valid: {', '.join(SWEEP_FINISHED)}")
@@ -438,6 +491,13 @@ def finish_sweep(
     if execution is not None:
         values["execution"] = execution
     with _write(session):
+        if status == "succeeded":
+            failed = session.scalar(
+                sa.select(sa.func.count()).where(Trial.sweep_id == sweep_id, Trial.status == "failed")
+            )
+            if failed:
+                values["status"] = "trials_failed"
+                values["error"] = error or f"{failed} trial(s) failed; see each trial's error"
         result = session.execute(
             sa.update(Sweep)
             .where(Sweep.id == sweep_id, Sweep.lease_owner == owner, Sweep.status == "running")
@@ -447,6 +507,7 @@ def finish_sweep(
     return result.rowcount == 1
 
 
+@retried
 def release_sweep(session: Session, *, sweep_id: str, owner: str, now: datetime | None = None) -> bool:
     """Put a running sweep back in the queue at once (a worker shutting down cleanly); keeps its trials."""
     now = now or utc_now()
@@ -460,6 +521,7 @@ def release_sweep(session: Session, *, sweep_id: str, owner: str, now: datetime 
     return result.rowcount == 1
 
 
+@retried
 def request_cancel(session: Session, *, sweep_id: str, now: datetime | None = None) -> Sweep | None:
     """Ask for a sweep to stop; ``None`` if there is no such sweep.
 
@@ -555,6 +617,7 @@ def _trial_key(row: Mapping[str, Any] | Trial) -> tuple[Any, ...]:
     return tuple(_field(row, name) for name in _TRIAL_KEY_COLUMNS)
 
 
+@retried
 def add_trials(session: Session, *, sweep_id: str, trials: Iterable[Any]) -> list[Trial]:
     """Insert the sweep's trials that are not stored yet; return the stored rows for all of them.
 
@@ -584,6 +647,7 @@ def add_trials(session: Session, *, sweep_id: str, trials: Iterable[Any]) -> lis
     return list(ordered.values())
 
 
+@retried
 def import_sweep(
     session: Session,
     *,
@@ -734,6 +798,7 @@ def trial_rows(
     return rows, total
 
 
+@retried
 def mark_trial_running(session: Session, *, trial_id: int, attempt: int, now: datetime | None = None) -> bool:
     """Mark a trial as started by claim number ``attempt`` (the sweep's ``attempts``); ``False`` if refused.
 
@@ -792,6 +857,7 @@ def _upsert_points(session: Session, rows: list[dict[str, Any]]) -> None:
     session.execute(statement, rows)
 
 
+@retried
 def add_metric_points(session: Session, *, trial_id: int, points: Iterable[Any], attempt: int | None = None) -> int:
     """Store learning-curve points (``EvalPoint`` objects or mappings with step, epoch, train_loss, metric).
 
@@ -812,6 +878,7 @@ def add_metric_points(session: Session, *, trial_id: int, points: Iterable[Any],
     return len(rows)
 
 
+@retried
 def finish_trial(
     session: Session,
     *,
@@ -873,6 +940,7 @@ def finish_trial(
     return applied
 
 
+@retried
 def record_trial_result(
     session: Session, *, trial_id: int, result: Any, attempt: int | None = None, now: datetime | None = None
 ) -> bool:
@@ -906,6 +974,7 @@ def _cancel_pending(session: Session, *, sweep_id: str, now: datetime) -> int:
     return result.rowcount
 
 
+@retried
 def cancel_pending_trials(session: Session, *, sweep_id: str, now: datetime | None = None) -> int:
     """Mark the sweep's pending and running trials ``cancelled``; returns how many. Results are kept."""
     with _write(session):
@@ -966,6 +1035,7 @@ def trials_frame(session: Session, *, sweep_id: str) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------- tokens
 
 
+@retried
 def create_token(session: Session, *, name: str) -> tuple[ApiToken, str]:
     """Make a bearer token named ``name``; returns the row and the clear token, which is shown only now.
 
@@ -978,20 +1048,36 @@ def create_token(session: Session, *, name: str) -> tuple[ApiToken, str]:
     return token, clear
 
 
+def check_writable(session: Session) -> None:
+    """Raise the database's error unless a write commits now: rewrites the migration revision row with its own
+    value in a write transaction (a real write, so a failing disk or a read-only server shows)."""
+    with _write(session):
+        session.execute(sa.text("UPDATE alembic_version SET version_num = version_num"))
+
+
+@retried
 def verify_token(session: Session, *, token: str, now: datetime | None = None) -> bool:
     """Whether ``token`` is a stored, unrevoked token; records when it was last used."""
     if not token:
         return False
+    digest = hash_token(token)
+    with _read(session):  # a wrong token never takes the write lock (on SQLite it would wait for a writer)
+        known = session.scalar(
+            sa.select(ApiToken.id).where(ApiToken.token_hash == digest, ApiToken.revoked.is_(False))
+        )
+    if known is None:
+        return False
     with _write(session):
         result = session.execute(
             sa.update(ApiToken)
-            .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked.is_(False))
+            .where(ApiToken.token_hash == digest, ApiToken.revoked.is_(False))
             .values(last_used_at=now or utc_now())
             .execution_options(synchronize_session=False)
         )
     return result.rowcount == 1
 
 
+@retried
 def revoke_token(session: Session, *, token_id: int) -> bool:
     """Revoke a token by id; ``False`` if there is no such token."""
     with _write(session):

@@ -29,6 +29,25 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, num_gpus
         ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, **kwargs)
 
 
+def infeasible_resources(resources: Resources, totals: dict[str, float] | None = None) -> str | None:
+    """Why no trial with ``resources`` can ever run on the connected cluster (``None``: it fits).
+
+    ``totals``: the cluster's total resources (``ray.cluster_resources()`` by default). A trial must fit
+    within the totals; a sweep that does not is failed at once rather than waiting forever for room.
+    """
+    if totals is None:
+        import ray
+
+        totals = ray.cluster_resources()
+    problems = []
+    for field, key, unit in (("cpu", "CPU", "CPUs"), ("gpu", "GPU", "GPUs")):
+        wanted = float(getattr(resources, field))
+        have = float(totals.get(key, 0.0))
+        if wanted > 0 and wanted > have:
+            problems.append(f"resources.{field} {wanted:g} per trial, but the Ray cluster has {have:g} {unit} in all")
+    return "; ".join(problems) or None
+
+
 def cluster_slots(cpu_per_trial: float, gpu_per_trial: float, max_concurrency: int | None) -> int:
     """Trials that fit on the connected cluster at once with these resources each (at least 1)."""
     import ray

@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ray.tune import Callback
+from ray.tune import Callback, Stopper
 
 from nero_study.study.cluster import PoolShape
 from nero_study.study.protocol import (
@@ -152,6 +152,28 @@ class _Outbox(Callback):
         self.items.put(("runner_gone", int(trial.config["runner"])))
 
 
+class _EndExperiment(Stopper):
+    """Ends the pool's whole Tune experiment once :meth:`end` is called (a close, or a pool found broken)."""
+
+    def __init__(self) -> None:
+        self.ended = threading.Event()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # lives only in the driver, like the outbox
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.ended = threading.Event()
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.ended.is_set()
+
+    def end(self) -> None:
+        self.ended.set()
+
+
 class WarmPool:
     """One long-lived Tune experiment of ``shape.slots`` runner trials, fed bundles by :meth:`run`."""
 
@@ -162,6 +184,7 @@ class WarmPool:
         self.max_failures = max_failures
         self.name = f"pool-{uuid.uuid4().hex[:10]}"
         self.outbox = _Outbox()
+        self.stopper = _EndExperiment()
         self.dispatcher = (
             ray.remote(num_cpus=0)(Dispatcher)
             .options(name=self.name, namespace=NAMESPACE, max_concurrency=1000)
@@ -202,6 +225,7 @@ class WarmPool:
                     name=self.name,
                     storage_path=self.storage,
                     callbacks=[self.outbox],
+                    stop=self.stopper,
                     # A runner that dies is restarted; its bundle's retries are counted by the dispatcher.
                     failure_config=tune.FailureConfig(max_failures=20),
                     verbose=0,
@@ -291,6 +315,7 @@ class WarmPool:
         """End the runners' Tune experiment; waits for its thread to end (at most ``timeout`` s if given)."""
         import ray
 
+        self.stopper.end()  # the experiment ends even when its runners cannot reach the dispatcher
         try:
             ray.get(self.dispatcher.close.remote(self.shape.slots), timeout=10)
         except Exception:  # noqa: BLE001 - the actor may already be gone with Ray

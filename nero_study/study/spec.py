@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -50,6 +51,22 @@ _ADMITTED = "admitted"
 #: Significant digits kept in log-spaced grid values (so 1e-4..1 by decades is exactly 1e-4, ..., 1).
 GRID_SIGNIFICANT_DIGITS = 6
 _MAX_POINTS_PER_DECADE = 1000
+#: Most learning rates one grid may hold (a log grid's count is computed before any value is built).
+MAX_GRID_POINTS = 10_000
+#: Largest seed: the store keeps seeds in a 32-bit signed integer column (PostgreSQL ``integer``).
+MAX_SEED = 2**31 - 1
+#: Most seeds, optimiser variants in one spec.
+MAX_SEEDS = 1000
+MAX_OPTIMIZERS = 64
+#: Bounds of the free-form JSON fields (an optimiser variant's ``settings``, a task's ``task_options``):
+#: nesting depth (a flat mapping of numbers is depth 1) and size in bytes of their JSON.
+MAX_OPTIONS_DEPTH = 4
+MAX_OPTIONS_BYTES = 4096
+#: Most CPUs and GPUs one trial may ask for (a worker also checks them against its cluster when it claims).
+MAX_CPU_PER_TRIAL = 1024.0
+MAX_GPU_PER_TRIAL = 64.0
+#: Largest bundle size and concurrency a spec may ask for.
+MAX_PARALLEL = 10_000
 
 
 def _check_task(name: str) -> str:
@@ -64,6 +81,25 @@ def _check_lr(value: float) -> float:
     return value
 
 
+def _check_free_form(value: Any, where: str) -> None:
+    """Refuse free-form JSON nested deeper than :data:`MAX_OPTIONS_DEPTH` or larger than
+    :data:`MAX_OPTIONS_BYTES` (walked without recursion, so any depth is measured safely)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            depth += 1
+            if depth > MAX_OPTIONS_DEPTH:
+                raise ValueError(
+                    f"{where} is nested more than {MAX_OPTIONS_DEPTH} levels deep; valid: at most "
+                    f"{MAX_OPTIONS_DEPTH} levels of mappings and lists"
+                )
+            stack.extend((child, depth) for child in (item.values() if isinstance(item, dict) else item))
+    size = len(json.dumps(value, default=str))
+    if size > MAX_OPTIONS_BYTES:
+        raise ValueError(f"{where} is {size} bytes of JSON, over the limit of {MAX_OPTIONS_BYTES} bytes")
+
+
 TaskName = Annotated[str, AfterValidator(_check_task)]
 LearningRate = Annotated[float, AfterValidator(_check_lr)]
 
@@ -71,6 +107,26 @@ LearningRate = Annotated[float, AfterValidator(_check_lr)]
 def round_significant(value: float, digits: int = GRID_SIGNIFICANT_DIGITS) -> float:
     """``value`` rounded to ``digits`` significant digits (removes float noise such as 0.0001000000002)."""
     return float(f"{value:.{digits}g}")
+
+
+def _log_grid_steps(low: float, high: float, points_per_decade: int) -> int:
+    """Intervals of the log grid from ``low`` to ``high`` (0 when they are equal); arithmetic only."""
+    if low == high:
+        return 0
+    decades = math.log10(high) - math.log10(low)
+    return max(1, math.ceil(decades * points_per_decade - 1e-9))
+
+
+def log_grid_size_bounds(low: float, high: float, points_per_decade: int) -> tuple[int, int]:
+    """(fewest, most) values :func:`log_grid` returns, computed without building the grid.
+
+    The grid has ``steps + 1`` points before rounding. With two or more steps they are at least
+    1 / (2 * points_per_decade) decades apart (>= 1/2000 decade: a ratio of 1.0011), which
+    :data:`GRID_SIGNIFICANT_DIGITS` significant digits keep apart, so the count is exact; with one step the
+    two ends may round to one value.
+    """
+    steps = _log_grid_steps(low, high, points_per_decade)
+    return (steps + 1 if steps >= 2 else 1), steps + 1
 
 
 def log_grid(low: float, high: float, points_per_decade: int) -> list[float]:
@@ -82,8 +138,7 @@ def log_grid(low: float, high: float, points_per_decade: int) -> list[float]:
     """
     if low == high:
         return [round_significant(low)]
-    decades = math.log10(high) - math.log10(low)
-    steps = max(1, math.ceil(decades * points_per_decade - 1e-9))
+    steps = _log_grid_steps(low, high, points_per_decade)
     exponents = np.linspace(math.log10(low), math.log10(high), steps + 1)
     values = [round_significant(10.0**e) for e in exponents]
     values[0], values[-1] = round_significant(low), round_significant(high)
@@ -121,7 +176,17 @@ class LogGrid(_StrictModel):
     def _ordered(self) -> LogGrid:
         if self.max < self.min:
             raise ValueError(f"lrs: max ({self.max}) must not be below min ({self.min})")
+        most = self.size_bounds()[1]
+        if most > MAX_GRID_POINTS:
+            raise ValueError(
+                f"lrs: {self.min:g} to {self.max:g} at {self.points_per_decade} points a decade is {most} "
+                f"learning rates, over the limit of {MAX_GRID_POINTS}; narrow the range or use fewer points"
+            )
         return self
+
+    def size_bounds(self) -> tuple[int, int]:
+        """(fewest, most) learning rates in the grid, computed without building it."""
+        return log_grid_size_bounds(self.min, self.max, self.points_per_decade)
 
     def values(self) -> list[float]:
         """The grid's learning rates, ascending."""
@@ -153,6 +218,12 @@ class OptimizerVariant(_StrictModel):
             raise ValueError(f"Invalid label {label!r}; no leading/trailing spaces or control characters")
         return label
 
+    @field_validator("settings")
+    @classmethod
+    def _bounded_settings(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        _check_free_form(settings, "settings")
+        return settings
+
     @model_validator(mode="before")
     @classmethod
     def _default_label(cls, data: Any) -> Any:
@@ -167,18 +238,23 @@ class OptimizerVariant(_StrictModel):
 
 
 class Resources(_StrictModel):
-    """Resources per trial: CPUs (> 0) and GPUs (a fraction in [0, 1] or a whole number >= 1)."""
+    """Resources per trial: CPUs (> 0, at most :data:`MAX_CPU_PER_TRIAL`) and GPUs (a fraction in [0, 1] or a
+    whole number from 1 to :data:`MAX_GPU_PER_TRIAL`). A worker checks them against its cluster's totals when
+    it claims the sweep (a sweep no cluster node set can hold fails at once, naming the resource)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    cpu: float = Field(default=1.0, gt=0)
+    cpu: float = Field(default=1.0, gt=0, le=MAX_CPU_PER_TRIAL, allow_inf_nan=False)
     gpu: float = 0.0
 
     @field_validator("gpu")
     @classmethod
     def _gpu_fraction_or_count(cls, gpu: float) -> float:
-        if not math.isfinite(gpu) or gpu < 0 or (gpu > 1 and gpu != int(gpu)):
-            raise ValueError(f"Invalid gpu {gpu}; valid: a fraction in [0, 1] or a whole number of GPUs >= 1")
+        if not math.isfinite(gpu) or gpu < 0 or gpu > MAX_GPU_PER_TRIAL or (gpu > 1 and gpu != int(gpu)):
+            raise ValueError(
+                f"Invalid gpu {gpu}; valid: a fraction in [0, 1] or a whole number of GPUs from 1 to "
+                f"{MAX_GPU_PER_TRIAL:g}"
+            )
         return gpu
 
 
@@ -205,20 +281,20 @@ class SweepSpec(_StrictModel):
     tasks: list[TaskName] = Field(min_length=1)
     # preset before optimizers: the variants' settings are checked against it.
     preset: Preset = "paper"
-    optimizers: list[OptimizerVariant] = Field(min_length=1)
+    optimizers: list[OptimizerVariant] = Field(min_length=1, max_length=MAX_OPTIMIZERS)
     lrs: Annotated[
         Annotated[list[LearningRate], Tag("list")] | Annotated[LogGrid, Tag("range")],
         Discriminator(_lrs_kind),
     ]
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=MAX_SEEDS)
     protocol: Protocol = "grid"
     tpe_trials: int = Field(default=8, ge=1)
     budget: Budget = "proxy"
     task_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
-    max_concurrency: int | None = Field(default=None, ge=1)
+    max_concurrency: int | None = Field(default=None, ge=1, le=MAX_PARALLEL)
     execution: ExecutionMode = "auto"
-    bundle_size: int | None = Field(default=None, ge=1)
+    bundle_size: int | None = Field(default=None, ge=1, le=MAX_PARALLEL)
     max_trials: int | None = Field(default=None, ge=1)
 
     # --- validation -------------------------------------------------------------------------------
@@ -237,6 +313,8 @@ class SweepSpec(_StrictModel):
         if isinstance(value, list | tuple):
             if not value:
                 raise ValueError("Empty lrs; give at least one lr, or {min, max, points_per_decade}")
+            if len(value) > MAX_GRID_POINTS:
+                raise ValueError(f"{len(value)} lrs, over the limit of {MAX_GRID_POINTS} learning rates")
             lrs = []
             for index, item in enumerate(value):
                 try:
@@ -268,10 +346,13 @@ class SweepSpec(_StrictModel):
     @field_validator("seeds")
     @classmethod
     def _valid_seeds(cls, seeds: list[int]) -> list[int]:
-        negative = [s for s in seeds if s < 0]
-        if negative:
-            raise ValueError(f"Invalid seed(s) {negative}; seeds must be integers >= 0")
-        duplicates = sorted({s for s in seeds if seeds.count(s) > 1})
+        out_of_range = [s for s in seeds if not 0 <= s <= MAX_SEED]
+        if out_of_range:
+            raise ValueError(
+                f"Invalid seed(s) {out_of_range[:10]}; valid: integers from 0 to {MAX_SEED} (the store's range)"
+            )
+        counts = Counter(seeds)
+        duplicates = sorted(s for s, n in counts.items() if n > 1)
         if duplicates:
             raise ValueError(f"Duplicate seed(s) {duplicates}; list each seed once")
         return seeds
@@ -309,6 +390,15 @@ class SweepSpec(_StrictModel):
                     f"task_options for {', '.join(repr(t) for t in unknown)}, which the sweep does not run; "
                     f"valid: {', '.join(tasks)}"
                 )
+        for task, task_options in options.items():
+            _check_free_form(task_options, f"task_options[{task!r}]")
+            valid = _task_option_names(task, info.data.get("budget"))
+            unknown_names = sorted(set(task_options) - set(valid)) if valid is not None else []
+            if unknown_names:
+                raise ValueError(
+                    f"Unknown task option(s) {', '.join(unknown_names)} for task {task!r}; "
+                    f"valid: {', '.join(valid or [])}"
+                )
         return options
 
     @model_validator(mode="after")
@@ -326,10 +416,12 @@ class SweepSpec(_StrictModel):
         if not limits:
             return self
         limit = min(limits)
-        count = self.trial_count()
+        fewest = self.fewest_trials()  # arithmetic: no grid is built for a sweep that is far too large
+        count = fewest if fewest > limit else self.trial_count()
         if count > limit:
+            at_least = "at least " if count == fewest and fewest != self._most_trials() else ""
             raise ValueError(
-                f"The sweep expands to {count} trials, over the limit of {limit} (max_trials); "
+                f"The sweep expands to {at_least}{count} trials, over the limit of {limit} (max_trials); "
                 "use fewer tasks, optimizers, learning rates or seeds"
             )
         return self
@@ -399,21 +491,59 @@ class SweepSpec(_StrictModel):
             grid = sorted([*grid, default])
         return grid
 
+    def _count(self, grid_sizes: list[int]) -> int:
+        """Trials for these per-variant grid sizes (see :meth:`trial_count`)."""
+        if self.protocol == "grid":
+            per_task = sum(size * len(self.seeds) for size in grid_sizes)
+        elif self.protocol == "paper":
+            per_task = sum(size + len(self.seeds) - 1 for size in grid_sizes)
+        else:
+            per_task = self.tpe_trials * len(grid_sizes)
+        return per_task * len(self.tasks)
+
+    def _base_size_bounds(self) -> tuple[int, int]:
+        if isinstance(self.lrs, LogGrid):
+            return self.lrs.size_bounds()
+        size = len(set(self.lrs))
+        return size, size
+
+    def fewest_trials(self) -> int:
+        """A lower bound of :meth:`trial_count`, computed without building any grid (each variant's grid
+        holds at least the base grid; its default lr may or may not be on it)."""
+        return self._count([self._base_size_bounds()[0]] * len(self.optimizers))
+
+    def _most_trials(self) -> int:
+        return self._count([self._base_size_bounds()[1] + 1] * len(self.optimizers))
+
     def trial_count(self) -> int:
         """The number of trials the sweep runs.
 
         grid: sum over (task, variant) of |grid| x seeds; paper: |grid| + (seeds - 1) per (task, variant) (the
         grid at the first seed, then the best lr with the other seeds); tpe: ``tpe_trials`` per (task, variant).
         """
-        per_task = 0
-        for label in self.labels:
-            if self.protocol == "grid":
-                per_task += len(self.grid_for(label)) * len(self.seeds)
-            elif self.protocol == "paper":
-                per_task += len(self.grid_for(label)) + len(self.seeds) - 1
-            else:
-                per_task += self.tpe_trials
-        return per_task * len(self.tasks)
+        if self.protocol == "tpe":
+            return self._count([0] * len(self.optimizers))
+        base = self.base_grid()
+        sizes = [
+            len(base) + (0 if any(same_lr(lr, variant.default_lr) for lr in base) else 1)
+            for variant in self.optimizers
+        ]
+        return self._count(sizes)
+
+
+def _task_option_names(task: str, budget: str | None) -> list[str] | None:
+    """The config fields ``task_options`` may set for ``task`` under ``budget`` (all budgets' when it is not
+    known), or ``None`` when the task's module cannot be imported here (its trials then check them)."""
+    import dataclasses
+
+    from nero_study.tasks.registry import get_task
+
+    try:
+        budgets = get_task(task).budgets
+    except ImportError:
+        return None
+    configs = [budgets[budget]] if budget in budgets else list(budgets.values())
+    return sorted({field.name for config in configs for field in dataclasses.fields(config)})
 
 
 def demo_spec() -> SweepSpec:
@@ -438,6 +568,13 @@ def demo_spec() -> SweepSpec:
 
 __all__ = [
     "GRID_SIGNIFICANT_DIGITS",
+    "MAX_CPU_PER_TRIAL",
+    "MAX_GPU_PER_TRIAL",
+    "MAX_GRID_POINTS",
+    "MAX_OPTIONS_BYTES",
+    "MAX_OPTIONS_DEPTH",
+    "MAX_SEED",
+    "log_grid_size_bounds",
     "LogGrid",
     "OptimizerVariant",
     "Resources",

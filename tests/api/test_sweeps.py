@@ -121,7 +121,7 @@ def test_listing_filters_by_status(client: TestClient, submit: Submit) -> None:
 @pytest.mark.parametrize(
     ("params", "field", "valid"),
     [
-        ({"status": "done"}, "status", "'queued', 'running', 'succeeded', 'failed' or 'cancelled'"),
+        ({"status": "done"}, "status", "'queued', 'running', 'succeeded', 'trials_failed', 'failed' or 'cancelled'"),
         ({"limit": 0}, "limit", "greater than or equal to 1"),
         ({"limit": 100000}, "limit", "less than or equal to 500"),
         ({"offset": -1}, "offset", "greater than or equal to 0"),
@@ -306,7 +306,7 @@ def test_unknown_task_names_the_field_and_lists_the_valid_tasks(client: TestClie
         ({"optimizers": ["nero", "adamw"]}, "optimizers[1].name", "valid: nero, sgd, adam, lamb"),
         ({"protocol": "random"}, "protocol", "'grid', 'paper' or 'tpe'"),
         ({"budget": "huge"}, "budget", "'smoke', 'proxy' or 'paper'"),
-        ({"seeds": [0, -1]}, "seeds", "seeds must be integers >= 0"),
+        ({"seeds": [0, -1]}, "seeds", "valid: integers from 0 to 2147483647"),
         ({"lrs": [0.1, -1.0]}, "lrs", "positive finite number"),
         ({"lrs": {"min": 1.0, "max": 0.1}}, "lrs", "must not be below min"),
         ({"colour": "blue"}, "", "Unknown field(s) 'colour'; valid: name, tasks"),

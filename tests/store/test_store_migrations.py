@@ -27,9 +27,9 @@ def test_upgrade_from_empty_creates_the_tables_at_head(empty_db_url, tmp_path, m
         assert TABLES.isdisjoint(sa.inspect(engine).get_table_names())
         db.upgrade(empty_db_url)
         assert TABLES <= set(sa.inspect(engine).get_table_names())
-        assert db.current_revision(engine) == db.head_revision() == "0004"
+        assert db.current_revision(engine) == db.head_revision() == "0005"
         db.upgrade(empty_db_url)  # a second upgrade is a no-op
-        assert db.current_revision(engine) == "0004"
+        assert db.current_revision(engine) == "0005"
     finally:
         engine.dispose()
 
@@ -206,6 +206,66 @@ def test_alembic_command_line_uses_the_packaged_ini(tmp_path):
     assert completed.returncode == 0, completed.stderr
     engine = db.make_engine(url)
     try:
-        assert db.current_revision(engine) == "0004"
+        assert db.current_revision(engine) == "0005"
+    finally:
+        engine.dispose()
+
+
+def _insert_sweep(connection, sweep_id: str, status: str) -> None:
+    connection.exec_driver_sql(
+        "INSERT INTO sweeps (id, name, spec, status, created_at, updated_at, cancel_requested, attempts) "
+        f"VALUES ('{sweep_id}', 'n', '{{}}', '{status}', '2026-11-01 00:00:00', '2026-11-01 00:00:00', false, 0)"
+    )
+
+
+def test_0005_admits_trials_failed_and_its_downgrade_stores_them_as_succeeded(empty_db_url):
+    engine = db.make_engine(empty_db_url)
+    config = db.alembic_config()
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0003")
+            _insert_sweep(connection, "old", "succeeded")
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:
+            _insert_sweep(connection, "early", "trials_failed")  # not a status before 0005
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0005")
+            _insert_sweep(connection, "partly", "trials_failed")
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:
+            _insert_sweep(connection, "bad", "half-done")  # the check still holds
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0003")
+            statuses = dict(connection.exec_driver_sql("SELECT id, status FROM sweeps").all())
+        assert statuses == {"old": "succeeded", "partly": "succeeded"}
+    finally:
+        engine.dispose()
+
+
+def test_0005_keeps_every_trial_and_curve_point(empty_db_url):
+    engine = db.make_engine(empty_db_url)
+    config = db.alembic_config()
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0003")
+            _insert_sweep(connection, "s", "succeeded")
+            connection.exec_driver_sql(
+                "INSERT INTO trials (sweep_id, task, optimizer, label, lr, seed, budget, preset, hyperparameters, "
+                "task_options, params_key, phase, status, attempt, created_at) VALUES ('s', 'digits-mlp', "
+                "'adam', 'adam', 0.001, 0, 'smoke', 'paper', '{}', '{}', 'k', 'grid', 'failed', 0, "
+                "'2026-11-01 00:00:00')"
+            )
+            trial_id = connection.exec_driver_sql("SELECT id FROM trials").scalar_one()
+            connection.exec_driver_sql(
+                f"INSERT INTO metric_points (trial_id, step, name, value) VALUES ({trial_id}, 3, 'metric', 0.5)"
+            )
+        db.upgrade(empty_db_url)
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SELECT id, status FROM trials").all() == [(trial_id, "failed")]
+            assert connection.exec_driver_sql("SELECT trial_id, step, name, value FROM metric_points").all() == [
+                (trial_id, 3, "metric", 0.5)
+            ]
     finally:
         engine.dispose()

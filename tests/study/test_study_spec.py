@@ -134,7 +134,7 @@ def test_duplicates_and_task_options_and_resources_are_checked():
     assert "Duplicate optimizer label(s) sgd" in error_text(minimal(optimizers=["sgd", "sgd"]))
     assert "Duplicate task" in error_text(minimal(tasks=["digits-mlp", "digits-mlp"]))
     assert "Duplicate seed" in error_text(minimal(seeds=[0, 0]))
-    assert "seeds must be integers >= 0" in error_text(minimal(seeds=[-1]))
+    assert "valid: integers from 0 to 2147483647" in error_text(minimal(seeds=[-1]))
     text = error_text(minimal(task_options={"text-lm": {"epochs": 1}}))
     assert "task_options" in text and "'text-lm'" in text and "valid: digits-mlp" in text
     text = error_text(minimal(resources={"gpu": 1.5}))
