@@ -269,3 +269,38 @@ def test_0005_keeps_every_trial_and_curve_point(empty_db_url):
             ]
     finally:
         engine.dispose()
+
+
+def test_downgrades_keep_every_trial_and_curve_point(empty_db_url):
+    """Each downgrade that drops a column keeps the rows hanging off that table (SQLite: no table copy that would
+    cascade), and upgrading again finds them."""
+    db.upgrade(empty_db_url)
+    factory = db.session_factory(db.make_engine(empty_db_url))
+    with factory() as session:
+        sweep = repo.create_sweep(session, spec={}, name="kept")[0]
+        (trial,) = repo.add_trials(session, sweep_id=sweep.id, trials=[{"task": "t", "optimizer": "sgd", "lr": 0.1}])
+        repo.add_metric_points(
+            session, trial_id=trial.id, points=[{"step": 0, "epoch": 0.0, "train_loss": 1.0, "metric": 0.5}]
+        )
+    engine = db.make_engine(empty_db_url)
+    config = db.alembic_config()
+
+    def counts() -> tuple[int, int, int]:
+        with engine.connect() as connection:
+            return tuple(
+                connection.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one()
+                for table in ("sweeps", "trials", "metric_points")
+            )
+
+    try:
+        before = counts()
+        assert before[1] == 1 and before[2] >= 1
+        for revision in ("0004", "0003", "0002", "0001"):
+            with engine.begin() as connection:
+                config.attributes["connection"] = connection
+                command.downgrade(config, revision)
+            assert counts() == before, revision
+        db.upgrade(empty_db_url)
+        assert counts() == before
+    finally:
+        engine.dispose()

@@ -27,5 +27,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("sweeps") as batch:
-        batch.drop_column("planned_trials")
+    # In place (SQLite >= 3.35 drops a column without copying the table): a batch copy would drop the old
+    # table, and with foreign keys on (they are, and the pragma cannot change inside the migration's
+    # transaction) that drop deletes every trial and curve point by cascade.
+    op.drop_column("sweeps", "planned_trials")

@@ -32,5 +32,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("trials") as batch:
-        batch.drop_column("settings")
+    # In place, not by a batch copy of the table: see 0002's downgrade (the copy would cascade to curve points).
+    op.drop_column("trials", "settings")

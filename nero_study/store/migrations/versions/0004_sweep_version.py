@@ -31,6 +31,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("sweeps") as batch:
-        batch.drop_column("trials_version")
-        batch.drop_column("version")
+    # In place, not by a batch copy of the table: see 0002's downgrade (the copy would cascade to every trial).
+    op.drop_column("sweeps", "trials_version")
+    op.drop_column("sweeps", "version")
