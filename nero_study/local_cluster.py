@@ -408,7 +408,8 @@ def main() -> None:
     print(f"Ray         {cluster.ray_address}   (RAY_AUTH_MODE=token RAY_AUTH_TOKEN={cluster.token})")
     for started in cluster.started:
         print(f"  pid {started.process.pid:>7}  {started.service:<15} {' '.join(started.argv)}")
-    print("submit with: NERO_STUDY_URL=... NERO_STUDY_TOKEN=... nero-study submit examples/quick.yaml; Ctrl-C stops")
+    print(f"submit with: NERO_STUDY_URL={cluster.api_url} NERO_STUDY_TOKEN={cluster.api_token} nero-study submit SPEC")
+    print("Ctrl-C stops every process above")
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         signal.sigwait({signal.SIGINT, signal.SIGTERM})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -68,7 +69,7 @@ def client(cluster: LocalCluster) -> Iterator[NeroStudyClient]:
         yield api
 
 
-def sweep_spec(name: str, lrs: list[float], resources: dict[str, float]) -> dict:
+def sweep_spec(name: str, lrs: list[float], resources: dict[str, float], budget: str = "smoke") -> dict:
     return {
         "name": name,
         "tasks": ["digits-mlp"],
@@ -76,7 +77,7 @@ def sweep_spec(name: str, lrs: list[float], resources: dict[str, float]) -> dict
         "lrs": lrs,
         "seeds": [0],
         "protocol": "grid",
-        "budget": "smoke",
+        "budget": budget,
         "resources": resources,
     }
 
@@ -173,3 +174,156 @@ def test_a_proxy_sweep_and_a_gpu_sweep_run_through_the_api_on_two_nodes(
     gpu_actors = [actor for actor in actors if actor["gpu"] > 0]
     assert gpu_actors, actors
     assert all(not actor["on_head"] and actor["node_gpus"] >= 1 for actor in gpu_actors), gpu_actors
+
+
+# -- faults ------------------------------------------------------------------------------------------------------
+# Each injects one fault into the running cluster and checks what the store holds afterwards; each prints the
+# store's counts and how long the sweep took to end after the fault (the figures of the closing note).
+
+ALIVE_TRIAL_PROBE = """
+import json, ray
+from ray._private import state
+from ray.core.generated import gcs_pb2
+ray.init(address=%r, log_to_driver=False)
+head = {node["NodeID"] for node in ray.nodes() if "node:__internal_head__" in node["Resources"]}
+on_node = 0
+for raw in state.state._connect_and_get_accessor().get_actor_table(None, "ALIVE"):
+    actor = gcs_pb2.ActorTableData.FromString(raw)
+    if actor.address.node_id.hex() not in head and any(k.startswith("CPU_group_") for k in actor.required_resources):
+        on_node += 1
+print(json.dumps(on_node))
+"""
+
+
+def store_rows(cluster: LocalCluster, sweep_id: str) -> tuple[dict, list[dict]]:
+    """The sweep row and its trial rows, read from the store itself (not through the API)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(cluster.database_url)
+    try:
+        with engine.connect() as connection:
+            sweep = (
+                connection.execute(sa.text("select * from sweeps where id = :id"), {"id": sweep_id}).mappings().one()
+            )
+            trials = (
+                connection.execute(sa.text("select * from trials where sweep_id = :id"), {"id": sweep_id})
+                .mappings()
+                .all()
+            )
+            return dict(sweep), [dict(trial) for trial in trials]
+    finally:
+        engine.dispose()
+
+
+def wait_for(what: str, condition, deadline_s: float = SWEEP_DEADLINE_S, poll: float = 0.5):
+    """Poll ``condition()`` (a read of the store or the cluster) until it returns something truthy."""
+    import time
+
+    deadline = time.monotonic() + deadline_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"failsafe deadline: {what} not seen after {deadline_s:g} s")
+        time.sleep(poll)
+
+
+def summary(cluster: LocalCluster, sweep_id: str) -> dict:
+    from collections import Counter
+
+    sweep, trials = store_rows(cluster, sweep_id)
+    return {
+        "status": sweep["status"],
+        "attempts": sweep["attempts"],
+        "error": sweep["error"],
+        "trials": len(trials),
+        "planned": sweep["planned_trials"],
+        "by_status": dict(Counter(trial["status"] for trial in trials)),
+        "trial_attempts": dict(Counter(trial["attempt"] for trial in trials)),
+    }
+
+
+FAULT_LRS = [0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
+ENDED = {"succeeded", "diverged", "failed", "cancelled"}
+
+
+def mid_sweep(cluster: LocalCluster, sweep_id: str) -> bool:
+    """The sweep is running, at least one trial has ended and at least one has not (read from the store)."""
+    sweep, trials = store_rows(cluster, sweep_id)
+    ended = sum(trial["status"] in ENDED for trial in trials)
+    return sweep["status"] == "running" and 0 < ended < len(trials)
+
+
+def assert_nothing_stored_twice(trials: list[dict]) -> None:
+    points = [(t["task"], t["label"], t["lr"], t["seed"], t["phase"]) for t in trials]
+    assert len(set(points)) == len(points), points
+
+
+def test_kill_9_a_worker_mid_sweep_the_other_takes_the_sweep_over(
+    cluster: LocalCluster, client: NeroStudyClient
+) -> None:
+    import time
+
+    created = client.submit(sweep_spec("fault-worker", FAULT_LRS, {"cpu": 1}, budget="proxy"))
+    sweep_id = created["id"]
+    wait_for("a trial ended, others not", lambda: mid_sweep(cluster, sweep_id), poll=0.2)
+    owner = store_rows(cluster, sweep_id)[0]["lease_owner"]
+    pid = int(owner.split(":")[1])  # owner is host:pid:suffix (workers/worker.py)
+    victim = next(s for s in cluster.processes("worker") if s.process.pid == pid)
+    killed_at = time.monotonic()
+    cluster.end(victim, signal.SIGKILL)
+    sweep = client.wait(sweep_id, timeout=SWEEP_DEADLINE_S, poll=1.0)
+    recovery = time.monotonic() - killed_at
+    result = summary(cluster, sweep_id)
+    print(f"\nkill -9 worker {pid}: sweep ended {recovery:.0f} s later; store: {result}")
+    _, trials = store_rows(cluster, sweep_id)
+    assert sweep["status"] == "succeeded", result
+    assert result["attempts"] == 2  # claimed again by the other worker after the lease lapsed
+    assert result["trials"] == result["planned"]
+    assert set(result["by_status"]) <= {"succeeded", "diverged"}, result
+    assert_nothing_stored_twice(trials)
+    cluster.start_worker(cluster.commands()["worker"])  # back to two workers for the next fault
+
+
+def test_kill_9_the_second_node_mid_sweep(cluster: LocalCluster, client: NeroStudyClient) -> None:
+    import time
+
+    env = {**os.environ, **cluster.ray_env(), "HOME": str(cluster.root / "home")}
+
+    def trial_on_second_node() -> int:
+        probe = subprocess.run(
+            [sys.executable, "-c", ALIVE_TRIAL_PROBE % cluster.ray_address], env=env, capture_output=True, text=True
+        )
+        return int(probe.stdout.strip().splitlines()[-1]) if probe.returncode == 0 else 0
+
+    created = client.submit(sweep_spec("fault-node", FAULT_LRS, {"cpu": 1}, budget="proxy"))
+    sweep_id = created["id"]
+    wait_for("a trial ended, others not", lambda: mid_sweep(cluster, sweep_id), poll=0.2)
+    wait_for("a trial process on the second node", trial_on_second_node, poll=0.0)
+    assert mid_sweep(cluster, sweep_id)
+    node = cluster.processes("ray-gpu-worker")[0]
+    killed_at = time.monotonic()
+    os.killpg(node.process.pid, signal.SIGKILL)  # the node's whole process group: raylet, agents, its workers
+    node.process.wait()
+    try:
+        sweep = client.wait(sweep_id, timeout=SWEEP_DEADLINE_S, poll=1.0)
+    except TimeoutError:
+        print(
+            f"\nkill -9 second node: sweep still not ended after {SWEEP_DEADLINE_S:g} s; store: "
+            f"{summary(cluster, sweep_id)}"
+        )
+        raise
+    finally:
+        cluster.start_ray_node(cluster.commands()["ray-gpu-worker"])  # a fresh second node for what follows
+    recovery = time.monotonic() - killed_at
+    result = summary(cluster, sweep_id)
+    print(f"\nkill -9 second node: sweep ended {recovery:.0f} s later; store: {result}")
+    _, trials = store_rows(cluster, sweep_id)
+    # The lost node's trials re-run on the head (succeeded), or the sweep fails them clearly; none left hanging.
+    assert sweep["status"] in {"succeeded", "failed"}, result
+    assert result["trials"] == result["planned"]
+    assert not {"pending", "running"} & set(result["by_status"]), result
+    assert_nothing_stored_twice(trials)
+    if sweep["status"] == "failed":
+        assert sweep["error"] or any(trial["error"] for trial in trials)
