@@ -69,11 +69,13 @@ def client(cluster: LocalCluster) -> Iterator[NeroStudyClient]:
         yield api
 
 
-def sweep_spec(name: str, lrs: list[float], resources: dict[str, float], budget: str = "smoke") -> dict:
+def sweep_spec(
+    name: str, lrs: list[float], resources: dict[str, float], budget: str = "smoke", optimizers: tuple = ("adam",)
+) -> dict:
     return {
         "name": name,
         "tasks": ["digits-mlp"],
-        "optimizers": ["adam"],
+        "optimizers": list(optimizers),
         "lrs": lrs,
         "seeds": [0],
         "protocol": "grid",
@@ -297,7 +299,9 @@ def test_kill_9_the_second_node_mid_sweep(cluster: LocalCluster, client: NeroStu
         )
         return int(probe.stdout.strip().splitlines()[-1]) if probe.returncode == 0 else 0
 
-    created = client.submit(sweep_spec("fault-node", FAULT_LRS, {"cpu": 1}, budget="proxy"))
+    # 24 trials in several bundles (one per optimiser), so that both nodes run some.
+    optimizers = ("adam", "sgd", "nero", "lamb")
+    created = client.submit(sweep_spec("fault-node", FAULT_LRS[:6], {"cpu": 1}, "proxy", optimizers))
     sweep_id = created["id"]
     wait_for("a trial ended, others not", lambda: mid_sweep(cluster, sweep_id), poll=0.2)
     wait_for("a trial process on the second node", trial_on_second_node, poll=0.0)
