@@ -9,7 +9,7 @@ LOCK := requirements.lock
 STAMP := $(VENV)/.installed
 LOCK_VENV := .venv-lock
 
-.PHONY: install run test test-all lint bench lock clean
+.PHONY: install run test test-all lint bench lock clean cluster
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: install
 
 test-all: install
 	$(PY) -m pytest -q -m ''
+
+# A local cluster from the commands docker-compose.yml runs (PostgreSQL, two Ray nodes with a shared token, the API,
+# two workers), all on this machine; prints its addresses and tokens, Ctrl-C stops every process it started.
+cluster: install
+	$(PY) -m nero_study.local_cluster docker-compose.yml
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -145,7 +145,11 @@ class _Outbox(Callback):
             self.items.put(("result", result))
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.runner_errors[int(trial.config["runner"])] = tune_trial_error(trial) or "the runner process died"
+        runner = int(trial.config["runner"])
+        self.runner_errors[runner] = tune_trial_error(trial) or "the runner process died"
+        # Its bundle goes back to the queue now, not when Tune has restarted the runner: a runner lost with its
+        # node may wait for room that never frees (the surviving runners hold the slots, idle).
+        self.items.put(("runner_restarting", runner))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.on_trial_recover(iteration, trials, trial)
@@ -274,6 +278,9 @@ class WarmPool:
             elif kind == "runner_gone":
                 self.gone.add(payload)
                 ray.get(self.dispatcher.runner_gone.remote(payload))
+                next_notice_check = time.monotonic()
+            elif kind == "runner_restarting":
+                ray.get(self.dispatcher.runner_gone.remote(payload))  # its bundle: queued again (or given up)
                 next_notice_check = time.monotonic()
             if time.monotonic() >= next_notice_check:
                 next_notice_check = time.monotonic() + 0.5
