@@ -336,6 +336,7 @@ def report(
     from nero_study.store import db as store_db
     from nero_study.store import repo
     from nero_study.study.analysis import analyze_sweep, paper_table
+    from nero_study.study.verdict import sweep_verdict
 
     if output_format not in {"table", "json", "csv"}:
         _fail(f"Invalid --format {output_format!r}; valid: table, json, csv")
@@ -355,13 +356,15 @@ def report(
         console.print(f"wrote {html}")
         return
     rows = paper_table(analysis)
+    verdict = sweep_verdict(analysis)
     if output_format == "json":
-        typer.echo(dumps({"sweep_id": sweep_id, "name": name, "execution": execution, **analysis.to_dict()}))
+        payload = {"sweep_id": sweep_id, "name": name, "execution": execution, **analysis.to_dict()}
+        typer.echo(dumps({**payload, "verdict": verdict.to_dict()}))
         return
     if output_format == "csv":
         typer.echo(analysis.summary_frame().to_csv(index=False), nl=False)
         return
-    _print_report(sweep_id, name, execution, spec_data, analysis, rows)
+    _print_report(sweep_id, name, execution, spec_data, analysis, rows, verdict)
 
 
 def _stored_protocol(spec: dict) -> str | None:
@@ -372,8 +375,28 @@ def _stored_protocol(spec: dict) -> str | None:
     return protocol if protocol in PROTOCOLS else None
 
 
-def _print_report(sweep_id: str, name: str, execution: str | None, spec: dict, analysis: Any, rows: list) -> None:
+def _print_verdict(verdict: Any) -> None:
+    """The verdict per task first: the out-of-the-box winners and one sentence built from the numbers."""
+    from nero_study.study.verdict import EDGE_ADVICE
+
+    for task in verdict.tasks:
+        winners = ", ".join(task.winners) or "none established"
+        console.print(f"[bold]verdict ({task.task})[/]: out-of-the-box winners: {winners}", highlight=False)
+        console.print(f"  {task.sentence}", markup=False, highlight=False)
+    for edge in verdict.edges:
+        lr = format_number(edge.eta_star, "g")
+        if edge.edge == "only":
+            text = f"only one lr run ({lr}): no grid to tell the best from"
+        else:
+            text = f"{EDGE_ADVICE} (best lr {lr}, the {'lowest' if edge.edge == 'low' else 'highest'} it ran)"
+        console.print(f"[yellow]{edge.task}/{edge.label}:[/] {text}", highlight=False)
+
+
+def _print_report(
+    sweep_id: str, name: str, execution: str | None, spec: dict, analysis: Any, rows: list, verdict: Any
+) -> None:
     console.print(f"[bold]sweep {sweep_id}[/] {name}  (execution: {execution or 'n/a'}, preset {spec.get('preset')})")
+    _print_verdict(verdict)
     from nero_study.tasks.registry import task_caveats
 
     for task_name, caveat in task_caveats(spec.get("tasks", []) or []).items():

@@ -291,3 +291,39 @@ def test_import_of_a_bad_file_names_row_and_column_and_stores_nothing(tmp_path: 
     factory = db.session_factory(db.make_engine(url))
     with factory() as session:
         assert repo.list_sweeps(session)[1] == 0
+
+
+def _verdict_csv(rows: list[dict]) -> str:
+    lines = ["task,optimizer,lr,seed,status,metric,metric_name,lower_is_better,chance"]
+    lines += [
+        f"{r['task']},{r['optimizer']},{r['lr']},{r['seed']},{r['status']},{r['metric']},test error,true,0.9"
+        for r in rows
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def test_report_leads_with_the_verdict_and_flags_a_grid_edge(tmp_path: Path) -> None:
+    """The hand-made sweep of tests/study/test_study_verdict.py, imported: nero and lamb win out of the box,
+    adam needs 10x its default lr. Without sgd's lr 1 its best lr 0.1 is the top of its grid."""
+    from tests.study.test_study_verdict import base_sweep
+
+    url = f"sqlite:///{tmp_path / 'verdict.db'}"
+    db.upgrade(url)
+    rows = [r for r in base_sweep() if not (r["optimizer"] == "sgd" and r["lr"] == 1.0)]
+    results = tmp_path / "verdict.csv"
+    results.write_text(_verdict_csv(rows))
+    done = runner.invoke(app, ["import", str(results), "--name", "verdict", "--db", url])
+    assert done.exit_code == 0, done.output
+    sweep_id = done.stdout.strip().splitlines()[-1]
+    table = runner.invoke(app, ["report", sweep_id, "--db", url], env={"COLUMNS": "400"})
+    assert table.exit_code == 0, table.output
+    text = " ".join(table.output.split())
+    assert "verdict (T): out-of-the-box winners: nero, lamb" in text
+    assert "adam at its default lr (0.001) is behind (regret 0.25); it needs lr 0.01, 10x its default, to match" in text
+    assert "T/sgd: best lr at the edge of the grid: widen the grid (best lr 0.1, the highest it ran)" in text
+    assert text.index("verdict (T)") < text.index("robustness metrics")
+    as_json = strict_json(runner.invoke(app, ["report", sweep_id, "--db", url, "--format", "json"]).stdout)
+    (task,) = as_json["verdict"]["tasks"]
+    assert task["winners"] == ["nero", "lamb"]
+    sgd = next(o for o in task["optimizers"] if o["label"] == "sgd")
+    assert sgd["edge"] == "high" and sgd["status"] == "behind"
