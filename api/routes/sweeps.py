@@ -337,6 +337,8 @@ class AnalysisPublic(BaseModel):
     ``per_optimizer`` entry and curve point carries its own ``failed`` count. ``comparisons``: per task, the
     best optimiser against each other one, paired over seeds (95% t-interval of the difference; with one seed,
     "1 seed: no interval"); each entry's ``best_ci`` is the 95% t-interval over seeds at its best lr.
+    ``verdict``: per task, the out-of-the-box winners, each optimiser's status (winner, behind, inconclusive
+    with its reasons), regrets, grid-edge flag and one sentence (``nero_study.study.verdict``).
     """
 
     sweep_id: str
@@ -348,6 +350,7 @@ class AnalysisPublic(BaseModel):
     profiles: dict[str, dict[str, Any]]
     failed_trials: int
     comparisons: list[dict[str, Any]]
+    verdict: dict[str, Any]
 
 
 @router.get(
@@ -364,6 +367,7 @@ def read_sweep_analysis(sweep_id: SweepId, request: Request, session: SessionDep
     version: ``304`` for ``If-None-Match`` while nothing changed.
     """
     from nero_study.study.analysis import FINISHED_STATUSES
+    from nero_study.study.verdict import sweep_verdict
 
     def render(snapshot: Any) -> bytes:
         if snapshot.analysis_error is not None:
@@ -377,6 +381,7 @@ def read_sweep_analysis(sweep_id: SweepId, request: Request, session: SessionDep
             finished_trials=finished,
             total_trials=len(frame),
             **json_safe(snapshot.analysis.to_dict()),
+            verdict=sweep_verdict(snapshot.analysis).to_dict(),
         )
         return JSONResponse(public.model_dump(mode="json")).body
 
