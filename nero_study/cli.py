@@ -331,8 +331,10 @@ def report(
     db: Annotated[str | None, typer.Option(help="Database URL (default: settings)")] = None,
     output_format: Annotated[str, typer.Option("--format", help="table | json | csv")] = "table",
     html: Annotated[str | None, typer.Option(help="Write a single-file HTML report to this path")] = None,
+    latex: Annotated[bool, typer.Option("--latex", help="Print the paper-style table as booktabs LaTeX")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the paper-style table as Markdown")] = False,
 ) -> None:
-    """Print the paper-style table per task and the robustness metrics of a sweep."""
+    """Print the verdict, the paper-style table per task and the robustness metrics of a sweep."""
     from nero_study.store import db as store_db
     from nero_study.store import repo
     from nero_study.study.analysis import analyze_sweep, paper_table
@@ -340,6 +342,8 @@ def report(
 
     if output_format not in {"table", "json", "csv"}:
         _fail(f"Invalid --format {output_format!r}; valid: table, json, csv")
+    if sum([latex, markdown, html is not None, output_format != "table"]) > 1:
+        _fail("Choose one output: --latex, --markdown, --html or --format json/csv")
     settings = _settings(db)
     engine = store_db.make_engine(settings.database_url)
     with store_db.session_factory(engine)() as session:
@@ -354,6 +358,12 @@ def report(
 
         write_html_report(sweep_id=sweep_id, database_url=settings.database_url, path=html)
         console.print(f"wrote {html}")
+        return
+    if latex or markdown:
+        from nero_study.study.table_export import latex_table, markdown_table
+
+        text = latex_table(analysis, caption=f"nero-study sweep {sweep_id} ({name})") if latex else None
+        typer.echo(text if text is not None else markdown_table(analysis), nl=False)
         return
     rows = paper_table(analysis)
     verdict = sweep_verdict(analysis)

@@ -327,3 +327,24 @@ def test_report_leads_with_the_verdict_and_flags_a_grid_edge(tmp_path: Path) -> 
     assert task["winners"] == ["nero", "lamb"]
     sgd = next(o for o in task["optimizers"] if o["label"] == "sgd")
     assert sgd["edge"] == "high" and sgd["status"] == "behind"
+
+
+def test_report_prints_the_table_as_latex_or_markdown(tmp_path: Path) -> None:
+    from tests.study.test_study_verdict import base_sweep
+    from tests.study.test_table_export import markdown_cells, parse_tabular
+
+    url = f"sqlite:///{tmp_path / 'tables.db'}"
+    db.upgrade(url)
+    results = tmp_path / "tables.csv"
+    results.write_text(_verdict_csv(base_sweep()))
+    sweep_id = runner.invoke(app, ["import", str(results), "--db", url]).stdout.strip().splitlines()[-1]
+    latex = runner.invoke(app, ["report", sweep_id, "--db", url, "--latex"])
+    assert latex.exit_code == 0, latex.output
+    columns, rows = parse_tabular(latex.stdout)
+    assert columns == 6 and rows[1][2] == r"$\mathbf{0.1 \pm 0.005}$"
+    markdown = runner.invoke(app, ["report", sweep_id, "--db", url, "--markdown"])
+    assert markdown.exit_code == 0, markdown.output
+    body = {row[1]: row for row in markdown_cells(markdown.stdout)[2:]}
+    assert body["adam"][2] == "**0.101 ± 0.0025**" and body["lamb"][4] == "**0.1035**"
+    both = runner.invoke(app, ["report", sweep_id, "--db", url, "--latex", "--markdown"])
+    assert both.exit_code == 2 and "Choose one output" in both.output
