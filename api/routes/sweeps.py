@@ -445,3 +445,54 @@ def export_csv(sweep_id: SweepId, session: SessionDep) -> Response:
 def export_parquet(sweep_id: SweepId, session: SessionDep) -> Response:
     """One row per trial; NaN and infinite metrics kept as they are."""
     return _export(session, sweep_id, "parquet")
+
+
+TABLE_MEDIA_TYPES = {"tex": "application/x-tex; charset=utf-8", "md": "text/markdown; charset=utf-8"}
+
+
+def _table(request: Request, session: Session, sweep_id: str, kind: str) -> Response:
+    from nero_study.study.table_export import latex_table, markdown_table
+
+    def render(snapshot: Any) -> bytes:
+        if snapshot.analysis_error is not None:
+            detail = f"Cannot analyse sweep: {snapshot.analysis_error}"
+            raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=detail)
+        if kind == "tex":
+            return latex_table(snapshot.analysis, caption=f"nero-study sweep {snapshot.id} ({snapshot.name})").encode()
+        return markdown_table(snapshot.analysis).encode()
+
+    answer = sweep_answer(
+        request,
+        session,
+        sweep_id=sweep_id,
+        representation=f"table-{kind}",
+        render=render,
+        media_type=TABLE_MEDIA_TYPES[kind],
+        headers={"Content-Disposition": f'inline; filename="{sweep_id}-table.{kind}"'},
+    )
+    if answer is None:
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"Sweep {sweep_id[:64]!r} not found")
+    return answer
+
+
+@router.get(
+    "/{sweep_id}/table.tex",
+    response_class=Response,
+    summary="The paper-style table as booktabs LaTeX",
+    responses={200: {"content": {"application/x-tex": {"schema": {"type": "string"}}}}, **_NOT_FOUND},
+)
+def read_table_tex(sweep_id: SweepId, request: Request, session: SessionDep) -> Response:
+    """A ``tabular`` (needs ``\\usepackage{booktabs}``): mean ± 95% t half-width at the best lr, the out-of-the-box
+    metric, winners in bold (``nero_study.study.table_export``)."""
+    return _table(request, session, sweep_id, "tex")
+
+
+@router.get(
+    "/{sweep_id}/table.md",
+    response_class=Response,
+    summary="The paper-style table as Markdown",
+    responses={200: {"content": {"text/markdown": {"schema": {"type": "string"}}}}, **_NOT_FOUND},
+)
+def read_table_md(sweep_id: SweepId, request: Request, session: SessionDep) -> Response:
+    """The same table as :func:`read_table_tex`, as a GitHub-flavoured Markdown table."""
+    return _table(request, session, sweep_id, "md")

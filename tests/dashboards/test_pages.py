@@ -293,3 +293,22 @@ def test_sweep_update_carries_the_verdict_fragment(session: Session, make_sweep:
     assert snapshot is not None
     update = pages.sweep_update(snapshot)
     assert "nero, lamb" in update["fragments"]["sweep-verdict"]
+
+
+def test_table_endpoints_serve_latex_and_markdown(client: TestClient, make_sweep: Callable[..., str]) -> None:
+    from tests.study.test_table_export import markdown_cells, parse_tabular
+
+    sweep_id = make_sweep("verdict", _verdict_outcomes(), spec=VERDICT_SPEC)
+    page = client.get(f"/sweeps/{sweep_id}").text
+    assert f'href="/api/sweeps/{sweep_id}/table.tex"' in page and f'href="/api/sweeps/{sweep_id}/table.md"' in page
+    tex = client.get(f"/api/sweeps/{sweep_id}/table.tex")
+    assert tex.status_code == 200 and tex.headers["content-type"].startswith("application/x-tex")
+    columns, rows = parse_tabular(tex.text)
+    assert columns == 6 and rows[1][:3] == ["digits-mlp (test\\_error)", "nero", r"$\mathbf{0.1 \pm 0.005}$"]
+    md = client.get(f"/api/sweeps/{sweep_id}/table.md")
+    assert md.status_code == 200 and md.headers["content-type"].startswith("text/markdown")
+    body = {row[1]: row for row in markdown_cells(md.text)[2:]}
+    assert body["adam"][2] == "**0.101 ± 0.0025**" and body["sgd"][2] == "0.18 ± 0.025"
+    again = client.get(f"/api/sweeps/{sweep_id}/table.md", headers={"If-None-Match": md.headers["etag"]})
+    assert again.status_code == 304
+    assert client.get("/api/sweeps/nope/table.tex").status_code == 404
