@@ -240,9 +240,9 @@ def test_finished_sweep_page_shows_the_verdict_above_the_figures(
 ) -> None:
     """The hand-made sweep of tests/study/test_study_verdict.py (nero and lamb win out of the box; adam needs
     10x its default lr; sgd's best lr is the top of its grid) as a reader sees it."""
-    from tests.dashboards.test_pages import VERDICT_SPEC, _verdict_outcomes
+    from tests.dashboards.test_pages import VERDICT_SPEC, verdict_outcomes
 
-    sweep_id = make_sweep("verdict", _verdict_outcomes(), spec=VERDICT_SPEC)
+    sweep_id = make_sweep("verdict", verdict_outcomes(), spec=VERDICT_SPEC)
     page = watched.page
     page.goto(f"{live_server}/sweeps/{sweep_id}")
     wait_for_plots(page, 7)

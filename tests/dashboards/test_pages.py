@@ -249,7 +249,7 @@ def test_report_download(client: TestClient, make_sweep: Callable[..., str]) -> 
     assert "<script src=" not in response.text
 
 
-def _verdict_outcomes() -> Outcomes:
+def verdict_outcomes() -> Outcomes:
     """The hand-made sweep of tests/study/test_study_verdict.py on digits-mlp, without sgd's lr 1 (its best lr
     0.1 is then the top of its grid). Binomial SE at the best error 0.1 on 357 images: 0.016, below every gap."""
     from tests.study.test_study_verdict import base_sweep
@@ -269,7 +269,7 @@ VERDICT_SPEC = {
 
 
 def test_sweep_page_and_report_lead_with_the_verdict(client: TestClient, make_sweep: Callable[..., str]) -> None:
-    sweep_id = make_sweep("verdict", _verdict_outcomes(), spec=VERDICT_SPEC)
+    sweep_id = make_sweep("verdict", verdict_outcomes(), spec=VERDICT_SPEC)
     for url in (f"/sweeps/{sweep_id}", f"/sweeps/{sweep_id}/report.html"):
         html = client.get(url).text
         block = html[html.index('id="sweep-verdict"') :]
@@ -288,7 +288,7 @@ def test_sweep_page_and_report_lead_with_the_verdict(client: TestClient, make_sw
 def test_sweep_update_carries_the_verdict_fragment(session: Session, make_sweep: Callable[..., str]) -> None:
     from dashboards.snapshot import load_sweep_snapshot
 
-    sweep_id = make_sweep("verdict", _verdict_outcomes(), spec=VERDICT_SPEC)
+    sweep_id = make_sweep("verdict", verdict_outcomes(), spec=VERDICT_SPEC)
     snapshot = load_sweep_snapshot(session, sweep_id=sweep_id)
     assert snapshot is not None
     update = pages.sweep_update(snapshot)
@@ -298,7 +298,7 @@ def test_sweep_update_carries_the_verdict_fragment(session: Session, make_sweep:
 def test_table_endpoints_serve_latex_and_markdown(client: TestClient, make_sweep: Callable[..., str]) -> None:
     from tests.study.test_table_export import markdown_cells, parse_tabular
 
-    sweep_id = make_sweep("verdict", _verdict_outcomes(), spec=VERDICT_SPEC)
+    sweep_id = make_sweep("verdict", verdict_outcomes(), spec=VERDICT_SPEC)
     page = client.get(f"/sweeps/{sweep_id}").text
     assert f'href="/api/sweeps/{sweep_id}/table.tex"' in page and f'href="/api/sweeps/{sweep_id}/table.md"' in page
     tex = client.get(f"/api/sweeps/{sweep_id}/table.tex")
