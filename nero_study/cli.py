@@ -339,6 +339,7 @@ def report(
     from nero_study.store import repo
     from nero_study.study.analysis import analyze_sweep, paper_table
     from nero_study.study.verdict import sweep_verdict
+    from nero_study.vocabulary import SWEEP_FINISHED
 
     if output_format not in {"table", "json", "csv"}:
         _fail(f"Invalid --format {output_format!r}; valid: table, json, csv")
@@ -352,6 +353,7 @@ def report(
             _fail(f"Unknown sweep {sweep_id!r}")
         frame = repo.trials_frame(session, sweep_id=sweep_id)
         spec_data, name, execution = dict(record.spec), record.name, record.execution
+        sweep_status = record.status
     analysis = analyze_sweep(frame, protocol=_stored_protocol(spec_data))
     if html:
         from dashboards.report import write_html_report
@@ -374,6 +376,8 @@ def report(
     if output_format == "csv":
         typer.echo(analysis.summary_frame().to_csv(index=False), nl=False)
         return
+    if sweep_status not in SWEEP_FINISHED:
+        console.print(f"[yellow]the sweep is {sweep_status}: the verdict is provisional[/]", highlight=False)
     _print_report(sweep_id, name, execution, spec_data, analysis, rows, verdict)
 
 

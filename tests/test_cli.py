@@ -207,6 +207,7 @@ def test_report_states_the_caveats_of_its_tasks(tmp_path: Path) -> None:
     caveat = " ".join(get_task("ppo-cartpole").caveat.split())
     assert f"caveat (ppo-cartpole): {caveat}" in " ".join(result.output.split())
     assert "caveat (digits-mlp)" not in result.output  # only tasks with a known limit
+    assert "the sweep is queued: the verdict is provisional" in result.output
 
 
 def test_report_says_how_many_trials_failed_and_leaves_them_out(stored_sweep: tuple[str, str]) -> None:
@@ -322,6 +323,7 @@ def test_report_leads_with_the_verdict_and_flags_a_grid_edge(tmp_path: Path) -> 
     assert "adam at its default lr (0.001) is behind (regret 0.25); it needs lr 0.01, 10x its default, to match" in text
     assert "T/sgd: best lr at the edge of the grid: widen the grid (best lr 0.1, the highest it ran)" in text
     assert text.index("verdict (T)") < text.index("robustness metrics")
+    assert "provisional" not in text  # an imported sweep has finished
     as_json = strict_json(runner.invoke(app, ["report", sweep_id, "--db", url, "--format", "json"]).stdout)
     (task,) = as_json["verdict"]["tasks"]
     assert task["winners"] == ["nero", "lamb"]

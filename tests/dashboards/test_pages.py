@@ -112,6 +112,7 @@ def test_running_sweep_page_polls_and_updates(
     )
     assert line["x"] == [0.001, 0.01, 0.1]
     assert set(update["fragments"]) == {"sweep-summary", "sweep-verdict", "sweep-tables", "sweep-trials"}
+    assert "provisional: the sweep is still running" in update["fragments"]["sweep-verdict"]
     assert "succeeded <b>5</b>" in update["fragments"]["sweep-summary"]
 
     repo.finish_sweep(session, sweep_id=sweep_id, owner="tests", status="succeeded")
@@ -283,6 +284,7 @@ def test_sweep_page_and_report_lead_with_the_verdict(client: TestClient, make_sw
         assert 'data-status="behind" data-edge="high"' in sgd_row
         assert "best lr at the edge of the grid: widen the grid" in sgd_row
         assert 'data-verdict-label="nero" data-status="winner">' in block  # inside its grid: no edge flag
+        assert "provisional" not in block  # the sweep has finished
 
 
 def test_sweep_update_carries_the_verdict_fragment(session: Session, make_sweep: Callable[..., str]) -> None:
