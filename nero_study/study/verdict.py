@@ -11,7 +11,8 @@ Per (task, optimiser), the *reference* is the task's best tuned result (``TaskSu
   t-interval includes 0: ``SweepAnalysis.is_best``). Otherwise ``ootb`` must lie inside the reference's 95%
   t-interval over seeds (``best_ci`` of ``best_label``), on the worse side's bound.
 - ``behind``: the same evidence says the default lr is worse than the reference.
-- ``inconclusive``: the claim is withheld, and ``reasons`` says why. Any of: the default lr was not run; this
+- ``inconclusive``: the claim is withheld, and ``reasons`` says why. Any of: no optimiser beat chance on the
+  task (the best tuned result is no better than the metric at initialisation); the default lr was not run; this
   optimiser has failed trials (left out of the metrics, so a missing lr may hide the answer); fewer than two
   seeds at the default lr or at the reference (no interval; under the ``paper`` protocol a default lr that is
   not the chosen lr ran one seed); with one paired seed, no paired comparison; a ``behind`` whose difference
@@ -46,6 +47,7 @@ VerdictStatus = Literal["winner", "behind", "inconclusive"]
 Edge = Literal["low", "high", "only"]
 
 EDGE_ADVICE = "best lr at the edge of the grid: widen the grid"
+NOTHING_LEARNT = "no optimiser beat chance on this task"
 GRID_PROTOCOLS: tuple[str, ...] = ("grid", "paper")
 
 
@@ -160,6 +162,8 @@ def _optimizer_verdict(analysis: SweepAnalysis, task: TaskSummary, summary: Opti
 
     reasons: list[str] = []
     status: VerdictStatus
+    if not best_all < m0:  # also NaN: no chance level to compare with
+        reasons.append(NOTHING_LEARNT)
     if math.isnan(ootb):
         reasons.append("its default lr was not run")
     if summary.failed:

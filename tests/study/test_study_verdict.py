@@ -182,3 +182,13 @@ def test_to_dict_is_json_safe():
 def test_an_inconclusive_clause_makes_no_tuned_claim():
     (task,) = sweep_verdict(analyze_sweep(base_sweep(seeds=(0,)))).tasks
     assert "still behind" not in task.sentence and "to match" not in task.sentence
+
+
+def test_nothing_learnt_is_no_win():
+    """Every run diverges (counted as chance): all equal, so all within any interval, but nobody won anything."""
+    rows = base_sweep(optimizers=("nero", "adam"))
+    for row in rows:
+        row["status"], row["metric"] = "diverged", float("nan")
+    (task,) = sweep_verdict(analyze_sweep(rows)).tasks
+    assert task.winners == ()
+    assert all("no optimiser beat chance on this task" in o.reasons for o in task.optimizers)
