@@ -19,7 +19,8 @@ Per (task, optimiser), the *reference* is the task's best tuned result (``TaskSu
   from the reference is within one binomial standard error of the test set (error-rate metrics on a known
   test-set size: below the test set's resolution). A ``winner`` is further withheld when the reference is
   itself uncertain: its best lr is at the edge of its grid (the best may lie beyond it) or its optimiser has
-  failed trials.
+  failed trials; and when the interval it rests on reaches chance (``m0``): such an interval (two seeds of a
+  noisy task, t = 12.7) would call a run at chance "within noise" too, so it cannot tell a winner.
 
 Grid edges (``grid`` and ``paper`` protocols; not ``tpe``, whose lrs are samples): an optimiser whose best lr
 is the lowest or highest lr it ran is flagged ``edge`` ("low"/"high"), with the advice
@@ -48,6 +49,7 @@ Edge = Literal["low", "high", "only"]
 
 EDGE_ADVICE = "best lr at the edge of the grid: widen the grid"
 NOTHING_LEARNT = "no optimiser beat chance on this task"
+TOO_WIDE = "the 95% interval reaches chance: too wide to tell a winner from a failure (more seeds)"
 GRID_PROTOCOLS: tuple[str, ...] = ("grid", "paper")
 
 
@@ -195,6 +197,11 @@ def _optimizer_verdict(analysis: SweepAnalysis, task: TaskSummary, summary: Opti
                 f"the difference {format_number(abs(ootb - best_all), '.2g')} is within the test set's binomial "
                 f"SE {format_number(se, '.2g')}"
             )
+    if status == "winner" and summary.label != task.best_label:
+        worse_end = _worse_end(analysis, task, summary, reference, default_is_best_lr)
+        if not worse_end < m0:
+            status = "inconclusive"
+            reasons.append(TOO_WIDE)
     task_reasons = _reference_reasons(task, reference)
     if status == "winner" and task_reasons and summary.label != task.best_label:
         status = "inconclusive"
@@ -222,6 +229,23 @@ def _optimizer_verdict(analysis: SweepAnalysis, task: TaskSummary, summary: Opti
         reasons=tuple(reasons),
         clause=clause,
     )
+
+
+def _worse_end(
+    analysis: SweepAnalysis,
+    task: TaskSummary,
+    summary: OptimizerSummary,
+    reference: OptimizerSummary,
+    default_is_best_lr: bool,
+) -> float:
+    """The worse end (oriented: lower is better) of the interval a ``winner`` claim rests on: best_all plus the
+    paired difference's upper bound, or the reference's t-interval bound."""
+    lower = task.lower_is_better
+    if default_is_best_lr:
+        comparison = analysis.comparison(task.task, summary.label)
+        high = comparison.ci_high if comparison is not None else math.nan
+        return _oriented(task.best_all, lower) + high
+    return reference.best_ci[1] if lower else -reference.best_ci[0]
 
 
 def _reference_reasons(task: TaskSummary, reference: OptimizerSummary) -> list[str]:

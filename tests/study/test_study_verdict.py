@@ -192,3 +192,20 @@ def test_nothing_learnt_is_no_win():
     (task,) = sweep_verdict(analyze_sweep(rows)).tasks
     assert task.winners == ()
     assert all("no optimiser beat chance on this task" in o.reasons for o in task.optimizers)
+
+
+def test_an_interval_that_reaches_chance_claims_no_winner():
+    """Two noisy seeds: nero at 0.01 -> 0.1, 0.5 (the best, mean 0.3); adam at its default 0.001 -> 0.2, 0.9.
+    Paired differences 0.1, 0.4: mean 0.25, 95% t-interval 0.25 ± 12.71 * 0.2121 / sqrt(2) = [-1.66, 2.16],
+    which includes 0 (not distinguishable) but also reaches chance: 0.3 + 2.16 > 0.9. No winner claimed."""
+    seeds = (0, 1)
+    rows = [
+        *runs("nero", 0.001, 0.6, seeds), *runs("nero", 0.01, [0.1, 0.5], seeds), *runs("nero", 0.1, 0.7, seeds),
+        *runs("adam", 0.0001, 0.8, seeds), *runs("adam", 0.001, [0.2, 0.9], seeds), *runs("adam", 0.01, 0.85, seeds),
+    ]
+    analysis = analyze_sweep(rows)
+    assert analysis.comparison("T", "adam").distinguishable is False
+    v = by_label(sweep_verdict(analysis).tasks[0])
+    assert v["adam"].status == "inconclusive"
+    assert any("reaches chance" in reason for reason in v["adam"].reasons)
+    assert v["nero"].status == "winner"  # the best itself: its default lr is its best lr
