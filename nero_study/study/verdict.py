@@ -49,7 +49,7 @@ Edge = Literal["low", "high", "only"]
 
 EDGE_ADVICE = "best lr at the edge of the grid: widen the grid"
 NOTHING_LEARNT = "no optimiser beat chance on this task"
-TOO_WIDE = "the 95% interval reaches chance: too wide to tell a winner from a failure (more seeds)"
+TOO_WIDE = "the 95% interval reaches chance: too wide to tell a winner from a failure, more seeds needed"
 GRID_PROTOCOLS: tuple[str, ...] = ("grid", "paper")
 
 
