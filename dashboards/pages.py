@@ -30,6 +30,7 @@ from dashboards.progress import plot_sweep_progress, sweep_progress_info
 from dashboards.snapshot import SweepListItem, SweepSnapshot, trial_record, trial_version
 from dashboards.tables import paper_tables, profile_score_rows, robustness_rows
 from dashboards.templating import inline_assets, render, render_fragments, served_assets
+from nero_study.study.verdict import EDGE_ADVICE, sweep_verdict
 from nero_study.tasks.registry import task_caveats
 from nero_study.vocabulary import TRIAL_ENDED
 
@@ -140,11 +141,13 @@ def _sweep_context(snapshot: SweepSnapshot) -> dict[str, Any]:
         "progress": snapshot.progress,
         "recent_trials": _recent_trials(snapshot),
         "curve_trials": [trial for trial, _ in snapshot.curves],
+        "verdict": sweep_verdict(snapshot.analysis),
+        "edge_advice": EDGE_ADVICE,
         **_tables_context(snapshot),
     }
 
 
-SWEEP_FRAGMENTS: tuple[str, ...] = ("sweep-summary", "sweep-tables", "sweep-trials")
+SWEEP_FRAGMENTS: tuple[str, ...] = ("sweep-summary", "sweep-verdict", "sweep-tables", "sweep-trials")
 
 
 def sweep_update(
@@ -208,7 +211,8 @@ def render_sweep_page(
     figures: dict[str, dict[str, Any]] | None = None,
     figures_etag: str | None = None,
 ) -> str:
-    """A sweep's page: progress, every figure, the paper-style table and the robustness metrics.
+    """A sweep's page: progress, the verdict per task, every figure, the paper-style table and the robustness
+    metrics.
 
     While the sweep has not finished the page polls ``/sweeps/<id>/figures.json`` every ``refresh_seconds``,
     with ``If-None-Match: <figures_etag>`` (the validator of that URL at the page's version) when given.

@@ -332,14 +332,20 @@ def report(
     db: Annotated[str | None, typer.Option(help="Database URL (default: settings)")] = None,
     output_format: Annotated[str, typer.Option("--format", help="table | json | csv")] = "table",
     html: Annotated[str | None, typer.Option(help="Write a single-file HTML report to this path")] = None,
+    latex: Annotated[bool, typer.Option("--latex", help="Print the paper-style table as booktabs LaTeX")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the paper-style table as Markdown")] = False,
 ) -> None:
-    """Print the paper-style table per task and the robustness metrics of a sweep."""
+    """Print the verdict, the paper-style table per task and the robustness metrics of a sweep."""
     from nero_study.store import db as store_db
     from nero_study.store import repo
     from nero_study.study.analysis import analyze_sweep, paper_table
+    from nero_study.study.verdict import sweep_verdict
+    from nero_study.vocabulary import SWEEP_FINISHED
 
     if output_format not in {"table", "json", "csv"}:
         _fail(f"Invalid --format {output_format!r}; valid: table, json, csv")
+    if sum([latex, markdown, html is not None, output_format != "table"]) > 1:
+        _fail("Choose one output: --latex, --markdown, --html or --format json/csv")
     settings = _settings(db)
     engine = store_db.make_engine(settings.database_url)
     with store_db.session_factory(engine)() as session:
@@ -356,19 +362,25 @@ def report(
         write_html_report(sweep_id=sweep_id, database_url=settings.database_url, path=html)
         console.print(f"wrote {html}")
         return
+    if latex or markdown:
+        from nero_study.study.table_export import latex_table, markdown_table
+
+        text = latex_table(analysis, caption=f"nero-study sweep {sweep_id} ({name})") if latex else None
+        typer.echo(text if text is not None else markdown_table(analysis), nl=False)
+        return
     rows = paper_table(analysis)
+    verdict = sweep_verdict(analysis)
     if output_format == "json":
-        typer.echo(
-            dumps(
-                {"sweep_id": sweep_id, "name": name, "status": status, "error": error, "execution": execution,
-                 **analysis.to_dict()}
-            )
-        )
+        payload = {"sweep_id": sweep_id, "name": name, "status": status, "error": error, "execution": execution,
+                   **analysis.to_dict()}
+        typer.echo(dumps({**payload, "verdict": verdict.to_dict()}))
         return
     if output_format == "csv":
         typer.echo(analysis.summary_frame().to_csv(index=False), nl=False)
         return
-    _print_report(sweep_id, name, execution, spec_data, analysis, rows, status=status, error=error)
+    if status not in SWEEP_FINISHED:
+        console.print(f"[yellow]the sweep is {status}: the verdict is provisional[/]", highlight=False)
+    _print_report(sweep_id, name, execution, spec_data, analysis, rows, verdict, status=status, error=error)
 
 
 def _stored_protocol(spec: dict) -> str | None:
@@ -379,9 +391,26 @@ def _stored_protocol(spec: dict) -> str | None:
     return protocol if protocol in PROTOCOLS else None
 
 
+def _print_verdict(verdict: Any) -> None:
+    """The verdict per task first: the out-of-the-box winners and one sentence built from the numbers."""
+    from nero_study.study.verdict import EDGE_ADVICE
+
+    for task in verdict.tasks:
+        winners = ", ".join(task.winners) or "none established"
+        console.print(f"[bold]verdict ({task.task})[/]: out-of-the-box winners: {winners}", highlight=False)
+        console.print(f"  {task.sentence}", markup=False, highlight=False)
+    for edge in verdict.edges:
+        lr = format_number(edge.eta_star, "g")
+        if edge.edge == "only":
+            text = f"only one lr run ({lr}): no grid to tell the best from"
+        else:
+            text = f"{EDGE_ADVICE} (best lr {lr}, the {'lowest' if edge.edge == 'low' else 'highest'} it ran)"
+        console.print(f"[yellow]{edge.task}/{edge.label}:[/] {text}", highlight=False)
+
+
 def _print_report(
-    sweep_id: str, name: str, execution: str | None, spec: dict, analysis: Any, rows: list, *, status: str,
-    error: str | None,
+    sweep_id: str, name: str, execution: str | None, spec: dict, analysis: Any, rows: list, verdict: Any, *,
+    status: str, error: str | None,
 ) -> None:
     console.print(
         f"[bold]sweep {sweep_id}[/] {escape(name)}  status {status}  (execution: {execution or 'n/a'}, "
@@ -389,6 +418,7 @@ def _print_report(
     )
     if error:
         console.print(f"[red]{escape(error)}[/]")
+    _print_verdict(verdict)
     from nero_study.tasks.registry import task_caveats
 
     for task_name, caveat in task_caveats(spec.get("tasks", []) or []).items():

@@ -207,6 +207,7 @@ def test_report_states_the_caveats_of_its_tasks(tmp_path: Path) -> None:
     caveat = " ".join(get_task("ppo-cartpole").caveat.split())
     assert f"caveat (ppo-cartpole): {caveat}" in " ".join(result.output.split())
     assert "caveat (digits-mlp)" not in result.output  # only tasks with a known limit
+    assert "the sweep is queued: the verdict is provisional" in result.output
 
 
 def test_report_says_how_many_trials_failed_and_leaves_them_out(stored_sweep: tuple[str, str]) -> None:
@@ -291,3 +292,61 @@ def test_import_of_a_bad_file_names_row_and_column_and_stores_nothing(tmp_path: 
     factory = db.session_factory(db.make_engine(url))
     with factory() as session:
         assert repo.list_sweeps(session)[1] == 0
+
+
+def _verdict_csv(rows: list[dict]) -> str:
+    lines = ["task,optimizer,lr,seed,status,metric,metric_name,lower_is_better,chance"]
+    lines += [
+        f"{r['task']},{r['optimizer']},{r['lr']},{r['seed']},{r['status']},{r['metric']},test error,true,0.9"
+        for r in rows
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def test_report_leads_with_the_verdict_and_flags_a_grid_edge(tmp_path: Path) -> None:
+    """The hand-made sweep of tests/study/test_study_verdict.py, imported: nero and lamb win out of the box,
+    adam needs 10x its default lr. Without sgd's lr 1 its best lr 0.1 is the top of its grid."""
+    from tests.study.test_study_verdict import base_sweep
+
+    url = f"sqlite:///{tmp_path / 'verdict.db'}"
+    db.upgrade(url)
+    rows = [r for r in base_sweep() if not (r["optimizer"] == "sgd" and r["lr"] == 1.0)]
+    results = tmp_path / "verdict.csv"
+    results.write_text(_verdict_csv(rows))
+    done = runner.invoke(app, ["import", str(results), "--name", "verdict", "--db", url])
+    assert done.exit_code == 0, done.output
+    sweep_id = done.stdout.strip().splitlines()[-1]
+    table = runner.invoke(app, ["report", sweep_id, "--db", url], env={"COLUMNS": "400"})
+    assert table.exit_code == 0, table.output
+    text = " ".join(table.output.split())
+    assert "verdict (T): out-of-the-box winners: nero, lamb" in text
+    assert "adam at its default lr (0.001) is behind (regret 0.25); it needs lr 0.01, 10x its default, to match" in text
+    assert "T/sgd: best lr at the edge of the grid: widen the grid (best lr 0.1, the highest it ran)" in text
+    assert text.index("verdict (T)") < text.index("robustness metrics")
+    assert "provisional" not in text  # an imported sweep has finished
+    as_json = strict_json(runner.invoke(app, ["report", sweep_id, "--db", url, "--format", "json"]).stdout)
+    (task,) = as_json["verdict"]["tasks"]
+    assert task["winners"] == ["nero", "lamb"]
+    sgd = next(o for o in task["optimizers"] if o["label"] == "sgd")
+    assert sgd["edge"] == "high" and sgd["status"] == "behind"
+
+
+def test_report_prints_the_table_as_latex_or_markdown(tmp_path: Path) -> None:
+    from tests.study.test_study_verdict import base_sweep
+    from tests.study.test_table_export import markdown_cells, parse_tabular
+
+    url = f"sqlite:///{tmp_path / 'tables.db'}"
+    db.upgrade(url)
+    results = tmp_path / "tables.csv"
+    results.write_text(_verdict_csv(base_sweep()))
+    sweep_id = runner.invoke(app, ["import", str(results), "--db", url]).stdout.strip().splitlines()[-1]
+    latex = runner.invoke(app, ["report", sweep_id, "--db", url, "--latex"])
+    assert latex.exit_code == 0, latex.output
+    columns, rows = parse_tabular(latex.stdout)
+    assert columns == 6 and rows[1][2] == r"$\mathbf{0.1 \pm 0.005}$"
+    markdown = runner.invoke(app, ["report", sweep_id, "--db", url, "--markdown"])
+    assert markdown.exit_code == 0, markdown.output
+    body = {row[1]: row for row in markdown_cells(markdown.stdout)[2:]}
+    assert body["adam"][2] == "**0.101 ± 0.0025**" and body["lamb"][4] == "**0.1035**"
+    both = runner.invoke(app, ["report", sweep_id, "--db", url, "--latex", "--markdown"])
+    assert both.exit_code == 2 and "Choose one output" in both.output

@@ -338,6 +338,8 @@ class AnalysisPublic(BaseModel):
     ``per_optimizer`` entry and curve point carries its own ``failed`` count. ``comparisons``: per task, the
     best optimiser against each other one, paired over seeds (95% t-interval of the difference; with one seed,
     "1 seed: no interval"); each entry's ``best_ci`` is the 95% t-interval over seeds at its best lr.
+    ``verdict``: per task, the out-of-the-box winners, each optimiser's status (winner, behind, inconclusive
+    with its reasons), regrets, grid-edge flag and one sentence (``nero_study.study.verdict``).
     """
 
     sweep_id: str
@@ -349,6 +351,7 @@ class AnalysisPublic(BaseModel):
     profiles: dict[str, dict[str, Any]]
     failed_trials: int
     comparisons: list[dict[str, Any]]
+    verdict: dict[str, Any]
 
 
 @router.get(
@@ -365,6 +368,7 @@ def read_sweep_analysis(sweep_id: SweepId, request: Request, session: SessionDep
     version: ``304`` for ``If-None-Match`` while nothing changed.
     """
     from nero_study.study.analysis import FINISHED_STATUSES
+    from nero_study.study.verdict import sweep_verdict
 
     def render(snapshot: Any) -> bytes:
         if snapshot.analysis_error is not None:
@@ -378,6 +382,7 @@ def read_sweep_analysis(sweep_id: SweepId, request: Request, session: SessionDep
             finished_trials=finished,
             total_trials=len(frame),
             **json_safe(snapshot.analysis.to_dict()),
+            verdict=sweep_verdict(snapshot.analysis).to_dict(),
         )
         return JSONResponse(public.model_dump(mode="json")).body
 
@@ -460,3 +465,54 @@ def export_csv(sweep_id: SweepId, session: SessionDep) -> Response:
 def export_parquet(sweep_id: SweepId, session: SessionDep) -> Response:
     """One row per trial; NaN and infinite metrics kept as they are."""
     return _export(session, sweep_id, "parquet")
+
+
+TABLE_MEDIA_TYPES = {"tex": "application/x-tex; charset=utf-8", "md": "text/markdown; charset=utf-8"}
+
+
+def _table(request: Request, session: Session, sweep_id: str, kind: str) -> Response:
+    from nero_study.study.table_export import latex_table, markdown_table
+
+    def render(snapshot: Any) -> bytes:
+        if snapshot.analysis_error is not None:
+            detail = f"Cannot analyse sweep: {snapshot.analysis_error}"
+            raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=detail)
+        if kind == "tex":
+            return latex_table(snapshot.analysis, caption=f"nero-study sweep {snapshot.id} ({snapshot.name})").encode()
+        return markdown_table(snapshot.analysis).encode()
+
+    answer = sweep_answer(
+        request,
+        session,
+        sweep_id=sweep_id,
+        representation=f"table-{kind}",
+        render=render,
+        media_type=TABLE_MEDIA_TYPES[kind],
+        headers={"Content-Disposition": f'inline; filename="{sweep_id}-table.{kind}"'},
+    )
+    if answer is None:
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"Sweep {sweep_id[:64]!r} not found")
+    return answer
+
+
+@router.get(
+    "/{sweep_id}/table.tex",
+    response_class=Response,
+    summary="The paper-style table as booktabs LaTeX",
+    responses={200: {"content": {"application/x-tex": {"schema": {"type": "string"}}}}, **_NOT_FOUND},
+)
+def read_table_tex(sweep_id: SweepId, request: Request, session: SessionDep) -> Response:
+    """A ``tabular`` (needs ``\\usepackage{booktabs}``): mean ± 95% t half-width at the best lr, the out-of-the-box
+    metric, winners in bold (``nero_study.study.table_export``)."""
+    return _table(request, session, sweep_id, "tex")
+
+
+@router.get(
+    "/{sweep_id}/table.md",
+    response_class=Response,
+    summary="The paper-style table as Markdown",
+    responses={200: {"content": {"text/markdown": {"schema": {"type": "string"}}}}, **_NOT_FOUND},
+)
+def read_table_md(sweep_id: SweepId, request: Request, session: SessionDep) -> Response:
+    """The same table as :func:`read_table_tex`, as a GitHub-flavoured Markdown table."""
+    return _table(request, session, sweep_id, "md")

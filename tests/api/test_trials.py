@@ -171,6 +171,10 @@ def test_analysis_gives_the_robustness_metrics_as_strict_json(
     adam_vs_best = next(c for c in analysis["comparisons"] if c["label"] == "adam")
     assert adam_vs_best["best_label"] == "nero" and adam_vs_best["text"] == "1 seed: no interval"
     assert adam_vs_best["distinguishable"] is None and nero["best_ci"] == [None, None]
+    # The verdict: one seed, so no optimiser is claimed a winner; each says why.
+    (verdict,) = analysis["verdict"]["tasks"]
+    assert verdict["winners"] == [] and {o["status"] for o in verdict["optimizers"]} == {"inconclusive"}
+    assert "too little evidence" in verdict["sentence"]
 
 
 def test_analysis_leaves_failed_trials_out_and_counts_them(
@@ -195,6 +199,7 @@ def test_analysis_of_a_sweep_without_results_is_empty(client: TestClient, submit
     analysis = client.get(f"/api/sweeps/{sweep_id}/analysis").json()
 
     assert analysis["per_optimizer"] == [] and analysis["finished_trials"] == 0
+    assert analysis["verdict"]["tasks"] == []
 
 
 def test_csv_export_has_one_row_per_trial(client: TestClient, sweep_with_trials: tuple[str, dict]) -> None:

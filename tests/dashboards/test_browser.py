@@ -233,3 +233,31 @@ def test_report_opens_offline(browser: Any, database_url: str, make_sweep: Calla
     context.close()
     assert errors == []
     assert [url for url in requests if not url.startswith(("file:", "data:"))] == []  # nothing from the network
+
+
+def test_finished_sweep_page_shows_the_verdict_above_the_figures(
+    watched: Watched, live_server: str, make_sweep: Callable[..., str]
+) -> None:
+    """The hand-made sweep of tests/study/test_study_verdict.py (nero and lamb win out of the box; adam needs
+    10x its default lr; sgd's best lr is the top of its grid) as a reader sees it."""
+    from tests.dashboards.test_pages import VERDICT_SPEC, verdict_outcomes
+
+    sweep_id = make_sweep("verdict", verdict_outcomes(), spec=VERDICT_SPEC)
+    page = watched.page
+    page.goto(f"{live_server}/sweeps/{sweep_id}")
+    wait_for_plots(page, 7)
+    verdict = page.locator("#sweep-verdict")
+    assert verdict.is_visible()
+    assert verdict.locator(".verdict-winners").inner_text() == "nero, lamb"
+    sentence = verdict.locator(".verdict-sentence").inner_text()
+    assert "adam at its default lr (0.001) is behind (regret 0.25); it needs lr 0.01, 10x its default, to match" in (
+        sentence
+    )
+    sgd = verdict.locator('tr[data-verdict-label="sgd"]')
+    assert sgd.locator(".edge-flag").inner_text() == "best lr at the edge of the grid: widen the grid"
+    assert sgd.locator(".edge-flag").is_visible()
+    assert verdict.locator('tr[data-verdict-label="nero"] .verdict-status').inner_text() == "winner"
+    verdict_box = verdict.bounding_box()
+    figure_box = page.locator("#figure-lr-sensitivity").bounding_box()
+    assert verdict_box is not None and figure_box is not None and verdict_box["y"] < figure_box["y"]
+    assert watched.errors == [] and watched.external == []

@@ -112,7 +112,8 @@ def test_running_sweep_page_polls_and_updates(
         if t.get("legendgroup") == "nero" and t.get("mode") == "lines+markers"
     )
     assert line["x"] == [0.001, 0.01, 0.1]
-    assert set(update["fragments"]) == {"sweep-summary", "sweep-tables", "sweep-trials"}
+    assert set(update["fragments"]) == {"sweep-summary", "sweep-verdict", "sweep-tables", "sweep-trials"}
+    assert "provisional: the sweep is still running" in update["fragments"]["sweep-verdict"]
     assert "succeeded <b>5</b>" in update["fragments"]["sweep-summary"]
 
     repo.finish_sweep(session, sweep_id=sweep_id, owner="tests", status="succeeded")
@@ -248,3 +249,69 @@ def test_report_download(client: TestClient, make_sweep: Callable[..., str]) -> 
     assert response.status_code == 200
     assert "attachment" in response.headers["content-disposition"]
     assert "<script src=" not in response.text
+
+
+def verdict_outcomes() -> Outcomes:
+    """The hand-made sweep of tests/study/test_study_verdict.py on digits-mlp, without sgd's lr 1 (its best lr
+    0.1 is then the top of its grid). Binomial SE at the best error 0.1 on 357 images: 0.016, below every gap."""
+    from tests.study.test_study_verdict import base_sweep
+
+    rows = [r for r in base_sweep() if not (r["optimizer"] == "sgd" and r["lr"] == 1.0)]
+    return tuple(("digits-mlp", r["label"], r["lr"], r["seed"], "succeeded", r["metric"]) for r in rows)
+
+
+VERDICT_SPEC = {
+    "name": "verdict",
+    "tasks": ["digits-mlp"],
+    "optimizers": ["nero", "adam", "sgd", "lamb"],
+    "lrs": [0.0001, 0.001, 0.01, 0.1, 1.0],
+    "seeds": [0, 1, 2],
+    "budget": "smoke",
+}
+
+
+def test_sweep_page_and_report_lead_with_the_verdict(client: TestClient, make_sweep: Callable[..., str]) -> None:
+    sweep_id = make_sweep("verdict", verdict_outcomes(), spec=VERDICT_SPEC)
+    for url in (f"/sweeps/{sweep_id}", f"/sweeps/{sweep_id}/report.html"):
+        html = client.get(url).text
+        block = html[html.index('id="sweep-verdict"') :]
+        assert html.index('id="sweep-verdict"') < html.index('id="figure-lr-sensitivity"')
+        assert '<span class="verdict-winners">nero, lamb</span>' in block
+        assert (
+            "adam at its default lr (0.001) is behind (regret 0.25); it needs lr 0.01, 10x its default, to match"
+            in block
+        )
+        sgd_row = block[block.index('data-verdict-label="sgd"') :][:1200]
+        assert 'data-status="behind" data-edge="high"' in sgd_row
+        assert "best lr at the edge of the grid: widen the grid" in sgd_row
+        assert 'data-verdict-label="nero" data-status="winner">' in block  # inside its grid: no edge flag
+        assert "provisional" not in block  # the sweep has finished
+
+
+def test_sweep_update_carries_the_verdict_fragment(session: Session, make_sweep: Callable[..., str]) -> None:
+    from dashboards.snapshot import load_sweep_snapshot
+
+    sweep_id = make_sweep("verdict", verdict_outcomes(), spec=VERDICT_SPEC)
+    snapshot = load_sweep_snapshot(session, sweep_id=sweep_id)
+    assert snapshot is not None
+    update = pages.sweep_update(snapshot)
+    assert "nero, lamb" in update["fragments"]["sweep-verdict"]
+
+
+def test_table_endpoints_serve_latex_and_markdown(client: TestClient, make_sweep: Callable[..., str]) -> None:
+    from tests.study.test_table_export import markdown_cells, parse_tabular
+
+    sweep_id = make_sweep("verdict", verdict_outcomes(), spec=VERDICT_SPEC)
+    page = client.get(f"/sweeps/{sweep_id}").text
+    assert f'href="/api/sweeps/{sweep_id}/table.tex"' in page and f'href="/api/sweeps/{sweep_id}/table.md"' in page
+    tex = client.get(f"/api/sweeps/{sweep_id}/table.tex")
+    assert tex.status_code == 200 and tex.headers["content-type"].startswith("application/x-tex")
+    columns, rows = parse_tabular(tex.text)
+    assert columns == 6 and rows[1][:3] == ["digits-mlp (test\\_error)", "nero", r"$\mathbf{0.1 \pm 0.005}$"]
+    md = client.get(f"/api/sweeps/{sweep_id}/table.md")
+    assert md.status_code == 200 and md.headers["content-type"].startswith("text/markdown")
+    body = {row[1]: row for row in markdown_cells(md.text)[2:]}
+    assert body["adam"][2] == "**0.101 ± 0.0025**" and body["sgd"][2] == "0.18 ± 0.025"
+    again = client.get(f"/api/sweeps/{sweep_id}/table.md", headers={"If-None-Match": md.headers["etag"]})
+    assert again.status_code == 304
+    assert client.get("/api/sweeps/nope/table.tex").status_code == 404
