@@ -72,6 +72,14 @@ def _read_curve(path: Path, where: str, problems: list[str]) -> list[dict[str, f
     if not path.is_file():
         problems.append(f"{where}: curve file {str(path)!r} does not exist")
         return []
+    try:
+        return _read_curve_rows(path, where, problems)
+    except csv.Error as exc:
+        problems.append(f"{where}: curve file {path.name!r} is not valid CSV ({exc})")
+        return []
+
+
+def _read_curve_rows(path: Path, where: str, problems: list[str]) -> list[dict[str, float]]:
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
         columns = set(reader.fieldnames or ())
@@ -102,7 +110,16 @@ def parse_results(
 
     ``allow_curve_files=False`` (an upload, which has no folder to read them from) makes ``curve_file`` an error.
     """
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        return _parse_rows(reader, base_dir=base_dir, name=name, allow_curve_files=allow_curve_files)
+    except csv.Error as exc:
+        raise ResultsFileError(f"Bad results file:\nrow {reader.line_num}: not valid CSV ({exc})") from None
+
+
+def _parse_rows(
+    reader: csv.DictReader, *, base_dir: Path | None, name: str, allow_curve_files: bool
+) -> ImportedResults:
     header = [column.strip() for column in (reader.fieldnames or [])]
     if not header:
         raise ResultsFileError("The results file is empty: it needs a header row naming its columns")

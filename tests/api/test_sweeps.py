@@ -433,3 +433,16 @@ def test_import_needs_a_token_and_a_good_file(client: TestClient) -> None:
     assert response.status_code == 422
     assert "row 4, column status: 'exploded'; valid: succeeded, diverged, failed" in response.json()["detail"]
     assert client.get("/api/sweeps").json()["total"] == before  # nothing stored
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["\r0", "task,optimizer,lr,status\n" + "x" * 200_000 + ",sgd,0.1,succeeded\n"],
+    ids=["carriage-return", "field-over-the-csv-limit"],
+)
+def test_import_of_text_that_is_not_good_csv_is_refused_not_a_server_error(client: TestClient, body: str) -> None:
+    before = client.get("/api/sweeps").json()["total"]
+    response = client.post("/api/sweeps/import", content=body, headers={**AUTH, "Content-Type": "text/csv"})
+    assert response.status_code == 422, response.text
+    assert "row" in response.json()["detail"]
+    assert client.get("/api/sweeps").json()["total"] == before
