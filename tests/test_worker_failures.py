@@ -57,12 +57,14 @@ def test_a_broken_warm_pool_fails_its_sweep_and_the_next_sweep_runs_on_new_runne
     import ray
 
     worker, factory = make_worker(tmp_path)
-    first = queue(factory, {**ONE_TRIAL, "name": "breaks the pool"}, "first")
+    # A trial far longer than a report's way to the driver, so the dispatcher dies while it runs.
+    long_trial = {**ONE_TRIAL, "task_options": {"digits-mlp": {"epochs": 1000, "max_steps": 1_000_000}}}
+    first = queue(factory, {**long_trial, "name": "breaks the pool"}, "first")
     second = queue(factory, ONE_TRIAL, "second")
     broken: list[Any] = []
 
     def break_the_pool(progress: SweepProgress) -> None:
-        if not broken:  # the runners' dispatcher dies while the sweep is running
+        if not broken and progress.counts["running"] and not progress.done:  # the dispatcher dies mid-trial
             broken.append(worker.pool)
             ray.kill(worker.pool.dispatcher)
 

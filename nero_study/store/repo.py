@@ -474,8 +474,8 @@ def finish_sweep(
     """End ``owner``'s run of the sweep with ``status`` (succeeded/failed/cancelled) and release the lease.
 
     ``succeeded`` is stored as ``trials_failed`` when any of the sweep's trials failed (the error then says how
-    many), so a sweep never says plain ``succeeded`` about failed work. Returns ``False`` (and changes nothing)
-    when ``owner`` no longer holds the sweep.
+    many), so a sweep never says plain ``succeeded`` about failed work. A ``failed`` sweep's pending and running
+    trials become ``cancelled``. Returns ``False`` (and changes nothing) when ``owner`` no longer holds the sweep.
     """
     if status not in SWEEP_FINISHED:
         raise ValueError(f"Invalid sweep status: {status!r}; valid: {', '.join(SWEEP_FINISHED)}")
@@ -504,6 +504,10 @@ def finish_sweep(
             .values(**values)
             .execution_options(synchronize_session=False)
         )
+        if result.rowcount == 1 and status == "failed" and _cancel_pending(session, sweep_id=sweep_id, now=now):
+            # A failed sweep runs nothing more: its unfinished trials say so instead of waiting as pending/running
+            # (running the sweep again runs them).
+            _bump_version(session, sweep_id, trials=True)
     return result.rowcount == 1
 
 

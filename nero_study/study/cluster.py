@@ -29,6 +29,23 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, num_gpus
         ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, **kwargs)
 
 
+#: The resource Ray gives only its head node.
+HEAD_NODE_RESOURCE = "node:__internal_head__"
+
+
+def head_node_scheduling() -> Any:
+    """A scheduling strategy that places a small actor on the cluster's head node (softly: anywhere if the head
+    cannot take it). The head lives as long as the cluster does, so a driver's helper actors placed there are
+    not lost with a worker node (on a local single-node Ray, the one node is the head)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    for node in ray.nodes():
+        if node.get("Alive") and HEAD_NODE_RESOURCE in node.get("Resources", {}):
+            return NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=True)
+    return "DEFAULT"
+
+
 def infeasible_resources(resources: Resources, totals: dict[str, float] | None = None) -> str | None:
     """Why no trial with ``resources`` can ever run on the connected cluster (``None``: it fits).
 

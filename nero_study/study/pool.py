@@ -36,7 +36,7 @@ from typing import Any
 
 from ray.tune import Callback, Stopper
 
-from nero_study.study.cluster import PoolShape
+from nero_study.study.cluster import PoolShape, head_node_scheduling
 from nero_study.study.protocol import (
     RESULT_BUNDLE,
     RESULT_BUNDLE_DONE,
@@ -191,7 +191,10 @@ class WarmPool:
         self.stopper = _EndExperiment()
         self.dispatcher = (
             ray.remote(num_cpus=0)(Dispatcher)
-            .options(name=self.name, namespace=NAMESPACE, max_concurrency=1000)
+            # On the head node: a dispatcher on a worker node that is lost takes every bundle with it.
+            .options(
+                name=self.name, namespace=NAMESPACE, max_concurrency=1000, scheduling_strategy=head_node_scheduling()
+            )
             .remote(max_failures)
         )
         self.flush_seconds = flush_seconds

@@ -334,12 +334,6 @@ def test_kill_9_the_second_node_mid_sweep(cluster: LocalCluster, client: NeroStu
         assert sweep["error"] or any(trial["error"] for trial in trials)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a worker exits on the database error: workers/worker.py SweepWorker.run_forever lets the "
-    "OperationalError of claim() (idle worker) and of repo.finish_sweep in process() (the sweep's worker, after "
-    "StoreSink.write failed mid-sweep) end the process; the sweep stays running with no worker left",
-)
 def test_restart_postgresql_mid_sweep(cluster: LocalCluster, client: NeroStudyClient) -> None:
     import time
 

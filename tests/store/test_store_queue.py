@@ -188,3 +188,18 @@ def test_processes_sharing_the_database_never_share_a_sweep(session, db_url):
         assert process.returncode == 0, err
         claimed.extend(json.loads(out.strip().splitlines()[-1]))
     assert sorted(claimed) == sorted(sweep_ids)
+
+
+def test_a_failed_sweep_cancels_its_unfinished_trials_and_keeps_the_finished_ones(session):
+    (sweep_id,) = make_sweeps(session, 1)
+    assert repo.claim_next_sweep(session, owner="w", lease_seconds=30).id == sweep_id
+    done, running, pending = repo.add_trials(
+        session, sweep_id=sweep_id, trials=[{"task": "mlp", "optimizer": "nero", "lr": lr} for lr in (0.1, 0.01, 1.0)]
+    )
+    repo.mark_trial_running(session, trial_id=done.id, attempt=1)
+    repo.finish_trial(session, trial_id=done.id, status="succeeded", metric=0.2)
+    repo.mark_trial_running(session, trial_id=running.id, attempt=1)
+    assert repo.finish_sweep(session, sweep_id=sweep_id, owner="w", status="failed", error="the pool broke")
+    statuses = {trial.lr: trial.status for trial in repo.list_trials(session, sweep_id=sweep_id)[0]}
+    assert statuses == {0.1: "succeeded", 0.01: "cancelled", 1.0: "cancelled"}
+    assert repo.get_sweep(session, sweep_id=sweep_id).status == "failed"
