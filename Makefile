@@ -9,7 +9,7 @@ LOCK := requirements.lock
 STAMP := $(VENV)/.installed
 LOCK_VENV := .venv-lock
 
-.PHONY: install run test test-all lint bench lock clean cluster
+.PHONY: install run test test-cluster test-all lint bench lock clean cluster
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ run: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The cluster and fault tests (a local multi-node cluster; a few minutes). CI runs them after `make test`.
+test-cluster: install
+	$(PY) -m pytest -q -m cluster
 
 test-all: install
 	$(PY) -m pytest -q -m ''
