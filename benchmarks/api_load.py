@@ -24,7 +24,6 @@ import argparse
 import math
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,8 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _server import free_port, start_server, wait_healthy  # noqa: E402
+
 from nero_study.store import db, repo  # noqa: E402
 from nero_study.store.models import Trial  # noqa: E402
 from nero_study.study.queue import queue_sweep  # noqa: E402
@@ -50,10 +51,6 @@ LABELS = ("nero", "sgd", "adam", "lamb")
 TASKS = ("digits-mlp", "digits-vgg", "text-lm", "seq2seq", "ppo-cartpole")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def populate(url: str, *, trials: int, sweeps: int, proposed_index: bool = False, seed: int = 0) -> str:
@@ -113,27 +110,8 @@ def populate(url: str, *, trials: int, sweeps: int, proposed_index: bool = False
     return big_id
 
 
-def start_server(url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "NERO_STUDY_DATABASE_URL": url, "NERO_STUDY_API_TOKENS": "load-test-token"}
-    command = [
-        sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app",
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
-    ]  # fmt: skip
-    return subprocess.Popen(command, cwd=ROOT, env=env)
 
 
-def wait_healthy(base_url: str, server: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited with code {server.returncode}")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise TimeoutError(f"the server did not answer /healthz within {timeout:.0f} s")
 
 
 def plan_requests(count: int, *, sweep_id: str, trials: int, sweeps: int, seed: int = 1) -> list[tuple[str, str, dict]]:

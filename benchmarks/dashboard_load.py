@@ -51,10 +51,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import random
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -65,6 +62,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _server import free_port, start_server, wait_healthy  # noqa: E402
 
 from nero_study.store import db, repo  # noqa: E402
 from nero_study.study.queue import queue_sweep  # noqa: E402
@@ -77,10 +76,6 @@ TARGET_CHANGED_MS = 150.0
 TARGET_UNCHANGED_MS = 10.0
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def populate(url: str, *, trials: int, points: int, seed: int = 0) -> tuple[str, int]:
@@ -177,27 +172,8 @@ def finish_one_more(url: str, sweep_id: str, number: int) -> None:
     engine.dispose()
 
 
-def start_server(url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "NERO_STUDY_DATABASE_URL": url, "NERO_STUDY_API_TOKENS": "load-test-token"}
-    command = [
-        sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app",
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
-    ]  # fmt: skip
-    return subprocess.Popen(command, cwd=ROOT, env=env)
 
 
-def wait_healthy(base_url: str, server: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited with code {server.returncode}")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise TimeoutError(f"the server did not answer /healthz within {timeout:.0f} s")
 
 
 def timed_get(http: httpx.Client, path: str, headers: dict[str, str] | None = None) -> tuple[float, httpx.Response]:
