@@ -215,7 +215,8 @@ def test_sweep_shows_worker_progress_timestamps_and_error(client: TestClient, su
     shown = client.get(f"/api/sweeps/{sweep['id']}").json()
 
     assert shown["status"] == "failed"
-    assert shown["counts"] == {"pending": 1, "running": 0, "succeeded": 1, "diverged": 1, "failed": 0, "cancelled": 0}
+    # A failed sweep runs nothing more: its unfinished trial says so (cancelled), its finished ones are kept.
+    assert shown["counts"] == {"pending": 0, "running": 0, "succeeded": 1, "diverged": 1, "failed": 0, "cancelled": 1}
     assert shown["trials_total"] == 3
     assert shown["started_at"] == "2026-01-02T03:04:05Z"
     assert shown["finished_at"] == "2026-01-02T03:09:05Z"
