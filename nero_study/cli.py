@@ -704,6 +704,72 @@ def token_create(
     typer.echo(clear)
 
 
+@token_app.command("list")
+def token_list(
+    db: Annotated[str | None, typer.Option(help="Database URL (default: settings)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """List the stored tokens: id, name, when created and last used, whether revoked (never the token or its
+    hash). Tokens from NERO_STUDY_API_TOKENS are not stored and not listed."""
+    from nero_study.store import db as store_db
+    from nero_study.store import repo
+
+    settings = _settings(db)
+    store_db.upgrade(settings.database_url)
+    with store_db.session_factory(store_db.make_engine(settings.database_url))() as session:
+        rows = [_token_row(token) for token in repo.list_tokens(session)]
+    if as_json:
+        typer.echo(dumps(rows, indent=2))
+        return
+    table = Table(title="Stored bearer tokens")
+    for column in ("id", "name", "created", "last used", "revoked"):
+        table.add_column(column, justify="right" if column == "id" else "left")
+    for row in rows:
+        table.add_row(
+            str(row["id"]), escape(row["name"]), row["created_at"], row["last_used_at"] or "never",
+            "revoked" if row["revoked"] else "",
+        )
+    console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    key: Annotated[str, typer.Argument(metavar="ID|NAME", help="The token's id or name (see `token list`)")],
+    db: Annotated[str | None, typer.Option(help="Database URL (default: settings)")] = None,
+) -> None:
+    """Revoke a stored token: from the next request on, it is refused with 401."""
+    from nero_study.store import db as store_db
+    from nero_study.store import repo
+
+    settings = _settings(db)
+    store_db.upgrade(settings.database_url)
+    with store_db.session_factory(store_db.make_engine(settings.database_url))() as session:
+        tokens = repo.list_tokens(session)
+        matches = [t for t in tokens if key.isdigit() and t.id == int(key)] or [t for t in tokens if t.name == key]
+        if not matches:
+            known = ", ".join(f"{t.id} ({t.name})" for t in tokens) or "none stored"
+            _fail(f"No token with id or name {key!r}; stored tokens: {known}")
+        if len(matches) > 1:
+            _fail(f"{len(matches)} tokens are named {key!r} (ids {', '.join(str(t.id) for t in matches)}); "
+                  "revoke one by its id")
+        (token,) = matches
+        if token.revoked:
+            console.print(f"token {token.id} ({escape(token.name)}) was already revoked", highlight=False)
+            return
+        repo.revoke_token(session, token_id=token.id)
+    console.print(f"revoked token {token.id} ({escape(token.name)})", highlight=False)
+
+
+def _token_row(token: Any) -> dict[str, Any]:
+    return {
+        "id": token.id,
+        "name": token.name,
+        "created_at": token.created_at.isoformat(timespec="seconds"),
+        "last_used_at": token.last_used_at.isoformat(timespec="seconds") if token.last_used_at else None,
+        "revoked": bool(token.revoked),
+    }
+
+
 data_app = typer.Typer(
     help="The paper tasks' data sets: fetch them (verified) and check what is present.", no_args_is_help=True
 )
