@@ -78,3 +78,20 @@ def require_token(
 
 
 TokenDep = Annotated[Principal, Depends(require_token)]
+
+
+def read_allowed(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+    session: SessionDep,
+    settings: SettingsDep,
+) -> bool:
+    """Whether this caller may read what the read guard protects: reads are open, or it sent a valid token.
+    Never a 401 (for answers that give every caller something, and the rest only to readers: ``/healthz``)."""
+    if not settings.require_token_for_reads:
+        return True
+    if credentials is None:
+        return False
+    return authenticate(credentials.credentials, settings=settings, session=session) is not None
+
+
+ReaderDep = Annotated[bool, Depends(read_allowed)]

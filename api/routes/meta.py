@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from api.deps import SessionDep
+from api.deps import ReaderDep, SessionDep
 from api.schemas import HealthPublic, OptimizerPublic, TaskPublic
 from nero_study.json_safe import json_safe
 from nero_study.store import db, repo
@@ -66,26 +66,34 @@ def list_optimizers() -> list[OptimizerPublic]:
     summary="Health check (database reads and writes)",
     responses={503: {"model": HealthPublic, "description": "The database does not answer or cannot write"}},
 )
-def healthz(session: SessionDep, request: Request) -> HealthPublic | JSONResponse:
+def healthz(session: SessionDep, request: Request, reader: ReaderDep) -> HealthPublic | JSONResponse:
     """``ok`` when the database answers a query and commits a write; also the migration revision it is at and
-    the newest shipped. 503 when either fails (a service that cannot store a sweep is not healthy)."""
+    the newest shipped. 503 when either fails (a service that cannot store a sweep is not healthy).
+
+    Open to every caller (probes send no token), but when reads need a token a caller without one gets only
+    ``status`` and ``database`` (``ok`` or ``error``): no revision, error names or workers."""
+    body = _health(session, request)
+    if not reader:
+        body = HealthPublic(status=body.status, database="ok" if body.database == "ok" else "error")
+    if body.status == "ok":
+        return body
+    return JSONResponse(status_code=503, content=body.model_dump(mode="json"))
+
+
+def _health(session: SessionDep, request: Request) -> HealthPublic:
     try:
         session.execute(sa.select(1)).scalar_one()
         # On the session's own connection: on SQLite a second connection would wait for this one's lock.
         revision = MigrationContext.configure(session.connection()).get_current_revision()
     except Exception as exc:  # noqa: BLE001 - any database failure means "unhealthy", not a 500
         logger.warning("health check failed: %s", type(exc).__name__)
-        body = HealthPublic(status="error", database=f"unreachable ({type(exc).__name__})")
-        return JSONResponse(status_code=503, content=body.model_dump(mode="json"))
+        return HealthPublic(status="error", database=f"unreachable ({type(exc).__name__})")
     try:
         repo.check_writable(session)
     except Exception as exc:  # noqa: BLE001 - a failed write means "unhealthy", not a 500
         logger.warning("health check: the database cannot write: %s", type(exc).__name__)
-        body = HealthPublic(status="error", database=f"not writable ({type(exc).__name__})", revision=revision)
-        return JSONResponse(status_code=503, content=body.model_dump(mode="json"))
+        return HealthPublic(status="error", database=f"not writable ({type(exc).__name__})", revision=revision)
     worker_status = getattr(request.app.state, "worker_status", None)
     workers = worker_status() if worker_status is not None else None
-    if workers is not None and workers["alive"] < workers["expected"]:
-        body = HealthPublic(status="error", database="ok", revision=revision, head=_head_revision(), workers=workers)
-        return JSONResponse(status_code=503, content=body.model_dump(mode="json"))
-    return HealthPublic(status="ok", database="ok", revision=revision, head=_head_revision(), workers=workers)
+    status = "error" if workers is not None and workers["alive"] < workers["expected"] else "ok"
+    return HealthPublic(status=status, database="ok", revision=revision, head=_head_revision(), workers=workers)
