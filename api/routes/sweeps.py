@@ -251,7 +251,8 @@ async def read_sweep(sweep_id: SweepId, request: Request) -> SweepPublic:
     },
 )
 def cancel_sweep(principal: TokenDep, sweep_id: SweepId, session: SessionDep) -> SweepPublic:
-    """A queued sweep is cancelled at once; a running one stops within seconds (its worker sees the request).
+    """A queued sweep is cancelled at once, and so is a running one whose worker is gone (its lease expired); a
+    running one with a live worker stops within seconds (its worker sees the request).
 
     Cancelling a cancelled sweep again is fine; a sweep that succeeded or failed cannot be cancelled (409).
     """

@@ -529,12 +529,19 @@ def release_sweep(session: Session, *, sweep_id: str, owner: str, now: datetime 
 def request_cancel(session: Session, *, sweep_id: str, now: datetime | None = None) -> Sweep | None:
     """Ask for a sweep to stop; ``None`` if there is no such sweep.
 
-    A queued sweep is cancelled at once (with its pending trials). A running one gets
-    ``cancel_requested``; its worker sees that through :func:`is_cancel_requested`, calls
-    :func:`cancel_pending_trials` and finishes the sweep as ``cancelled``. A finished sweep is unchanged.
+    A queued sweep is cancelled at once (with its pending trials), and so is a running one whose lease has
+    expired (its worker is gone: no one would see the request until another worker claimed it); its pending
+    and running trials become ``cancelled``. A running sweep with a live lease gets ``cancel_requested``; its
+    worker sees that through :func:`is_cancel_requested`, calls :func:`cancel_pending_trials` and finishes the
+    sweep as ``cancelled``. A finished sweep is unchanged.
     """
     now = now or utc_now()
+    nobody_runs_it = sa.or_(
+        Sweep.status == "queued",
+        sa.and_(Sweep.status == "running", Sweep.lease_expires_at < _utc(now)),
+    )
     with _write(session):
+        _lock_sweep(session, sweep_id)
         session.execute(
             sa.update(Sweep)
             .where(Sweep.id == sweep_id, Sweep.status.in_(SWEEP_ACTIVE))
@@ -547,7 +554,7 @@ def request_cancel(session: Session, *, sweep_id: str, now: datetime | None = No
         )
         cancelled_now = session.execute(
             sa.update(Sweep)
-            .where(Sweep.id == sweep_id, Sweep.status == "queued")
+            .where(Sweep.id == sweep_id, nobody_runs_it)
             .values(
                 status="cancelled",
                 finished_at=now,
