@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     # Ray cluster (RAY_ADDRESS) they let them go after this many idle seconds, giving the slots back;
     # on a local Ray of their own they keep them. 0 turns warm runners off.
     warm_pool_idle_seconds: float = Field(default=120.0, ge=0)
+    # A running sweep whose worker writes no trial event or result for this many seconds is failed ("no progress
+    # for N s") and its lease released: a hung trial cannot hold a worker and its sweep for ever. 0 turns it off.
+    stall_seconds: float = Field(default=1800.0, ge=0)
     seed_demo: bool = True
     migrate_on_startup: bool = False  # the API runs the packaged migrations when it starts
 

@@ -33,11 +33,17 @@ logger = logging.getLogger("nero_study.worker")
 
 
 class _Heartbeat(threading.Thread):
-    """Renews the lease every ``interval`` seconds and records a cancel request or a lost lease."""
+    """Renews the lease every ``interval`` seconds and records a cancel request or a lost lease; a watchdog too.
+
+    The lease is kept alive only while the sweep makes progress: when no trial event or result has been written
+    for ``stall_seconds`` (:meth:`progressed` is called on each write), the heartbeat itself fails the sweep with
+    "no progress for N s" and releases its lease at once, whatever the sweep's thread is stuck in, and stops
+    renewing; the worker then gives up the sweep without waiting for its trials in flight and kills its runners.
+    """
 
     def __init__(
         self, *, session_factory: sessionmaker[Session], sweep_id: str, owner: str, lease_seconds: float,
-        interval: float,
+        interval: float, stall_seconds: float = 0.0,
     ) -> None:
         super().__init__(name=f"heartbeat-{sweep_id}", daemon=True)
         self.session_factory = session_factory
@@ -45,13 +51,41 @@ class _Heartbeat(threading.Thread):
         self.owner = owner
         self.lease_seconds = lease_seconds
         self.interval = interval
+        self.stall_seconds = stall_seconds
+        self.last_progress = time.monotonic()
         self.stop_event = threading.Event()
         self.cancel_requested = threading.Event()
         self.lease_lost = threading.Event()
+        self.stalled = threading.Event()
+
+    @property
+    def stall_error(self) -> str:
+        return (
+            f"no progress for {self.stall_seconds:g} s: no trial event or result was written "
+            "(a trial may hang); the sweep was stopped (NERO_STUDY_STALL_SECONDS sets the limit)"
+        )
+
+    def progressed(self) -> None:
+        """A trial event or result was written for the sweep."""
+        self.last_progress = time.monotonic()
 
     def run(self) -> None:
         while not self.stop_event.wait(self.interval):
+            if self.stall_seconds and time.monotonic() - self.last_progress > self.stall_seconds:
+                self.fail_stalled()
+                return
             self.beat()
+
+    def fail_stalled(self) -> None:
+        logger.error("worker %s: sweep %s %s", self.owner, self.sweep_id, self.stall_error)
+        self.stalled.set()
+        try:
+            with self.session_factory() as session:
+                repo.finish_sweep(
+                    session, sweep_id=self.sweep_id, owner=self.owner, status="failed", error=self.stall_error
+                )
+        except Exception:  # noqa: BLE001 - not renewed any more, the lease expires; the worker ends it later
+            logger.exception("could not record the stall of sweep %s", self.sweep_id)
 
     def beat(self) -> None:
         try:
@@ -66,7 +100,7 @@ class _Heartbeat(threading.Thread):
             logger.exception("heartbeat for sweep %s failed", self.sweep_id)
 
     def should_stop(self) -> bool:
-        return self.cancel_requested.is_set() or self.lease_lost.is_set()
+        return self.cancel_requested.is_set() or self.lease_lost.is_set() or self.stalled.is_set()
 
 
 class SweepWorker:
@@ -211,7 +245,14 @@ class SweepWorker:
             owner=self.owner,
             lease_seconds=self.settings.lease_seconds,
             interval=self.settings.heartbeat_seconds,
+            stall_seconds=self.settings.stall_seconds,
         )
+        report = on_progress or self._log_progress
+
+        def progressed(progress: SweepProgress) -> None:
+            heartbeat.progressed()
+            report(progress)
+
         heartbeat.start()
         status, error, execution = "failed", None, None
         store_down = False
@@ -228,19 +269,22 @@ class SweepWorker:
                 sweep_id=sweep_id,
                 spec=spec,
                 should_cancel=lambda: heartbeat.should_stop() or self.stopping.is_set(),
-                on_progress=on_progress or self._log_progress,
+                on_progress=progressed,
                 attempt=attempt,
                 pool=pool,
+                give_up=heartbeat.stalled.is_set,
             )
             outcome = engine.run()
             execution = outcome.execution
             status = outcome.status
+            if heartbeat.stalled.is_set():
+                status, error = "failed", heartbeat.stall_error
         except Exception as exc:  # noqa: BLE001 - recorded on the sweep; the worker goes on
             logger.exception("sweep %s failed", sweep_id)
             error = f"{type(exc).__name__}: {exc}"
             # The store failing past its retries is not the sweep's fault: give it back rather than fail it.
             store_down = isinstance(exc, sa.exc.DBAPIError) and repo.is_transient(exc)
-            if pool is not None:
+            if pool is not None and not heartbeat.stalled.is_set():  # stalled: its runners are killed below
                 # The runners may be what failed (a dead dispatcher, a crashed experiment): never hand them
                 # to the next sweep. The next sweep that needs runners starts new ones.
                 logger.warning("worker %s: discarding the warm runners after sweep %s failed", self.owner, sweep_id)
@@ -248,6 +292,14 @@ class SweepWorker:
         finally:
             heartbeat.stop_event.set()
             heartbeat.join(timeout=5)
+            if heartbeat.stalled.is_set() and self.pool is not None:
+                # Its runners may be stuck in the trial that stalled: kill them; the next sweep gets new ones.
+                logger.warning("worker %s: killing the warm runners of stalled sweep %s", self.owner, sweep_id)
+                pool_to_kill, self.pool = self.pool, None
+                try:
+                    pool_to_kill.kill()
+                except Exception:  # noqa: BLE001 - dropped either way
+                    logger.exception("worker %s: killing the stalled runners failed", self.owner)
         if heartbeat.lease_lost.is_set():
             logger.warning("worker %s lost the lease of sweep %s; leaving it to its new owner", self.owner, sweep_id)
             return "lost"
