@@ -574,6 +574,51 @@ def worker(
     console.print(f"worker {sweep_worker.owner}: ran {count} sweep(s)")
 
 
+@app.command(name="workers")
+def list_workers(
+    db: Annotated[str | None, typer.Option(help="Database URL (default: settings)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """List the sweep workers from their heartbeat rows: id, host, pid, started, last seen, current sweep, and
+    whether each is alive (seen within NERO_STUDY_WORKER_ALIVE_SECONDS)."""
+    from nero_study.store import db as store_db
+    from nero_study.store import repo
+    from nero_study.store.models import utc_now
+
+    settings = _settings(db)
+    store_db.upgrade(settings.database_url)
+    now = utc_now()
+    with store_db.session_factory(store_db.make_engine(settings.database_url))() as session:
+        rows = [
+            {
+                "id": w.id,
+                "host": w.host,
+                "pid": w.pid,
+                "started_at": w.started_at.isoformat(timespec="seconds"),
+                "last_seen": w.last_seen.isoformat(timespec="seconds"),
+                "seconds_since_seen": round((now - w.last_seen).total_seconds(), 1),
+                "current_sweep": w.current_sweep,
+                "alive": repo.worker_is_alive(w, within_seconds=settings.worker_alive_seconds, now=now),
+            }
+            for w in repo.list_workers(session)
+        ]
+    if as_json:
+        typer.echo(dumps(rows, indent=2))
+        return
+    table = Table(title=f"Workers (alive: seen within {settings.worker_alive_seconds:g} s)")
+    for column in ("id", "host", "pid", "started", "last seen", "sweep", "state"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            escape(row["id"]), escape(row["host"]), str(row["pid"]), row["started_at"],
+            f"{row['seconds_since_seen']:g} s ago", row["current_sweep"] or "idle", "alive" if row["alive"] else "dead",
+        )
+    console.print(table)
+    if not any(row["alive"] for row in rows):
+        err_console.print("no worker is alive", highlight=False)
+        raise typer.Exit(1)
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1)")] = None,

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from nero_study.errors import InfeasibleResourcesError
 from nero_study.settings import Settings
 from nero_study.store import db, repo
+from nero_study.store.models import utc_now
 from nero_study.study.cluster import PoolShape, ensure_ray, infeasible_resources, pool_shape
 from nero_study.study.engine import SweepEngine
 from nero_study.study.pool import WarmPool
@@ -103,6 +104,43 @@ class _Heartbeat(threading.Thread):
         return self.cancel_requested.is_set() or self.lease_lost.is_set() or self.stalled.is_set()
 
 
+class _Presence(threading.Thread):
+    """Writes this worker's row in the ``workers`` table every ``interval`` seconds (host, pid, start, the sweep it
+    runs), so that ``/healthz`` and ``nero-study workers`` see it alive; deletes the row when stopped."""
+
+    def __init__(self, worker: SweepWorker, interval: float) -> None:
+        super().__init__(name=f"presence-{worker.owner}", daemon=True)
+        self.worker = worker
+        self.interval = interval
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.started_at = utc_now()
+        self.stop_event = threading.Event()
+
+    def record(self) -> None:
+        try:
+            with self.worker.session_factory() as session:
+                repo.record_worker(
+                    session, worker_id=self.worker.owner, host=self.host, pid=self.pid, started_at=self.started_at,
+                    current_sweep=self.worker.current_sweep,
+                )
+        except Exception:  # noqa: BLE001 - a store hiccup: the row ages and /healthz says so; the next beat retries
+            logger.exception("worker %s: could not record its heartbeat", self.worker.owner)
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.interval):
+            self.record()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(timeout=10)
+        try:
+            with self.worker.session_factory() as session:
+                repo.remove_worker(session, worker_id=self.worker.owner)
+        except Exception:  # noqa: BLE001 - its row ages out of the liveness window instead
+            logger.exception("worker %s: could not remove its heartbeat row", self.worker.owner)
+
+
 class SweepWorker:
     """Claims and runs sweeps until stopped (SIGTERM/SIGINT) or, with ``once``, after one sweep."""
 
@@ -119,6 +157,7 @@ class SweepWorker:
         self.warm = warm_pool and idle > 0
         self.pool_idle_seconds: float | None = idle if os.environ.get("RAY_ADDRESS") else None
         self.pool: WarmPool | None = None
+        self.current_sweep: str | None = None  # what its heartbeat row reports
 
     def install_signal_handlers(self) -> None:
         """SIGTERM and SIGINT both stop the worker gracefully: its sweep goes back to the queue.
@@ -158,12 +197,15 @@ class SweepWorker:
         """Process sweeps; returns how many were run. ``idle_timeout`` stops after that long with no work."""
         processed = 0
         idle_since = time.monotonic()
-        if self.warm:
-            # Start the runners for the default per-trial resources now, while the queue may still be
-            # empty: the first sweep then finds them warm too (a sweep needing others replaces them).
-            self.connect_ray()
-            self.warm_pool(pool_shape(Resources()))
+        presence = _Presence(self, self.settings.heartbeat_seconds)
+        presence.record()  # alive from now on (the warm runners below take seconds to start)
+        presence.start()
         try:
+            if self.warm:
+                # Start the runners for the default per-trial resources now, while the queue may still be
+                # empty: the first sweep then finds them warm too (a sweep needing others replaces them).
+                self.connect_ray()
+                self.warm_pool(pool_shape(Resources()))
             while not self.stopping.is_set():
                 try:
                     claimed = self.claim()
@@ -186,6 +228,7 @@ class SweepWorker:
                 if once:
                     break
         finally:
+            presence.stop()
             self.close()
         return processed
 
@@ -239,6 +282,15 @@ class SweepWorker:
     ) -> str:
         """Run one claimed sweep to its end; returns the sweep's final status."""
         logger.info("worker %s: running sweep %s", self.owner, sweep_id)
+        self.current_sweep = sweep_id
+        try:
+            return self._process(sweep_id, spec_data, attempt, on_progress=on_progress)
+        finally:
+            self.current_sweep = None
+
+    def _process(
+        self, sweep_id: str, spec_data: dict, attempt: int, *, on_progress: ProgressHook | None = None
+    ) -> str:
         heartbeat = _Heartbeat(
             session_factory=self.session_factory,
             sweep_id=sweep_id,

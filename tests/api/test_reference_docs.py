@@ -24,7 +24,9 @@ AUTH = {"Authorization": "Bearer test-token"}
 @pytest.fixture
 def closed(database_url: str) -> Iterator[TestClient]:
     """A service whose reads need the token too."""
-    settings = Settings(database_url=database_url, api_tokens="test-token", require_token_for_reads=True)
+    settings = Settings(
+        database_url=database_url, api_tokens="test-token", require_token_for_reads=True, health_min_workers=0
+    )
     with TestClient(create_app(settings)) as client:
         yield client
 
@@ -62,7 +64,9 @@ def test_with_reads_closed_health_tells_an_anonymous_probe_only_the_status(close
 
 
 def test_with_reads_closed_an_unhealthy_database_is_503_without_its_error(database_url: str) -> None:
-    settings = Settings(database_url=database_url, api_tokens="test-token", require_token_for_reads=True)
+    settings = Settings(
+        database_url=database_url, api_tokens="test-token", require_token_for_reads=True, health_min_workers=0
+    )
     app = create_app(settings)
     with TestClient(app) as client:
         with app.state.engine.begin() as connection:  # a store that can be read but not written to
