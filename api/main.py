@@ -17,8 +17,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Match
 
 from api.cache import SweepViewCache
 from api.deps import require_token
@@ -118,6 +119,16 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     install_error_handlers(app)
 
     @app.middleware("http")
+    async def allowed_methods(request: Request, call_next: Any) -> Any:
+        # OPTIONS names every method the path has (a route answers one method; Starlette's 405 named one route's).
+        if request.method != "OPTIONS":
+            return await call_next(request)
+        methods = path_methods(app, request.scope)
+        if not methods:
+            return await call_next(request)  # no such path: 404 as for any method
+        return Response(status_code=204, headers={"Allow": ", ".join(methods)})
+
+    @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Any:
         response = await call_next(request)
         for name, value in SECURITY_HEADERS.items():
@@ -157,6 +168,22 @@ SECURITY_HEADERS: dict[str, str] = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
+
+
+#: The methods an OPTIONS answer may name.
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def path_methods(app: FastAPI, scope: dict[str, Any]) -> list[str]:
+    """The HTTP methods some route answers for ``scope``'s path (HEAD with GET, and OPTIONS), sorted."""
+    methods = {
+        method
+        for method in HTTP_METHODS
+        if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in app.router.routes)
+    }
+    if methods:
+        methods |= {"OPTIONS", *(("HEAD",) if "GET" in methods else ())}
+    return sorted(methods)
 
 
 def reference_router() -> APIRouter:
