@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -195,16 +196,38 @@ def plain_text(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def figure_to_dict(fig: go.Figure) -> dict[str, Any]:
+def figure_to_dict(fig: go.Figure, *, user_text: Iterable[str] = ()) -> dict[str, Any]:
     """The figure as plain JSON-safe dicts (``data``, ``layout``) for Plotly.js; NaN and inf become null.
 
-    Trace names (the legend entries, made from users' labels) are written as plain text (:func:`plain_text`).
+    Users' strings are shown as text wherever they land: trace names (the legend entries) are written as plain text
+    (:func:`plain_text`), and everywhere else (titles, axis titles and category ticks, hover templates and texts,
+    annotations, custom data) each of ``user_text`` (labels, task and metric names, sweep names) that could carry
+    Plotly markup (``<`` or ``&``) is replaced by its plain-text form, while the figure's own markup (``<br>``,
+    ``<extra>``) stays markup.
     """
     figure = json.loads(pio.to_json(fig, validate=False, remove_uids=True))
+    risky = sorted({text for text in user_text if "<" in text or "&" in text}, key=len, reverse=True)
     for trace in figure.get("data", []):
         if isinstance(trace.get("name"), str):
             trace["name"] = plain_text(trace["name"])
-    return figure
+    if not risky:
+        return figure
+    pattern = re.compile("|".join(re.escape(text) for text in risky))
+
+    def shown_as_text(value: Any) -> Any:
+        if isinstance(value, str):
+            return pattern.sub(lambda match: plain_text(match.group(0)), value)
+        if isinstance(value, list):
+            return [shown_as_text(item) for item in value]
+        if isinstance(value, dict):
+            return {key: shown_as_text(item) for key, item in value.items()}
+        return value
+
+    return {
+        # A trace's name is already plain text as a whole.
+        "data": [{k: v if k == "name" else shown_as_text(v) for k, v in trace.items()} for trace in figure["data"]],
+        **{key: shown_as_text(value) for key, value in figure.items() if key != "data"},
+    }
 
 
 __all__ = [

@@ -95,7 +95,23 @@ def sweep_figures(
         ),
         "progress": lambda: plot_sweep_progress(sweep_progress_info(snapshot.trials)),
     }
-    return {key: figure_to_dict(build()) for key, build in builders.items() if only is None or key in only}
+    text = user_text(snapshot)
+    return {
+        key: figure_to_dict(build(), user_text=text) for key, build in builders.items() if only is None or key in only
+    }
+
+
+#: Trial columns whose values come from users (a spec, or an imported results file) and appear in figures.
+_USER_COLUMNS = ("label", "task", "optimizer", "metric_name")
+
+
+def user_text(snapshot: SweepSnapshot) -> set[str]:
+    """Every user-provided string a sweep's figures may show: labels, task, optimiser and metric names, its name."""
+    text = {snapshot.name, *snapshot.labels}
+    for column in _USER_COLUMNS:
+        if column in snapshot.trials:
+            text.update(value for value in snapshot.trials[column].dropna().unique() if isinstance(value, str))
+    return text
 
 
 def updated_sweep_figures(
@@ -256,7 +272,8 @@ def trial_figures(trial: Mapping[str, Any], curve: Sequence[Mapping[str, Any]]) 
     """The trial page's figure (metric and training loss against step), keyed by figure id."""
     info = learning_curves_info([(trial, curve)])
     title = f"Learning curve of trial {trial.get('id')}"
-    return {"curve": figure_to_dict(plot_learning_curves(info, title=title))}
+    text = {value for column in _USER_COLUMNS if isinstance(value := trial.get(column), str)}
+    return {"curve": figure_to_dict(plot_learning_curves(info, title=title), user_text=text)}
 
 
 TRIAL_FRAGMENTS: tuple[str, ...] = ("trial-details",)
@@ -313,7 +330,8 @@ def compare_figures(snapshots: Sequence[SweepSnapshot]) -> dict[str, dict[str, A
     for index, snapshot in enumerate(snapshots):
         info = _noted(lr_sensitivity_info(snapshot.trials, snapshot.analysis, labels=labels), _analysis_note(snapshot))
         fig = plot_lr_sensitivity(info, colors=colors, title=f"Learning-rate sensitivity: {snapshot.name}")
-        result[f"lr-sensitivity-{index}"] = figure_to_dict(fig)
+        text = set().union(*(user_text(each) for each in snapshots))
+        result[f"lr-sensitivity-{index}"] = figure_to_dict(fig, user_text=text)
     return result
 
 
