@@ -224,7 +224,7 @@ def test_api_unknown_figure_names_the_available_ones(client: TestClient, make_sw
     assert response.json()["detail"] == f"No figure 'lr-sensitivty'; a sweep's figures: {', '.join(NAMES)}"
     response = client.get(f"/api/sweeps/{sweep_id}/figures/lr-sensitivity.png")
     assert response.status_code == 422
-    assert "Unknown figure format 'png'; valid: svg, pdf" in response.json()["detail"]
+    assert response.json()["detail"] == r"figure_file: String should match pattern '^[a-z0-9-]+\.(svg|pdf)$'"
     assert client.get("/api/sweeps/unknown/figures/heatmap.svg").status_code == 404
 
 
