@@ -334,6 +334,9 @@ def report(
     html: Annotated[str | None, typer.Option(help="Write a single-file HTML report to this path")] = None,
     latex: Annotated[bool, typer.Option("--latex", help="Print the paper-style table as booktabs LaTeX")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the paper-style table as Markdown")] = False,
+    figures: Annotated[
+        str | None, typer.Option("--figures", help="Also write every figure as SVG and PDF into this directory")
+    ] = None,
 ) -> None:
     """Print the verdict, the paper-style table per task and the robustness metrics of a sweep."""
     from nero_study.store import db as store_db
@@ -356,6 +359,8 @@ def report(
         spec_data, name, execution = dict(record.spec), record.name, record.execution
         status, error = record.status, record.error
     analysis = analyze_sweep(frame, protocol=_stored_protocol(spec_data))
+    if figures is not None:
+        _write_figures(sweep_id, settings, figures)
     if html:
         from dashboards.report import write_html_report
 
@@ -381,6 +386,24 @@ def report(
     if status not in SWEEP_FINISHED:
         console.print(f"[yellow]the sweep is {status}: the verdict is provisional[/]", highlight=False)
     _print_report(sweep_id, name, execution, spec_data, analysis, rows, verdict, status=status, error=error)
+
+
+def _write_figures(sweep_id: str, settings: Any, directory: str) -> None:
+    """Every figure of the sweep page as SVG and PDF into ``directory``, rendered in ``settings.chromium_path``;
+    what was written goes to stderr (stdout keeps the report)."""
+    from dashboards.figure_export import FigureExportError
+    from dashboards.report import write_figure_files
+
+    try:
+        paths = write_figure_files(
+            sweep_id=sweep_id, database_url=settings.database_url, directory=directory,
+            chromium=settings.chromium_path,
+        )  # fmt: skip
+    except FigureExportError as exc:
+        _fail(f"--figures: {exc}")
+    except OSError as exc:
+        _fail(f"--figures: cannot write into {directory!r}: {exc}")
+    err_console.print(f"wrote {len(paths)} figure files (SVG and PDF) to {directory}", highlight=False, soft_wrap=True)
 
 
 def _stored_protocol(spec: dict) -> str | None:

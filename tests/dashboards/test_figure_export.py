@@ -253,3 +253,51 @@ def test_figure_reads_need_a_token_where_reads_do(database_url: str, make_sweep:
     with TestClient(create_app(settings)) as guarded:
         assert guarded.get(f"/api/sweeps/{sweep_id}/figures/heatmap.svg").status_code == 401
         assert guarded.get(f"/sweeps/{sweep_id}/figures.json").status_code == 401
+
+
+# --- the CLI ---------------------------------------------------------------------------------------------
+
+
+def test_cli_report_writes_every_figure_as_svg_and_pdf(
+    chromium: Path, database_url: str, page_figures: tuple[str, dict[str, dict[str, Any]]], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from nero_study.cli import app
+
+    sweep_id, figures = page_figures
+    out = tmp_path / "figures"
+    command = ["report", sweep_id, "--db", database_url, "--markdown"]
+    result = CliRunner().invoke(app, [*command, "--figures", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == CliRunner().invoke(app, command).stdout  # stdout: the table alone, as without --figures
+    assert result.stderr == f"wrote 14 figure files (SVG and PDF) to {out}\n"
+    written = sorted(path.name for path in out.iterdir())
+    assert written == sorted(f"nero-study-{sweep_id}-{name}.{fmt}" for name in NAMES for fmt in ("svg", "pdf"))
+    for name in NAMES:
+        size = figure_export.export_size(name, figures[name])
+        check_svg((out / f"nero-study-{sweep_id}-{name}.svg").read_bytes(), figures[name], size)
+        check_pdf((out / f"nero-study-{sweep_id}-{name}.pdf").read_bytes(), size)
+
+
+def test_cli_figures_without_a_browser_exit_2_saying_what_to_install(
+    database_url: str, make_sweep: Callable[..., str], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from nero_study.cli import app
+
+    sweep_id = make_sweep("cli no browser")
+    out = tmp_path / "figures"
+    missing = tmp_path / "no-chromium"
+    result = CliRunner().invoke(
+        app,
+        ["report", sweep_id, "--db", database_url, "--figures", str(out)],
+        env={"NERO_STUDY_CHROMIUM_PATH": str(missing), "COLUMNS": "400"},
+    )
+    assert result.exit_code == 2
+    message = " ".join(result.stderr.split())
+    assert f"error: --figures: Exporting figures needs Chromium, and there is none at {missing}" in message
+    assert "apt-get install chromium" in message
+    assert not out.exists()  # nothing written
+    assert result.stdout == ""  # and no report printed after the failure
