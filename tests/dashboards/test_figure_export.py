@@ -301,3 +301,23 @@ def test_cli_figures_without_a_browser_exit_2_saying_what_to_install(
     assert "apt-get install chromium" in message
     assert not out.exists()  # nothing written
     assert result.stdout == ""  # and no report printed after the failure
+
+
+# --- the sweep page ---------------------------------------------------------------------------------------
+
+
+def test_sweep_page_links_svg_and_pdf_beside_every_figure(client: TestClient, make_sweep: Callable[..., str]) -> None:
+    sweep_id = make_sweep("links")
+    html = client.get(f"/sweeps/{sweep_id}").text
+    for name in NAMES:
+        figure = rf'id="figure-{name}" class="figure"></div>\s*'
+        beside = re.search(figure + rf'<div class="figure-downloads[^"]*" data-figure="{name}">(.*?)</div>', html, re.S)
+        assert beside, f"no download links beside figure {name}"
+        links = re.findall(r'<a href="([^"]+)" download data-format="(\w+)">(\w+)</a>', beside.group(1))
+        assert links == [
+            (f"/api/sweeps/{sweep_id}/figures/{name}.svg", "svg", "SVG"),
+            (f"/api/sweeps/{sweep_id}/figures/{name}.pdf", "pdf", "PDF"),
+        ]
+    # The single-file report has no server to ask: no download links there.
+    report = client.get(f"/sweeps/{sweep_id}/report.html").text
+    assert 'class="figure-downloads' not in report and "/figures/" not in report
