@@ -7,9 +7,9 @@ report use the same ones); Kaleido, the static-export library Plotly recommends,
 MathJax is off (no figure uses LaTeX), and Kaleido is always given the browser's path, so it never looks for
 or downloads a browser of its own.
 
-One browser is started per call of :func:`render_figures` (about 2-5 s on a loaded 2-core machine) and draws
-every figure and format asked for (under a second each); the API asks for one file at a time and keeps the
-answer per sweep version, the CLI asks for all of them at once.
+One browser is started per call of :func:`render_figures` (4-6 s on a busy 2-core machine) and draws every
+figure and format asked for (about a second each there); the API asks for one file at a time and keeps the
+answer per sweep version, the CLI asks for all fourteen files at once.
 """
 
 from __future__ import annotations
