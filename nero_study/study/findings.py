@@ -227,10 +227,11 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def headline(rows: Sequence[FindingRow], sweeps: int, *, label: str = HEADLINE_LABEL) -> str:
-    """One sentence: on how many of the tasks it ran ``label``'s overall answer is winner, across ``sweeps``."""
+def headline(rows: Sequence[FindingRow], sweeps: int, *, label: str = HEADLINE_LABEL, filtered: str = "") -> str:
+    """One sentence: on how many of the tasks it ran ``label``'s overall answer is winner, across ``sweeps``.
+    ``filtered``: the filters in words (``budget smoke``), said when no sweep matches them."""
     if sweeps == 0:
-        return "No finished sweeps to draw findings from yet."
+        return f"No finished sweep matches {filtered}." if filtered else "No finished sweeps to draw findings from yet."
     mine = [row for row in rows if row.label == label]
     name = label.capitalize() if label == HEADLINE_LABEL else label
     if not mine:
@@ -324,7 +325,7 @@ def gather_findings(sweeps: Iterable[SweepFindings], filters: Filters | None = N
         sweeps=chosen,
         rows=rows,
         tallies=tuple(tallies),
-        headline=headline(rows, len(chosen)),
+        headline=headline(rows, len(chosen), filtered=filters.describe()),
         available_tasks=available,
         note=note,
     )

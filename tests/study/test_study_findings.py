@@ -189,7 +189,7 @@ def test_entries_are_the_sweeps_own_verdict_not_a_recomputation(two_sweeps: list
             "Nero out-of-the-box winner on 1 of 2 tasks across 1 finished sweep (behind on 1).",
         ),
         (Filters(task="ppo-cartpole"), ["B"], "Nero out-of-the-box winner on 1 of 1 task across 1 finished sweep."),
-        (Filters(budget="smoke", preset="library"), [], "No finished sweeps to draw findings from yet."),
+        (Filters(budget="smoke", preset="library"), [], "No finished sweep matches budget smoke, preset library."),
     ],
 )
 def test_filters_choose_the_sweeps(two_sweeps: list[SweepFindings], filters: Filters, sweeps, headline) -> None:
