@@ -226,6 +226,7 @@ def render_findings_page(findings: Findings, *, root: str = "") -> str:
         "findings.html",
         assets=served_assets(root),
         findings=findings,
+        edge_advice=EDGE_ADVICE,
         query=f"?{urlencode(chosen)}" if chosen else "",
         budgets=BUDGETS,
         presets=PRESETS,

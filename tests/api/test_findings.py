@@ -1,6 +1,6 @@
-"""``GET /api/findings`` over HTTP on a real SQLite store, with the hand-made sweeps of tests/study/test_study_findings.py
-(sweep A ``verdict``: smoke budget, paper preset; sweep B ``library``: proxy budget, library preset; their right
-answers are in that module's docstring)."""
+"""``GET /api/findings`` over HTTP on a real SQLite store, with the hand-made sweeps of
+tests/study/test_study_findings.py (sweep A ``verdict``: smoke budget, paper preset; sweep B ``library``: proxy
+budget, library preset; their right answers are in that module's docstring)."""
 
 from __future__ import annotations
 
