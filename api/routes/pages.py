@@ -34,6 +34,8 @@ MAX_SWEEPS_PAGE = 500
 MAX_TRIAL_ID = 2**31 - 1
 _MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 _STATIC_CACHE = "public, max-age=3600"
+_HTML = "text/html; charset=utf-8"
+_JSON = "application/json"
 
 Refresh = Annotated[
     float, Query(ge=pages.MIN_REFRESH_SECONDS, le=600.0, description="Seconds between live updates of a running page")
@@ -115,9 +117,6 @@ def findings_page(
     params = (root, filters.budget, filters.preset, filters.task)
     return findings_answer(request, session, representation="page", params=params, render=render, media_type=_HTML)
 
-
-_HTML = "text/html; charset=utf-8"
-_JSON = "application/json"
 
 
 def _figures(request: Request, snapshot: Any) -> dict[str, Any]:
