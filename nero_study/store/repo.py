@@ -314,6 +314,16 @@ def get_sweep_version(session: Session, *, sweep_id: str) -> int | None:
         return session.scalar(sa.select(Sweep.version).where(Sweep.id == sweep_id))
 
 
+def sweep_versions(session: Session, *, status: Sequence[str]) -> list[tuple[str, int]]:
+    """(id, ``Sweep.version``) of every sweep in one of ``status``, by id: one query over the status index.
+
+    What a view of many sweeps is keyed on (``/findings``): while these pairs hold, nothing it shows changed.
+    """
+    query = sa.select(Sweep.id, Sweep.version).where(Sweep.status.in_(list(status))).order_by(Sweep.id)
+    with _read(session):
+        return [(sweep_id, int(version or 0)) for sweep_id, version in session.execute(query).all()]
+
+
 def sweep_counts(session: Session, *, sweep_id: str) -> dict[str, int]:
     """Number of the sweep's trials in each trial status (every status present, zero included)."""
     counts = dict.fromkeys(TRIAL_STATUSES, 0)
