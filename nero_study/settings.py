@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 5.0
     poll_seconds: float = 1.0
+    # A worker on a Ray cluster (RAY_ADDRESS=host:port) that gets no answer from the Ray head for this long gives
+    # its sweep back to the queue and exits (status 3) for its supervisor to restart it. Under Ray's own limit:
+    # Ray ends a driver whose head is silent for 60 s, from inside a Ray call, with nothing said to the store.
+    ray_lost_seconds: float = Field(default=10.0, gt=0, lt=60)
     # Workers keep their Tune trial processes warm between sweeps (nero_study.study.pool). On a shared
     # Ray cluster (RAY_ADDRESS) they let them go after this many idle seconds, giving the slots back;
     # on a local Ray of their own they keep them. 0 turns warm runners off.

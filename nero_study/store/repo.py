@@ -314,6 +314,16 @@ def get_sweep_version(session: Session, *, sweep_id: str) -> int | None:
         return session.scalar(sa.select(Sweep.version).where(Sweep.id == sweep_id))
 
 
+def sweep_versions(session: Session, *, status: Sequence[str]) -> list[tuple[str, int]]:
+    """(id, ``Sweep.version``) of every sweep in one of ``status``, by id: one query over the status index.
+
+    What a view of many sweeps is keyed on (``/findings``): while these pairs hold, nothing it shows changed.
+    """
+    query = sa.select(Sweep.id, Sweep.version).where(Sweep.status.in_(list(status))).order_by(Sweep.id)
+    with _read(session):
+        return [(sweep_id, int(version or 0)) for sweep_id, version in session.execute(query).all()]
+
+
 def sweep_counts(session: Session, *, sweep_id: str) -> dict[str, int]:
     """Number of the sweep's trials in each trial status (every status present, zero included)."""
     counts = dict.fromkeys(TRIAL_STATUSES, 0)
@@ -513,7 +523,9 @@ def finish_sweep(
 
 @retried
 def release_sweep(session: Session, *, sweep_id: str, owner: str, now: datetime | None = None) -> bool:
-    """Put a running sweep back in the queue at once (a worker shutting down cleanly); keeps its trials."""
+    """Put a running sweep back in the queue at once (a worker shutting down, or its Ray cluster gone); keeps its
+    finished trials. Trials it was running when it let go wait as ``pending`` again (a queued sweep runs nothing),
+    and run afresh when a worker takes the sweep up."""
     now = now or utc_now()
     with _write(session):
         result = session.execute(
@@ -522,6 +534,15 @@ def release_sweep(session: Session, *, sweep_id: str, owner: str, now: datetime 
             .values(status="queued", lease_owner=None, lease_expires_at=None, updated_at=now, version=Sweep.version + 1)
             .execution_options(synchronize_session=False)
         )
+        if result.rowcount == 1:
+            interrupted = session.execute(
+                sa.update(Trial)
+                .where(Trial.sweep_id == sweep_id, Trial.status == "running")
+                .values(status="pending", started_at=None)
+                .execution_options(synchronize_session=False)
+            )
+            if interrupted.rowcount:
+                _bump_version(session, sweep_id, trials=True)
     return result.rowcount == 1
 
 
