@@ -671,6 +671,20 @@ def add_trials(session: Session, *, sweep_id: str, trials: Iterable[Any]) -> lis
 
 
 @retried
+def set_planned_trials(session: Session, *, sweep_id: str, planned: int) -> None:
+    """Store how many trials the sweep runs once that is known better than at submission: a ``bracket`` sweep
+    is submitted with its worst case and stores what it ran once it has stopped adding rounds."""
+    with _write(session):
+        session.execute(
+            sa.update(Sweep)
+            .where(Sweep.id == sweep_id)
+            .values(planned_trials=int(planned))
+            .execution_options(synchronize_session=False)
+        )
+        _bump_version(session, sweep_id, trials=False)
+
+
+@retried
 def import_sweep(
     session: Session,
     *,

@@ -240,6 +240,22 @@ def bracket_summaries(
     return tuple(summaries)
 
 
+def stored_bracket_summaries(
+    spec_data: Mapping[str, Any], trials: Any, analysis: SweepAnalysis | None = None, *, sweep_over: bool = True
+) -> tuple[BracketSummary, ...]:
+    """:func:`bracket_summaries` of a stored sweep (its spec as the store keeps it); empty for a sweep of another
+    protocol, or one whose stored spec no longer validates (its trials still show everywhere else)."""
+    from pydantic import ValidationError
+
+    if spec_data.get("protocol") != "bracket":
+        return ()
+    try:
+        spec = SweepSpec.from_stored(dict(spec_data))
+    except (ValidationError, ValueError, TypeError, KeyError):
+        return ()
+    return bracket_summaries(spec, trials, analysis, sweep_over=sweep_over)
+
+
 __all__ = [
     "GAP_TOLERANCE_DECADES",
     "BracketRound",
@@ -250,4 +266,5 @@ __all__ = [
     "decide",
     "next_lr",
     "outcomes",
+    "stored_bracket_summaries",
 ]

@@ -194,19 +194,22 @@ class SweepEngine:
 
     def _run_bracket(self) -> None:
         """Round 0 (the coarse grid, every seed), then one round after another: each (task, optimiser) adds the lr
-        the bracket rule chooses from the stored results, until none adds one (``plan.plan_bracket_round``).
-        A resumed sweep re-plans from what is stored, so it runs only what is missing."""
+        the bracket rule chooses from the stored results, until none adds one (``plan.plan_bracket_round``); then
+        the sweep's ``planned_trials`` becomes the count it ran. A resumed sweep re-plans from what is stored, so
+        it runs only what is missing."""
         self._store_plan(plan_trials(self.spec))
         self._run_pending()
         while not self.stopper.cancelled:
             with self.session_factory() as session:
                 records = repo.trials_frame(session, sweep_id=self.sweep_id).to_dict("records")
             planned = plan_bracket_round(self.spec, records)
-            if not planned:
+            if planned:
+                self._store_plan(planned)
+            # Done when no pair adds an lr, or when what it adds is stored already and ended (no progress possible).
+            if not planned or not self._run_pending():
+                with self.session_factory() as session:  # the count it ran replaces the worst case of submission
+                    repo.set_planned_trials(session, sweep_id=self.sweep_id, planned=len(records))
                 return
-            self._store_plan(planned)
-            if not self._run_pending():
-                return  # nothing new to run (the lrs planned are stored already and ended): no progress possible
 
     def _shape(self) -> PoolShape:
         """Per-trial resources, how many trials run at once, torch threads per trial."""
