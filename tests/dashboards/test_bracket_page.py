@@ -4,7 +4,7 @@ hand-made bracket sweep whose rounds follow the rule (worked out in :data:`BRACK
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,16 +39,13 @@ BRACKET_ROUNDS: tuple[tuple[str, float, str, float], ...] = (
 )
 
 
-def store_bracket_sweep(session: Session, *, status: str = "succeeded") -> str:
-    """The hand-made bracket sweep, stored and finished (``running`` leaves it running); returns its id."""
-    sweep = repo.create_sweep(session, spec=BRACKET_SPEC, name="bracket", planned_trials=6)[0]
-    claimed = repo.claim_next_sweep(session, owner="tests", lease_seconds=3600)
-    assert claimed is not None and claimed.id == sweep.id
+def store_rounds(session: Session, sweep_id: str, rounds: Sequence[tuple[str, float, str, float]]) -> None:
+    """Store and finish one trial (seed 0) per (phase, lr, status, test error) of ``rounds``."""
     start = datetime.now(UTC) - timedelta(seconds=60)
-    for index, (phase, lr, outcome, metric) in enumerate(BRACKET_ROUNDS):
+    for index, (phase, lr, outcome, metric) in enumerate(rounds):
         item = {"task": "digits-mlp", "optimizer": "nero", "label": "nero", "lr": lr, "seed": 0, "budget": "smoke",
                 "phase": phase}
-        (row,) = repo.add_trials(session, sweep_id=sweep.id, trials=[item])
+        (row,) = repo.add_trials(session, sweep_id=sweep_id, trials=[item])
         now = start + timedelta(seconds=index + 1)
         repo.mark_trial_running(session, trial_id=row.id, attempt=1, now=now - timedelta(seconds=0.5))
         repo.finish_trial(
@@ -56,6 +53,17 @@ def store_bracket_sweep(session: Session, *, status: str = "succeeded") -> str:
             metric_name="test_error", lower_is_better=True, wall_s=0.5, device="cpu", steps=10,
             error="loss became nan" if outcome == "diverged" else None, attempt=1, now=now,
         )
+
+
+def store_bracket_sweep(
+    session: Session, *, status: str = "succeeded", rounds: Sequence[tuple[str, float, str, float]] = BRACKET_ROUNDS
+) -> str:
+    """The hand-made bracket sweep (its first ``rounds``), stored and finished (``running`` leaves it running);
+    returns its id."""
+    sweep = repo.create_sweep(session, spec=BRACKET_SPEC, name="bracket", planned_trials=6)[0]
+    claimed = repo.claim_next_sweep(session, owner="tests", lease_seconds=3600)
+    assert claimed is not None and claimed.id == sweep.id
+    store_rounds(session, sweep.id, rounds)
     if status != "running":
         assert repo.finish_sweep(session, sweep_id=sweep.id, owner="tests", status=status)
     return sweep.id
