@@ -102,3 +102,16 @@ def test_a_live_bracket_page_updates_its_rounds_and_a_grid_sweep_has_none(
     assert '<span class="bracket-round" data-round="2"><b>2</b>: 0.00316228</span>' in " ".join(fragment.split())
     grid_id = make_sweep("grid")
     assert 'id="sweep-bracket"' not in client.get(f"/sweeps/{grid_id}").text
+
+
+def test_the_lr_sensitivity_figure_names_the_round_that_added_each_lr(session: Session) -> None:
+    from dashboards.lr_sensitivity import lr_sensitivity_info, plot_lr_sensitivity
+
+    sweep_id = store_bracket_sweep(session)
+    info = lr_sensitivity_info(repo.trials_frame(session, sweep_id=sweep_id))
+    (series,) = info.panels[0].series
+    assert series.lrs == (0.0001, 0.001, 0.00316228, 0.01, 0.1)
+    assert series.rounds == (0, 0, 2, 0, 1)
+    line = next(t for t in plot_lr_sensitivity(info).data if t.mode == "lines+markers")
+    assert line.text[2] == "nero lr=0.00316228: 0.3 (1 seed; bracket round 2)"
+    assert line.text[4] == "nero lr=0.1: — (1 seed, 1 diverged/failed; bracket round 1)"
