@@ -152,13 +152,9 @@ def _sweep_context(snapshot: SweepSnapshot) -> dict[str, Any]:
     }
 
 
-SWEEP_FRAGMENTS: tuple[str, ...] = (
-    "sweep-summary",
-    "sweep-verdict",
-    "sweep-bracket",
-    "sweep-tables",
-    "sweep-trials",
-)
+SWEEP_FRAGMENTS: tuple[str, ...] = ("sweep-summary", "sweep-verdict", "sweep-tables", "sweep-trials")
+#: The fragment of a ``bracket`` sweep's page only: its rounds.
+BRACKET_FRAGMENT = "sweep-bracket"
 
 
 def sweep_update(
@@ -176,7 +172,11 @@ def sweep_update(
         "finished": snapshot.finished,
         "counts": snapshot.counts,
         "figures": sweep_figures(snapshot) if figures is None else figures,
-        "fragments": render_fragments("_sweep_fragments.html", SWEEP_FRAGMENTS, **context),
+        "fragments": render_fragments(
+            "_sweep_fragments.html",
+            (*SWEEP_FRAGMENTS, BRACKET_FRAGMENT) if context["bracket_protocol"] else SWEEP_FRAGMENTS,
+            **context,
+        ),
     }
 
 
