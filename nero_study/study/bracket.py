@@ -12,8 +12,10 @@ far and how they ended:
 2. *Refine*: once the best lr has a neighbour on each side (or cannot be extended), add the geometric midpoint
    of the best lr and its better neighbour, until the gap between them is at most ``bracket_resolution`` decades.
 3. *Stop* when resolved, when ``bracket_max_lrs`` lrs have been tried (the budget, the coarse grid included),
-   when the lr to add was tried already (its trials failed: no evidence, so no new information either), or when
-   no lr beat chance and neither direction can help (low lrs made no progress, high ones diverged).
+   or when no lr beat chance and neither direction can help (low lrs made no progress, high ones diverged).
+   An lr tried already is never added again (one whose trials all failed is no evidence, and trying it again
+   would bring none): the rule falls back to its next choice (refining, when an extension is blocked), and
+   says so when it stops.
 
 If no lr beat chance: all diverged extends downward, none diverged extends upward.
 
@@ -86,42 +88,45 @@ def next_lr(
     best_index = min(range(len(evidence)), key=lambda i: (evidence[i].value, evidence[i].lr))
     best = evidence[best_index]
     lowest, highest = evidence[0], evidence[-1]
-    kind: StepKind
+    # The lrs worth adding, in order of preference: past an edge first, then between the best and a neighbour.
+    proposals: list[tuple[StepKind, float, str]] = []
+    resolved = ""
     if not best.value < chance:
         if all(o.diverged for o in evidence):
-            kind, lr, why = "extend-down", lowest.lr * 10**-step, "every lr diverged"
+            proposals.append(("extend-down", lowest.lr * 10**-step, "every lr diverged"))
         elif not any(o.diverged for o in evidence):
-            kind, lr, why = "extend-up", highest.lr * 10**step, "no lr made progress and none diverged"
+            proposals.append(("extend-up", highest.lr * 10**step, "no lr made progress and none diverged"))
         else:
-            return BracketStep(
-                "done", None, "no lr beat chance: the low lrs made no progress, the high ones diverged"
-            )
-    elif best is highest and not best.diverged:
-        kind, lr, why = "extend-up", best.lr * 10**step, f"best lr {_lr_text(best.lr)} is the highest tried"
-    elif best is lowest:
-        kind, lr, why = "extend-down", best.lr * 10**-step, f"best lr {_lr_text(best.lr)} is the lowest tried"
+            return BracketStep("done", None, "no lr beat chance: the low lrs made no progress, the high ones diverged")
     else:
+        if best is highest and not best.diverged:
+            proposals.append(("extend-up", best.lr * 10**step, f"best lr {_lr_text(best.lr)} is the highest tried"))
+        if best is lowest:
+            proposals.append(("extend-down", best.lr * 10**-step, f"best lr {_lr_text(best.lr)} is the lowest tried"))
         neighbours = [evidence[i] for i in (best_index - 1, best_index + 1) if 0 <= i < len(evidence)]
-        better = min(neighbours, key=lambda o: (o.value, o.lr))
-        gap = _gap(best.lr, better.lr)
-        low, high = sorted((best.lr, better.lr))
-        if gap <= resolution + GAP_TOLERANCE_DECADES:
-            return BracketStep(
-                "done",
-                None,
-                f"resolved: best lr {_lr_text(best.lr)}, its better neighbour {_lr_text(better.lr)} is "
-                f"{gap:.3g} decades away (<= {resolution:g})",
-            )
-        kind, lr = "refine", math.sqrt(low * high)
-        why = f"between best lr {_lr_text(best.lr)} and its better neighbour {_lr_text(better.lr)} ({gap:.3g} decades)"
-    if not (math.isfinite(lr) and lr > 0):
-        return BracketStep("done", None, f"the next lr is out of the floating-point range ({why})")
-    lr = round_significant(lr)
-    if any(same_lr(lr, o.lr) for o in tried):
-        return BracketStep("done", None, f"lr {_lr_text(lr)} was tried already and its trials failed ({why})")
-    if len(tried) >= max_lrs:
-        return BracketStep("done", None, f"budget spent: {len(tried)} of {max_lrs} lrs tried ({why})")
-    return BracketStep(kind, lr, why)
+        if neighbours:
+            better = min(neighbours, key=lambda o: (o.value, o.lr))
+            gap = _gap(best.lr, better.lr)
+            pair = f"best lr {_lr_text(best.lr)} and its better neighbour {_lr_text(better.lr)}"
+            if gap <= resolution + GAP_TOLERANCE_DECADES:
+                resolved = f"resolved: {pair.replace(' and', ',')} is {gap:.3g} decades away (<= {resolution:g})"
+            else:
+                proposals.append(("refine", math.sqrt(best.lr * better.lr), f"between {pair} ({gap:.3g} decades)"))
+    blocked = []
+    for kind, lr, why in proposals:
+        if not (math.isfinite(lr) and lr > 0):
+            blocked.append(f"the next lr is out of the floating-point range ({why})")
+            continue
+        lr = round_significant(lr)
+        same = [o for o in tried if same_lr(lr, o.lr)]
+        if same:
+            failed = ": its trials failed" if not any(math.isfinite(o.value) for o in same) else ""
+            blocked.append(f"lr {_lr_text(lr)} was tried already{failed} ({why})")
+            continue
+        if len(tried) >= max_lrs:
+            return BracketStep("done", None, f"budget spent: {len(tried)} of {max_lrs} lrs tried ({why})")
+        return BracketStep(kind, lr, why)
+    return BracketStep("done", None, "; ".join([resolved, *blocked] if resolved else blocked) or "nothing to add")
 
 
 # --- from stored trials --------------------------------------------------------------------------------------

@@ -120,10 +120,18 @@ def test_when_nothing_beats_chance():
 
 
 def test_failed_lrs_are_no_evidence_and_are_not_tried_again():
-    # The lr past the edge was tried and failed: the rule would add it again, so it stops and says why.
+    # The lr past the edge was tried and failed: it is not tried again; the rule refines below the best instead.
     tried = [LrOutcome(1e-4, 0.8), LrOutcome(1e-3, 0.5), LrOutcome(1e-2, math.nan)]
     decision = step(tried)
-    assert decision.lr is None and "tried already" in decision.reason
+    assert decision.kind == "refine" and decision.lr == pytest.approx(math.sqrt(1e-7), rel=5e-6)
+    # Once refined below, the rule stops and says why it could not go past the edge.
+    tried = [LrOutcome(1e-3, 0.8), LrOutcome(10**-2.25, 0.6), LrOutcome(1e-2, 0.5), LrOutcome(1e-1, math.nan)]
+    decision = step(tried)
+    assert decision.lr is None
+    assert decision.reason == (
+        "resolved: best lr 0.01, its better neighbour 0.00562341 is 0.25 decades away (<= 0.25); "
+        "lr 0.1 was tried already: its trials failed (best lr 0.01 is the highest tried)"
+    )
     assert step([LrOutcome(1e-3, math.nan)]).reason.startswith("no evidence")
     with pytest.raises(ValueError, match="Invalid step 0"):
         step(tried, step_decades=0.0)
