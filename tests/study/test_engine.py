@@ -226,3 +226,10 @@ def test_bracket_protocol_runs_rounds_past_the_grid_edge_and_records_them(tmp_pa
     (summary,) = bracket_summaries(spec, records)
     assert summary.state != "running" and summary.lrs_used == len(records)
     assert summary.state.startswith(("resolved", "budget spent"))
+    # Run again (a resumed sweep): the rounds are re-planned from what is stored, so nothing runs or is added.
+    assert SweepEngine(session_factory=factory, sweep_id=sweep_id, spec=spec, attempt=2).run().status == "succeeded"
+    with factory() as session:
+        again = repo.trials_frame(session, sweep_id=sweep_id).to_dict("records")
+    assert [(r["id"], r["phase"], r["finished_at"]) for r in again] == [
+        (r["id"], r["phase"], r["finished_at"]) for r in records
+    ]
