@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
@@ -375,9 +376,14 @@ def report(
         return
     rows = paper_table(analysis)
     verdict = sweep_verdict(analysis)
+    from nero_study.study.bracket import stored_bracket_summaries
+
+    bracket = stored_bracket_summaries(spec_data, frame, analysis, sweep_over=status in SWEEP_FINISHED)
     if output_format == "json":
         payload = {"sweep_id": sweep_id, "name": name, "status": status, "error": error, "execution": execution,
                    **analysis.to_dict()}
+        if bracket:
+            payload["bracket"] = [summary.to_dict() for summary in bracket]
         typer.echo(dumps({**payload, "verdict": verdict.to_dict()}))
         return
     if output_format == "csv":
@@ -386,6 +392,23 @@ def report(
     if status not in SWEEP_FINISHED:
         console.print(f"[yellow]the sweep is {status}: the verdict is provisional[/]", highlight=False)
     _print_report(sweep_id, name, execution, spec_data, analysis, rows, verdict, status=status, error=error)
+    if bracket:
+        _print_bracket(bracket)
+
+
+def _print_bracket(bracket: Sequence[Any]) -> None:
+    """The ``bracket`` protocol's rounds per task and optimiser: the lrs each added, the budget used, the bracket."""
+    table = Table(title="bracket rounds (round 0: the coarse grid; each later round adds one lr, on every seed)")
+    for column in ("task", "optimizer", "lrs added, by round", "lrs used", "trials", "best lr", "bracket", "state"):
+        table.add_column(column, justify="left" if column in ("task", "optimizer", "state") else "right")
+    for b in bracket:
+        rounds = "; ".join(f"{r.round}: {', '.join(format_number(lr, 'g') for lr in r.lrs)}" for r in b.rounds)
+        window = f"{format_number(b.window[0], 'g')} - {format_number(b.window[1], 'g')}"
+        table.add_row(
+            b.task, b.label, rounds, f"{b.lrs_used} of {b.max_lrs}", str(b.trials_used),
+            format_number(b.best_lr, "g"), window, b.state,
+        )
+    console.print(table)
 
 
 def _write_figures(sweep_id: str, settings: Any, directory: str) -> None:
