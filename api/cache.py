@@ -11,7 +11,11 @@ changes what the sweep shows, so one number says whether anything changed:
   used only for a version at least as new as the one the request read from the store (a write always makes
   a newer version, so nothing stale is served); older versions of a sweep are dropped as newer ones arrive,
   and the whole cache is bounded by a number of snapshots and a number of answer bytes (least recently used
-  out first).
+  out first);
+- :func:`findings_answer` serves ``/findings`` and ``/api/findings`` the same way across sweeps: what each
+  finished sweep contributes (its verdict) is kept per (sweep, version), and an answer is keyed on the set of
+  (sweep id, version) pairs of the finished sweeps, read in one query, so a request recomputes only the sweeps
+  that changed since (none, once they have finished).
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ T = TypeVar("T")
 MAX_SNAPSHOTS = 4
 #: Answer bytes kept at most (a report inlines plotly.js: about 5 MB each).
 MAX_ANSWER_BYTES = 64 * 2**20
+#: Finished sweeps whose findings (a verdict per task and optimiser, a few KB each) are kept at most.
+MAX_FINDINGS_SWEEPS = 10_000
 #: What makes browsers ask again each time, with the validator they hold (never a stale page).
 REVALIDATE = "no-cache"
 
@@ -51,7 +57,7 @@ def _code_fingerprint() -> str:
     """
     digest = hashlib.sha256()
     files = sorted({path for pattern in _CODE_GLOBS for path in _ROOT.glob(pattern) if path.is_file()})
-    files.append(_ROOT / "nero_study" / "study" / "analysis.py")
+    files.extend(_ROOT / "nero_study" / "study" / name for name in ("analysis.py", "verdict.py", "findings.py"))
     for path in files:
         digest.update(str(path.relative_to(_ROOT)).encode())
         digest.update(path.read_bytes() if path.is_file() else b"")
@@ -169,10 +175,17 @@ class _NewestPerKey(Generic[T]):
 class SweepViewCache:
     """Snapshots and rendered answers of sweeps, per sweep version, shared by all viewers (thread-safe)."""
 
-    def __init__(self, *, max_snapshots: int = MAX_SNAPSHOTS, max_answer_bytes: int = MAX_ANSWER_BYTES) -> None:
+    def __init__(
+        self,
+        *,
+        max_snapshots: int = MAX_SNAPSHOTS,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
+        max_findings: int = MAX_FINDINGS_SWEEPS,
+    ) -> None:
         self.snapshots: _NewestPerKey[Any] = _NewestPerKey(max_items=max_snapshots)
         self.answers: _NewestPerKey[Answer] = _NewestPerKey(max_size=max_answer_bytes)
         self.figures: _NewestPerKey[Any] = _NewestPerKey(max_items=max_snapshots)
+        self.findings: _NewestPerKey[Any] = _NewestPerKey(max_items=max_findings)
 
     def snapshot(self, sweep_id: str, version: int, load: Callable[[Any], Any]) -> Any:
         """The sweep's snapshot at ``version`` or newer; ``load(previous)`` reads one (``None``: no such sweep),
@@ -202,6 +215,20 @@ class SweepViewCache:
             return version, snapshot, build(snapshot, previous)
 
         return self.figures.get(snapshot.id, version, make, version_of=lambda item: item[0], size=lambda item: 1)[2]
+
+    def findings_of(self, sweep_id: str, version: int, load: Callable[[Any], Any]) -> Any:
+        """What one finished sweep contributes to the findings at ``version`` or newer, built once per version
+        by ``load(snapshot)``: ``snapshot`` is the sweep's kept snapshot when it is that new (its analysis is
+        reused, not recomputed), else ``None``. ``load`` returns ``(store version, findings or None)``."""
+
+        def build() -> tuple[int, Any]:
+            kept = self.snapshots.latest(sweep_id)
+            snapshot = None if kept is None else kept.snapshot
+            fresh = snapshot is not None and snapshot.store_version >= version
+            return load(snapshot if fresh else None)
+
+        found = self.findings.get(sweep_id, version, build, version_of=lambda item: item[0], size=lambda item: 1)
+        return found[1]
 
     def answer(self, key: Hashable, version: int, build: Callable[[], Answer]) -> Answer:
         """The answer for ``key`` (a sweep id, a representation and its parameters) at ``version`` or newer."""
@@ -261,8 +288,82 @@ def sweep_answer(
     return Response(answer.body, media_type=answer.media_type, headers={"ETag": answer.etag, **common})
 
 
+def finished_findings(request: Request, session: Session) -> tuple[str, list[Any]]:
+    """The findings of every finished sweep (``SweepFindings``, :mod:`nero_study.study.findings`) and a digest of
+    the (sweep id, version) pairs they were read at. One query for the pairs; a sweep is analysed only when
+    its version is not cached yet (its snapshot's analysis reused when the sweep's page already loaded it)."""
+    from dashboards.snapshot import load_sweep_snapshot
+    from nero_study.store import repo
+    from nero_study.study.findings import FINDINGS_STATUSES, sweep_findings
+
+    cache: SweepViewCache = request.app.state.sweep_view_cache
+    pairs = repo.sweep_versions(session, status=FINDINGS_STATUSES)
+    found = []
+    for sweep_id, version in pairs:
+
+        def load(snapshot: Any, sweep_id: str = sweep_id, version: int = version) -> tuple[int, Any]:
+            if snapshot is None:
+                snapshot = load_sweep_snapshot(session, sweep_id=sweep_id, with_curves=False)
+            if snapshot is None:  # deleted in between
+                return version, None
+            findings = sweep_findings(
+                sweep_id=snapshot.id,
+                name=snapshot.name,
+                status=snapshot.status,
+                spec=snapshot.spec,
+                trials=snapshot.trials,
+                analysis=snapshot.analysis,
+                analysis_error=snapshot.analysis_error,
+                finished_at=snapshot.finished_at,
+            )
+            return snapshot.store_version, findings
+
+        item = cache.findings_of(sweep_id, version, load)
+        if item is not None:
+            found.append(item)
+    digest = hashlib.sha256(repr((pairs, CODE_FINGERPRINT)).encode()).hexdigest()[:24]
+    return digest, found
+
+
+def findings_answer(
+    request: Request,
+    session: Session,
+    *,
+    representation: str,
+    render: Callable[[list[Any]], bytes],
+    media_type: str,
+    params: Sequence[Any] = (),
+) -> Response:
+    """One representation of the findings (``render(findings of every finished sweep)``), answered from the set
+    of (sweep id, version) pairs: ``304`` when ``If-None-Match`` names its validator, else the answer kept for
+    that set, else rendered. Carries ``ETag`` and ``Cache-Control: no-cache`` as :func:`sweep_answer` does."""
+    cache: SweepViewCache = request.app.state.sweep_view_cache
+    digest, found = finished_findings(request, session)
+    detail = hashlib.sha256(repr((digest, representation, tuple(params))).encode()).hexdigest()[:16]
+    tag = f'"findings-{digest}-{detail}"'
+    headers = {"ETag": tag, "Cache-Control": REVALIDATE}
+    if matches(request.headers.get("if-none-match"), tag):
+        return Response(status_code=304, headers=headers)
+
+    def build() -> Answer:
+        return Answer(render(found), media_type, tag, 0)
+
+    answer = cache.answer(("findings", digest, representation, tuple(params)), 0, build)
+    return Response(answer.body, media_type=answer.media_type, headers=headers)
+
+
 class _SweepGone(LookupError):
     """The sweep was deleted between reading its version and reading its snapshot."""
 
 
-__all__ = ["CODE_FINGERPRINT", "REVALIDATE", "Answer", "SweepViewCache", "etag", "matches", "sweep_answer"]
+__all__ = [
+    "CODE_FINGERPRINT",
+    "REVALIDATE",
+    "Answer",
+    "SweepViewCache",
+    "etag",
+    "findings_answer",
+    "finished_findings",
+    "matches",
+    "sweep_answer",
+]

@@ -25,7 +25,7 @@ from api.cache import SweepViewCache
 from api.deps import require_token
 from api.docs_ui import swagger_ui_response
 from api.errors import install_error_handlers
-from api.routes import meta, pages, sweeps, trials
+from api.routes import findings, meta, pages, sweeps, trials
 from api.schemas import ErrorPublic, SweepCreate
 from nero_study import __version__
 from nero_study.settings import Settings
@@ -45,6 +45,7 @@ the field and the valid values. NaN or infinite numbers (diverged trials) are `n
 OPENAPI_TAGS = [
     {"name": "sweeps", "description": "Submit, list, follow, cancel and analyse sweeps"},
     {"name": "trials", "description": "One trial and its learning curve"},
+    {"name": "findings", "description": "Every finished sweep's verdicts in one table, across sweeps"},
     {"name": "meta", "description": "The tasks and optimisers a sweep may use"},
     {"name": "health", "description": "Liveness and database check"},
 ]
@@ -142,6 +143,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     )
     app.include_router(sweeps.router, dependencies=read_guard, responses=guarded)
     app.include_router(trials.router, dependencies=read_guard, responses=guarded)
+    app.include_router(findings.router, dependencies=read_guard, responses=guarded)
     app.include_router(meta.router, dependencies=read_guard, responses=guarded)
     app.include_router(meta.health_router)
     # HTML dashboards: under the same read guard, so a service that requires tokens for reads keeps its

@@ -90,7 +90,8 @@ class SweepPublic(BaseModel):
     counts: dict[str, int] = Field(description="Trials by status (pending, running, succeeded, diverged, ...)")
     trials_total: int = Field(description="Trials stored so far")
     planned_trials: int | None = Field(
-        description="Trials the sweep will run in total (tpe and paper protocols add trials as they go)"
+        description="Trials the sweep will run in total (tpe and paper protocols add trials as they go; bracket: "
+        "its worst case until it has finished, then the count it ran)"
     )
     cancel_requested: bool
     created_at: datetime
@@ -234,3 +235,111 @@ class HealthPublic(BaseModel):
             "`running`, their `pids` and `restarts` (503 while one is down)"
         ),
     )
+
+
+class FindingLinks(BaseModel):
+    """Where a finding comes from: the sweep's page, the sweep and its analysis in the API."""
+
+    page: str
+    sweep: str
+    analysis: str
+
+
+class FindingEntryPublic(BaseModel):
+    """One finished sweep's verdict on one (task, optimiser) (``nero_study.study.verdict``). NaN/inf are null."""
+
+    sweep_id: str
+    sweep_name: str
+    sweep_status: SweepStatus
+    budget: str | None
+    preset: str | None
+    optimizer: str = Field(description="The registry name of the optimiser behind the label")
+    status: Literal["winner", "behind", "inconclusive"] = Field(
+        description="winner: the default lr is within noise of the task's best tuned result; inconclusive: "
+        "the claim is withheld, `reasons` says why"
+    )
+    default_lr: JSONFloat
+    ootb: JSONFloat = Field(description="The mean metric at the default lr (out of the box)")
+    ootb_regret: JSONFloat = Field(description="Normalised: 0 = the task's best tuned result, 1 = chance")
+    ootb_seeds: int
+    best: JSONFloat = Field(description="This optimiser's tuned best metric")
+    eta_star: JSONFloat = Field(description="The lr of its tuned best")
+    best_seeds: int
+    tuned_gap: JSONFloat = Field(description="The normalised regret of its tuned best: 0 for the task's best")
+    lr_factor: JSONFloat = Field(description="eta_star / default_lr")
+    edge: Literal["low", "high", "only"] | None = Field(description="Its best lr at an edge of its grid")
+    failed: int = Field(description="Its failed trials, left out of the metrics")
+    reasons: list[str] = Field(description="Why the claim is withheld, or the caveats of a claim")
+    caveats: list[str] = Field(description="The sweep's own caveats (failed trials, an analysis error)")
+    links: FindingLinks
+
+
+class FindingRowPublic(BaseModel):
+    """One (task, optimiser label): one entry per finished sweep that ran it, newest first.
+
+    ``overall``: ``winner`` when every conclusive entry (winner or behind) says winner, ``behind`` when every one
+    says behind, ``mixed`` when they disagree, ``inconclusive`` when none is conclusive.
+    """
+
+    task: str
+    label: str
+    metric_name: str
+    lower_is_better: bool
+    overall: Literal["winner", "behind", "mixed", "inconclusive"]
+    winner: int = Field(description="Entries whose verdict is winner")
+    behind: int
+    inconclusive: int
+    entries: list[FindingEntryPublic]
+
+
+class FindingTallyPublic(BaseModel):
+    """One optimiser label over the tasks it ran: how many tasks have each overall answer."""
+
+    label: str
+    tasks: int
+    winner: int
+    behind: int
+    mixed: int
+    inconclusive: int
+
+
+class FindingSweepPublic(BaseModel):
+    """A finished sweep the table reads."""
+
+    id: str
+    name: str
+    status: SweepStatus
+    budget: str | None
+    preset: str | None
+    protocol: str | None
+    seeds: list[int]
+    tasks: list[str]
+    finished_at: datetime | None
+    failed_trials: int
+    caveats: list[str]
+    links: FindingLinks
+
+
+class FindingFiltersPublic(BaseModel):
+    """The filters the table was read with (``null``: any)."""
+
+    budget: str | None = None
+    preset: str | None = None
+    task: str | None = None
+
+
+class FindingsPublic(BaseModel):
+    """Every finished sweep's per-task verdicts in one task x optimiser table (``nero_study.study.findings``).
+
+    Finished = ``succeeded`` or ``trials_failed`` (failed trials left out, with a caveat); queued, running,
+    failed and cancelled sweeps are not read. ``headline``: the plain Nero variant's out-of-the-box record.
+    ``available_tasks``: the tasks of every finished sweep, whatever the filters; ``note``: why the table is empty.
+    """
+
+    headline: str
+    filters: FindingFiltersPublic
+    sweeps: list[FindingSweepPublic]
+    rows: list[FindingRowPublic]
+    tallies: list[FindingTallyPublic]
+    available_tasks: list[str]
+    note: str | None

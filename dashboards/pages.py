@@ -1,9 +1,10 @@
 """Server-side HTML of the dashboards (Jinja2 templates in ``dashboards/templates``), from data already loaded.
 
-Pages: the sweep list, a sweep (every figure, the paper-style table and the robustness metrics), a trial
-(learning curves and details), a comparison of sweeps side by side, a not-found page, and the single-file
-report. Figures are embedded as JSON and drawn in the browser by plotly.js, which is served from (or, in the
-report, inlined out of) the installed ``plotly`` package: no page needs the internet.
+Pages: the sweep list (with the findings' headline), a sweep (every figure, the paper-style table and the
+robustness metrics), a trial (learning curves and details), a comparison of sweeps side by side, the findings
+across sweeps, a not-found page, and the single-file report. Figures are embedded as JSON and drawn in the
+browser by plotly.js, which is served from (or, in the report, inlined out of) the installed ``plotly``
+package: no page needs the internet.
 
 A live page (a sweep or a trial that is still running) carries a small JSON block naming its update URL;
 ``dashboards.js`` polls it every few seconds and applies the answer (``sweep_update``/``trial_update``) with
@@ -13,8 +14,10 @@ A live page (a sweep or a trial that is still running) carries a small JSON bloc
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import pandas as pd
 
@@ -30,9 +33,11 @@ from dashboards.progress import plot_sweep_progress, sweep_progress_info
 from dashboards.snapshot import SweepListItem, SweepSnapshot, trial_record, trial_version
 from dashboards.tables import paper_tables, profile_score_rows, robustness_rows
 from dashboards.templating import inline_assets, render, render_fragments, served_assets
+from nero_study.study.bracket import stored_bracket_summaries
+from nero_study.study.findings import Findings
 from nero_study.study.verdict import EDGE_ADVICE, sweep_verdict
 from nero_study.tasks.registry import task_caveats
-from nero_study.vocabulary import TRIAL_ENDED
+from nero_study.vocabulary import BUDGETS, PRESETS, TRIAL_ENDED
 
 DEFAULT_REFRESH_SECONDS = 3.0
 MIN_REFRESH_SECONDS = 0.2
@@ -159,11 +164,17 @@ def _sweep_context(snapshot: SweepSnapshot) -> dict[str, Any]:
         "curve_trials": [trial for trial, _ in snapshot.curves],
         "verdict": sweep_verdict(snapshot.analysis),
         "edge_advice": EDGE_ADVICE,
+        "bracket_protocol": snapshot.spec.get("protocol") == "bracket",
+        "bracket": stored_bracket_summaries(
+            snapshot.spec, snapshot.trials, snapshot.analysis, sweep_over=snapshot.finished
+        ),
         **_tables_context(snapshot),
     }
 
 
 SWEEP_FRAGMENTS: tuple[str, ...] = ("sweep-summary", "sweep-verdict", "sweep-tables", "sweep-trials")
+#: The fragment of a ``bracket`` sweep's page only: its rounds.
+BRACKET_FRAGMENT = "sweep-bracket"
 
 
 def sweep_update(
@@ -181,7 +192,11 @@ def sweep_update(
         "finished": snapshot.finished,
         "counts": snapshot.counts,
         "figures": sweep_figures(snapshot) if figures is None else figures,
-        "fragments": render_fragments("_sweep_fragments.html", SWEEP_FRAGMENTS, **context),
+        "fragments": render_fragments(
+            "_sweep_fragments.html",
+            (*SWEEP_FRAGMENTS, BRACKET_FRAGMENT) if context["bracket_protocol"] else SWEEP_FRAGMENTS,
+            **context,
+        ),
     }
 
 
@@ -204,9 +219,16 @@ def _live(
 
 
 def render_sweeps_page(
-    sweeps: Sequence[SweepListItem], *, total: int, offset: int = 0, limit: int = 50, root: str = ""
+    sweeps: Sequence[SweepListItem],
+    *,
+    total: int,
+    offset: int = 0,
+    limit: int = 50,
+    root: str = "",
+    findings_headline: str | None = None,
 ) -> str:
-    """The list of sweeps, newest first, each with its status and a progress bar; paged by offset/limit."""
+    """The list of sweeps, newest first, each with its status and a progress bar; paged by offset/limit.
+    ``findings_headline``: the headline of ``/findings`` (linked above the list)."""
     return render(
         "sweeps.html",
         assets=served_assets(root),
@@ -214,6 +236,28 @@ def render_sweeps_page(
         total=total,
         offset=offset,
         limit=limit,
+        findings_headline=findings_headline,
+        figures=None,
+        live=None,
+    )
+
+
+def render_findings_page(findings: Findings, *, root: str = "") -> str:
+    """Every finished sweep's verdicts as one task x optimiser table (``nero_study.study.findings``), with the
+    headline, per-optimiser tallies, the filters (budget, preset, task) and the sweeps it reads."""
+    chosen = {name: value for name, value in asdict(findings.filters).items() if value is not None}
+    tasks = list(findings.available_tasks)
+    if findings.filters.task is not None and findings.filters.task not in tasks:
+        tasks.append(findings.filters.task)
+    return render(
+        "findings.html",
+        assets=served_assets(root),
+        findings=findings,
+        edge_advice=EDGE_ADVICE,
+        query=f"?{urlencode(chosen)}" if chosen else "",
+        budgets=BUDGETS,
+        presets=PRESETS,
+        tasks=tasks,
         figures=None,
         live=None,
     )
@@ -372,6 +416,7 @@ __all__ = [
     "SWEEP_FIGURES",
     "compare_figures",
     "render_compare_page",
+    "render_findings_page",
     "render_not_found",
     "render_report",
     "render_sweep_page",

@@ -9,6 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The service's default cap on the trials one sweep may plan (``NERO_STUDY_MAX_TRIALS_PER_SWEEP`` sets another).
 DEFAULT_MAX_TRIALS_PER_SWEEP = 5000
+#: The browser that renders figures as SVG/PDF (Debian's Chromium; ``NERO_STUDY_CHROMIUM_PATH`` names another).
+DEFAULT_CHROMIUM_PATH = Path("/usr/bin/chromium")
 
 
 def default_database_url() -> str:
@@ -33,6 +35,10 @@ class Settings(BaseSettings):
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 5.0
     poll_seconds: float = 1.0
+    # A worker on a Ray cluster (RAY_ADDRESS=host:port) that gets no answer from the Ray head for this long gives
+    # its sweep back to the queue and exits (status 3) for its supervisor to restart it. Under Ray's own limit:
+    # Ray ends a driver whose head is silent for 60 s, from inside a Ray call, with nothing said to the store.
+    ray_lost_seconds: float = Field(default=10.0, gt=0, lt=60)
     # Workers keep their Tune trial processes warm between sweeps (nero_study.study.pool). On a shared
     # Ray cluster (RAY_ADDRESS) they let them go after this many idle seconds, giving the slots back;
     # on a local Ray of their own they keep them. 0 turns warm runners off.
@@ -46,6 +52,7 @@ class Settings(BaseSettings):
     stall_seconds: float = Field(default=1800.0, ge=0)
     seed_demo: bool = True
     migrate_on_startup: bool = False  # the API runs the packaged migrations when it starts
+    chromium_path: Path = DEFAULT_CHROMIUM_PATH  # renders figures as SVG/PDF (dashboards.figure_export)
 
     def spec_context(self) -> dict[str, int]:
         """The validation context of a spec submitted to this service (its trial limit)."""

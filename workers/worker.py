@@ -24,13 +24,55 @@ from nero_study.errors import InfeasibleResourcesError
 from nero_study.settings import Settings
 from nero_study.store import db, repo
 from nero_study.store.models import utc_now
-from nero_study.study.cluster import PoolShape, ensure_ray, infeasible_resources, pool_shape
+from nero_study.study.cluster import (
+    PoolShape,
+    ensure_ray,
+    gcs_address,
+    gcs_reachable,
+    infeasible_resources,
+    pool_shape,
+)
 from nero_study.study.engine import SweepEngine
 from nero_study.study.pool import WarmPool
 from nero_study.study.sink import ProgressHook, SweepProgress
 from nero_study.study.spec import Resources, SweepSpec
 
 logger = logging.getLogger("nero_study.worker")
+
+#: The exit status of a worker whose Ray cluster went away. Its supervisor (compose's ``restart:``, ``serve``)
+#: starts it again; the new process waits for the cluster before it claims anything.
+EXIT_CLUSTER_LOST = 3
+
+
+class _ClusterWatch(threading.Thread):
+    """Probes the Ray head (a TCP connection to its GCS) every ``interval`` seconds; once it has had no answer for
+    ``grace`` seconds it calls ``on_lost(silent_seconds)``, once, and ends.
+
+    Ray ends a driver whose head stays unreachable for 60 s, from inside whatever Ray call it is in, without a word
+    to the store: the sweep would stay ``running`` until its lease expired and no one would say why. The watch
+    sees the head go first (``grace`` < 60 s) so that the worker gives its sweep back and says so.
+    """
+
+    def __init__(self, host: str, port: int, *, interval: float, grace: float, on_lost) -> None:
+        super().__init__(name="ray-cluster-watch", daemon=True)
+        self.host, self.port = host, port
+        self.interval, self.grace = interval, grace
+        self.on_lost = on_lost
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        silent_since: float | None = None
+        while not self.stop_event.wait(self.interval):
+            if gcs_reachable(self.host, self.port, timeout=max(self.interval, 0.5)):
+                silent_since = None
+                continue
+            now = time.monotonic()
+            if silent_since is None:
+                silent_since = now
+                logger.warning("the Ray head at %s:%s does not answer", self.host, self.port)
+            if now - silent_since >= self.grace:
+                self.on_lost(now - silent_since)
+                return
 
 
 class _Heartbeat(threading.Thread):
@@ -157,7 +199,10 @@ class SweepWorker:
         self.warm = warm_pool and idle > 0
         self.pool_idle_seconds: float | None = idle if os.environ.get("RAY_ADDRESS") else None
         self.pool: WarmPool | None = None
-        self.current_sweep: str | None = None  # what its heartbeat row reports
+        self.current_sweep: str | None = None  # the sweep this worker holds (cluster watch, its heartbeat row)
+        self.cluster_watch: _ClusterWatch | None = None
+        self.exit = os._exit  # how the cluster watch ends the process (a test passes its own)
+        self._cluster_lost = threading.Lock()
 
     def install_signal_handlers(self) -> None:
         """SIGTERM and SIGINT both stop the worker gracefully: its sweep goes back to the queue.
@@ -179,14 +224,92 @@ class SweepWorker:
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
 
-    def connect_ray(self) -> None:
-        """Connect to Ray (once per process), then take SIGTERM/SIGINT back from Ray if this worker owns them."""
+    def connect_ray(self) -> bool:
+        """Connect to Ray (once per process), then take SIGTERM/SIGINT back from Ray if this worker owns them.
+
+        On a Ray cluster (``RAY_ADDRESS=host:port``) the worker first waits for the head to answer, and then
+        watches it (:class:`_ClusterWatch`). Returns ``False`` when the worker was stopped while waiting.
+        """
+        if not self.cluster_ready():
+            return False
         ensure_ray()
+        gcs = gcs_address()
         handler = getattr(self, "_signal_handler", None)
         if handler is not None and threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 if signal.getsignal(signum) is not handler:
                     signal.signal(signum, handler)
+        if gcs is not None and self.cluster_watch is None:
+            self.cluster_watch = _ClusterWatch(
+                *gcs, interval=1.0, grace=self.settings.ray_lost_seconds, on_lost=self.on_cluster_lost
+            )
+            self.cluster_watch.start()
+        return True
+
+    def cluster_ready(self) -> bool:
+        """Whether Ray can be used: connected already, a local Ray, or a cluster whose head answers (waited for)."""
+        import ray
+
+        gcs = gcs_address()
+        return gcs is None or ray.is_initialized() or self.wait_for_cluster(*gcs)
+
+    def wait_for_cluster(self, host: str, port: int) -> bool:
+        """Wait (backing off to 10 s between probes) until the Ray head answers; ``False`` if stopped first."""
+        delay, said = 0.5, False
+        while not self.stopping.is_set():
+            if gcs_reachable(host, port):
+                if said:
+                    logger.info("worker %s: the Ray cluster at %s:%s answers", self.owner, host, port)
+                return True
+            if not said:
+                logger.warning("worker %s: waiting for the Ray cluster at %s:%s", self.owner, host, port)
+                said = True
+            self.stopping.wait(delay)
+            delay = min(delay * 2, 10.0)
+        return False
+
+    def cluster_lost_with(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is a Ray error from a cluster whose head then stays silent for ``ray_lost_seconds``
+        (a sweep is not failed for the cluster going away). ``False`` at once when the head answers."""
+        from ray.exceptions import RayError
+
+        gcs = gcs_address()
+        if gcs is None or not isinstance(exc, RayError):
+            return False
+        deadline = time.monotonic() + self.settings.ray_lost_seconds
+        while not gcs_reachable(*gcs):
+            if time.monotonic() >= deadline:
+                return True
+            time.sleep(1.0)  # a probe a second until the deadline, stopping or not
+        return False
+
+    def on_cluster_lost(self, silent_seconds: float) -> None:
+        """The Ray head is gone: give the sweep back to the queue (its finished trials stay), say so, and end the
+        process with :data:`EXIT_CLUSTER_LOST` (this driver's Ray would end it within a minute anyway, from inside
+        a call that never returns). Restarted, the worker waits for the cluster before it claims again."""
+        # Once per process: the watch thread and the sweep's thread may both see the head go; the second waits
+        # here for the first to end the process (it must not go on to record the sweep as failed).
+        self._cluster_lost.acquire()
+        gcs = gcs_address()
+        where = f"{gcs[0]}:{gcs[1]}" if gcs else "RAY_ADDRESS"
+        logger.error(
+            "worker %s: the Ray cluster at %s is gone (no answer for %.0f s)", self.owner, where, silent_seconds
+        )
+        sweep_id = self.current_sweep
+        if sweep_id is not None:
+            try:
+                with self.session_factory() as session:
+                    released = repo.release_sweep(session, sweep_id=sweep_id, owner=self.owner)
+                if released:
+                    logger.error("worker %s: sweep %s released back to the queue", self.owner, sweep_id)
+                else:
+                    logger.error("worker %s: sweep %s was no longer held by this worker", self.owner, sweep_id)
+            except Exception:  # noqa: BLE001 - the lease then expires and another worker takes the sweep over
+                logger.exception("worker %s: could not release sweep %s; its lease will expire", self.owner, sweep_id)
+        logger.error("worker %s: exiting with status %d (to be restarted)", self.owner, EXIT_CLUSTER_LOST)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        self.exit(EXIT_CLUSTER_LOST)
 
     def claim(self) -> tuple[str, dict, int] | None:
         with self.session_factory() as session:
@@ -201,12 +324,13 @@ class SweepWorker:
         presence.record()  # alive from now on (the warm runners below take seconds to start)
         presence.start()
         try:
-            if self.warm:
+            if self.warm and self.connect_ray():
                 # Start the runners for the default per-trial resources now, while the queue may still be
                 # empty: the first sweep then finds them warm too (a sweep needing others replaces them).
-                self.connect_ray()
                 self.warm_pool(pool_shape(Resources()))
             while not self.stopping.is_set():
+                if not self.cluster_ready():  # on a Ray cluster: claim nothing while its head is away
+                    break
                 try:
                     claimed = self.claim()
                 except sa.exc.DBAPIError as exc:
@@ -233,7 +357,9 @@ class SweepWorker:
         return processed
 
     def close(self) -> None:
-        """Let the warm trial processes go (their slots return to the Ray cluster)."""
+        """Let the warm trial processes go (their slots return to the Ray cluster); stop watching the cluster."""
+        if self.cluster_watch is not None:
+            self.cluster_watch.stop_event.set()
         self.close_pool()
 
     # -- the warm runners -------------------------------------------------------------------------------
@@ -283,14 +409,6 @@ class SweepWorker:
         """Run one claimed sweep to its end; returns the sweep's final status."""
         logger.info("worker %s: running sweep %s", self.owner, sweep_id)
         self.current_sweep = sweep_id
-        try:
-            return self._process(sweep_id, spec_data, attempt, on_progress=on_progress)
-        finally:
-            self.current_sweep = None
-
-    def _process(
-        self, sweep_id: str, spec_data: dict, attempt: int, *, on_progress: ProgressHook | None = None
-    ) -> str:
         heartbeat = _Heartbeat(
             session_factory=self.session_factory,
             sweep_id=sweep_id,
@@ -332,6 +450,8 @@ class SweepWorker:
             if heartbeat.stalled.is_set():
                 status, error = "failed", heartbeat.stall_error
         except Exception as exc:  # noqa: BLE001 - recorded on the sweep; the worker goes on
+            if self.cluster_lost_with(exc):
+                self.on_cluster_lost(self.settings.ray_lost_seconds)  # gives the sweep back; does not return
             logger.exception("sweep %s failed", sweep_id)
             error = f"{type(exc).__name__}: {exc}"
             # The store failing past its retries is not the sweep's fault: give it back rather than fail it.
@@ -344,6 +464,7 @@ class SweepWorker:
         finally:
             heartbeat.stop_event.set()
             heartbeat.join(timeout=5)
+            self.current_sweep = None
             if heartbeat.stalled.is_set() and self.pool is not None:
                 # Its runners may be stuck in the trial that stalled: kill them; the next sweep gets new ones.
                 logger.warning("worker %s: killing the warm runners of stalled sweep %s", self.owner, sweep_id)

@@ -1,4 +1,4 @@
-"""The HTML dashboards: ``/`` (sweeps), ``/sweeps/{id}``, ``/trials/{id}``, ``/compare?sweeps=a,b``.
+"""The HTML dashboards: ``/`` (sweeps), ``/sweeps/{id}``, ``/trials/{id}``, ``/compare?sweeps=a,b``, ``/findings``.
 
 Routes stay thin: data is read through :mod:`nero_study.store.repo` (and
 :func:`dashboards.snapshot.load_sweep_snapshot`, which only calls repo functions), and :mod:`dashboards.pages`
@@ -16,12 +16,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-from api.cache import etag, sweep_answer
+from api.cache import etag, findings_answer, finished_findings, sweep_answer
 from api.deps import SessionDep
 from dashboards import pages
 from dashboards.snapshot import load_sweep_snapshot, sweep_list_item, sweep_version, trial_record, trial_version
 from dashboards.templating import static_path
 from nero_study.store import repo
+from nero_study.study.findings import Filters, filter_problems, gather_findings
 from nero_study.study.plan import stored_planned_trials
 from nero_study.vocabulary import SWEEP_FINISHED, TRIAL_ENDED
 
@@ -33,6 +34,8 @@ MAX_SWEEPS_PAGE = 500
 MAX_TRIAL_ID = 2**31 - 1
 _MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 _STATIC_CACHE = "public, max-age=3600"
+_HTML = "text/html; charset=utf-8"
+_JSON = "application/json"
 
 Refresh = Annotated[
     float, Query(ge=pages.MIN_REFRESH_SECONDS, le=600.0, description="Seconds between live updates of a running page")
@@ -69,7 +72,9 @@ def sweeps_page(
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_SWEEPS_PAGE)] = 50,
 ) -> HTMLResponse:
-    """The sweeps, newest first, with their status and a progress bar."""
+    """The sweeps, newest first, with their status and a progress bar; above them, the findings' headline."""
+    _, found = finished_findings(request, session)
+    headline = gather_findings(found).headline
     sweeps, total = repo.list_sweeps(session, offset=offset, limit=limit)
     items = [
         sweep_list_item(
@@ -79,12 +84,39 @@ def sweeps_page(
         )
         for sweep in sweeps
     ]
-    html = pages.render_sweeps_page(items, total=total, offset=offset, limit=limit, root=_root(request))
+    html = pages.render_sweeps_page(
+        items, total=total, offset=offset, limit=limit, root=_root(request), findings_headline=headline
+    )
     return HTMLResponse(html)
 
 
-_HTML = "text/html; charset=utf-8"
-_JSON = "application/json"
+FindingFilter = Annotated[str | None, Query(max_length=100)]
+
+
+@router.get("/findings", response_class=HTMLResponse)
+def findings_page(
+    request: Request,
+    session: SessionDep,
+    budget: FindingFilter = None,
+    preset: FindingFilter = None,
+    task: FindingFilter = None,
+) -> Response:
+    """Every finished sweep's verdicts in one task x optimiser table, filtered by budget, preset and task (an
+    empty choice is any). A budget or preset outside the vocabulary is a 422 page naming the valid values; a
+    task no finished sweep ran gives an empty table naming those that did (as ``GET /api/findings``)."""
+    filters = Filters(budget=budget or None, preset=preset or None, task=task or None)
+    problems = filter_problems(filters)
+    if problems:
+        message = " ".join(text + "." for _, text in problems)
+        return _not_found(request, message, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+    root = _root(request)
+
+    def render(found: list[Any]) -> bytes:
+        return pages.render_findings_page(gather_findings(found, filters), root=root).encode("utf-8")
+
+    params = (root, filters.budget, filters.preset, filters.task)
+    return findings_answer(request, session, representation="page", params=params, render=render, media_type=_HTML)
+
 
 
 def _figures(request: Request, snapshot: Any) -> dict[str, Any]:

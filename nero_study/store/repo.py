@@ -50,7 +50,15 @@ from nero_study.store.models import (
     Worker,
     utc_now,
 )
-from nero_study.vocabulary import PHASES, SWEEP_ACTIVE, SWEEP_FINISHED, TRIAL_ENDED, TRIAL_FINISHED, TRIAL_STATUSES
+from nero_study.vocabulary import (
+    PHASES,
+    SWEEP_ACTIVE,
+    SWEEP_FINISHED,
+    TRIAL_ENDED,
+    TRIAL_FINISHED,
+    TRIAL_STATUSES,
+    is_phase,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -315,6 +323,16 @@ def get_sweep_version(session: Session, *, sweep_id: str) -> int | None:
         return session.scalar(sa.select(Sweep.version).where(Sweep.id == sweep_id))
 
 
+def sweep_versions(session: Session, *, status: Sequence[str]) -> list[tuple[str, int]]:
+    """(id, ``Sweep.version``) of every sweep in one of ``status``, by id: one query over the status index.
+
+    What a view of many sweeps is keyed on (``/findings``): while these pairs hold, nothing it shows changed.
+    """
+    query = sa.select(Sweep.id, Sweep.version).where(Sweep.status.in_(list(status))).order_by(Sweep.id)
+    with _read(session):
+        return [(sweep_id, int(version or 0)) for sweep_id, version in session.execute(query).all()]
+
+
 def sweep_counts(session: Session, *, sweep_id: str) -> dict[str, int]:
     """Number of the sweep's trials in each trial status (every status present, zero included)."""
     counts = dict.fromkeys(TRIAL_STATUSES, 0)
@@ -514,7 +532,9 @@ def finish_sweep(
 
 @retried
 def release_sweep(session: Session, *, sweep_id: str, owner: str, now: datetime | None = None) -> bool:
-    """Put a running sweep back in the queue at once (a worker shutting down cleanly); keeps its trials."""
+    """Put a running sweep back in the queue at once (a worker shutting down, or its Ray cluster gone); keeps its
+    finished trials. Trials it was running when it let go wait as ``pending`` again (a queued sweep runs nothing),
+    and run afresh when a worker takes the sweep up."""
     now = now or utc_now()
     with _write(session):
         result = session.execute(
@@ -523,6 +543,15 @@ def release_sweep(session: Session, *, sweep_id: str, owner: str, now: datetime 
             .values(status="queued", lease_owner=None, lease_expires_at=None, updated_at=now, version=Sweep.version + 1)
             .execution_options(synchronize_session=False)
         )
+        if result.rowcount == 1:
+            interrupted = session.execute(
+                sa.update(Trial)
+                .where(Trial.sweep_id == sweep_id, Trial.status == "running")
+                .values(status="pending", started_at=None)
+                .execution_options(synchronize_session=False)
+            )
+            if interrupted.rowcount:
+                _bump_version(session, sweep_id, trials=True)
     return result.rowcount == 1
 
 
@@ -598,8 +627,8 @@ def resolved_trial_settings(
 def _trial_row(sweep_id: str, item: Any) -> dict[str, Any]:
     data = dict(item) if isinstance(item, Mapping) else {**item.to_dict(), "phase": _field(item, "phase")}
     phase = data.get("phase") or "grid"
-    if phase not in PHASES:
-        raise ValueError(f"Invalid trial phase: {phase!r}; valid: {', '.join(PHASES)}")
+    if not is_phase(phase):
+        raise ValueError(f"Invalid trial phase: {phase!r}; valid: {', '.join(PHASES)}, or bracket-N (a round)")
     hyperparameters = dict(data.get("hyperparameters") or {})
     task_options = dict(data.get("task_options") or {})
     preset = data.get("preset", "paper")
@@ -633,8 +662,8 @@ def _trial_key(row: Mapping[str, Any] | Trial) -> tuple[Any, ...]:
 def add_trials(session: Session, *, sweep_id: str, trials: Iterable[Any]) -> list[Trial]:
     """Insert the sweep's trials that are not stored yet; return the stored rows for all of them.
 
-    Each item is a mapping like ``TrialSpec.to_dict()`` plus ``phase`` (``grid``, ``seeds`` or ``tpe``;
-    default ``grid``), or an object with ``to_dict()`` (and optionally ``phase``). Calling this again
+    Each item is a mapping like ``TrialSpec.to_dict()`` plus ``phase`` (``grid``, ``seeds``, ``tpe`` or
+    ``bracket-N``; default ``grid``), or an object with ``to_dict()`` (and optionally ``phase``). Calling this again
     with the same trials inserts nothing and returns the same rows, in input order, without duplicates.
     """
     rows = [_trial_row(sweep_id, item) for item in trials]
@@ -657,6 +686,20 @@ def add_trials(session: Session, *, sweep_id: str, trials: Iterable[Any]) -> lis
         key = _trial_key(row)
         ordered.setdefault(key, by_key[key])
     return list(ordered.values())
+
+
+@retried
+def set_planned_trials(session: Session, *, sweep_id: str, planned: int) -> None:
+    """Store how many trials the sweep runs once that is known better than at submission: a ``bracket`` sweep
+    is submitted with its worst case and stores what it ran once it has stopped adding rounds."""
+    with _write(session):
+        session.execute(
+            sa.update(Sweep)
+            .where(Sweep.id == sweep_id)
+            .values(planned_trials=int(planned))
+            .execution_options(synchronize_session=False)
+        )
+        _bump_version(session, sweep_id, trials=False)
 
 
 @retried

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,26 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, num_gpus
         ray.init(address=address, **kwargs)
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, **kwargs)
+
+
+def gcs_address(address: str | None = None) -> tuple[str, int] | None:
+    """The Ray head's GCS as ``(host, port)`` when ``address`` (default ``RAY_ADDRESS``) names one as
+    ``host:port``; ``None`` for a local Ray, ``auto`` or a Ray client (``ray://``) address."""
+    address = address if address is not None else os.environ.get("RAY_ADDRESS", "")
+    host, sep, port = address.strip().rpartition(":")
+    if not sep or not host or "://" in address or not port.isdigit():
+        return None
+    return host, int(port)
+
+
+def gcs_reachable(host: str, port: int, timeout: float = 2.0) -> bool:
+    """Whether the Ray head's GCS accepts a TCP connection (a cheap liveness probe that needs no Ray call: a
+    Ray call on a driver whose head is gone blocks until Ray gives up on the head and ends the process)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 #: The resource Ray gives only its head node.

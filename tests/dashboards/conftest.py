@@ -156,11 +156,14 @@ def write_trials(
     *,
     start: datetime | None = None,
     curves: bool = True,
+    budget: str = "smoke",
+    preset: str = "paper",
 ) -> list[int]:
-    """Store and finish one trial per outcome, one second apart from ``start``; returns the trial ids."""
+    """Store and finish one trial per outcome (at ``budget`` and ``preset``), one second apart from ``start``;
+    returns the trial ids."""
     start = start or datetime.now(UTC) - timedelta(seconds=len(outcomes) + 5)
     items = [
-        {"task": task, "optimizer": label, "label": label, "lr": lr, "seed": seed, "budget": "smoke"}
+        {"task": task, "optimizer": label, "label": label, "lr": lr, "seed": seed, "budget": budget, "preset": preset}
         for task, label, lr, seed, _, _ in outcomes
     ]
     rows = repo.add_trials(session, sweep_id=sweep_id, trials=items)
@@ -188,38 +191,48 @@ def write_trials(
     return [row.id for row in rows]
 
 
+def store_sweep(
+    session: Session,
+    name: str = "known",
+    outcomes: Sequence[Outcome] = KNOWN_OUTCOMES,
+    *,
+    status: str = "succeeded",
+    spec: dict[str, Any] | None = None,
+    pending: Sequence[tuple[str, str, float, int]] = (),
+) -> str:
+    """Create a sweep, claim it, write the finished ``outcomes`` and the ``pending`` trials (task, label, lr,
+    seed) at the spec's budget and preset, then end it with ``status`` (``running`` leaves it running;
+    ``queued`` leaves it unclaimed and without trials: store it last, or the next sweep's claim takes it).
+    Returns the sweep id."""
+    spec = {**(spec or KNOWN_SPEC), "name": name}
+    sweep = repo.create_sweep(session, spec=spec, name=name)[0]
+    if status == "queued":
+        return sweep.id
+    claimed = repo.claim_next_sweep(session, owner="tests", lease_seconds=3600)
+    assert claimed is not None and claimed.id == sweep.id
+    budget, preset = spec.get("budget", "smoke"), spec.get("preset", "paper")
+    write_trials(session, sweep.id, outcomes, budget=budget, preset=preset)
+    if pending:
+        repo.add_trials(
+            session,
+            sweep_id=sweep.id,
+            trials=[
+                {"task": t, "optimizer": label, "label": label, "lr": lr, "seed": seed, "budget": budget}
+                for t, label, lr, seed in pending
+            ],
+        )
+    if status != "running":
+        assert repo.finish_sweep(session, sweep_id=sweep.id, owner="tests", status=status)
+    return sweep.id
+
+
 @pytest.fixture
 def make_sweep(session: Session) -> Callable[..., str]:
-    """``make_sweep(name, outcomes=KNOWN_OUTCOMES, status="succeeded", spec=KNOWN_SPEC, pending=())``.
+    """``make_sweep(name, outcomes=KNOWN_OUTCOMES, status="succeeded", spec=KNOWN_SPEC, pending=())``:
+    :func:`store_sweep` on the test's session."""
 
-    Creates the sweep, claims it, writes the finished ``outcomes`` and the ``pending`` trials (task, label,
-    lr, seed), then ends it with ``status`` (``running`` leaves it running). Returns the sweep id.
-    """
-
-    def make(
-        name: str = "known",
-        outcomes: Sequence[Outcome] = KNOWN_OUTCOMES,
-        *,
-        status: str = "succeeded",
-        spec: dict[str, Any] | None = None,
-        pending: Sequence[tuple[str, str, float, int]] = (),
-    ) -> str:
-        sweep = repo.create_sweep(session, spec={**(spec or KNOWN_SPEC), "name": name}, name=name)[0]
-        claimed = repo.claim_next_sweep(session, owner="tests", lease_seconds=3600)
-        assert claimed is not None and claimed.id == sweep.id
-        write_trials(session, sweep.id, outcomes)
-        if pending:
-            repo.add_trials(
-                session,
-                sweep_id=sweep.id,
-                trials=[
-                    {"task": t, "optimizer": label, "label": label, "lr": lr, "seed": seed, "budget": "smoke"}
-                    for t, label, lr, seed in pending
-                ],
-            )
-        if status != "running":
-            assert repo.finish_sweep(session, sweep_id=sweep.id, owner="tests", status=status)
-        return sweep.id
+    def make(name: str = "known", outcomes: Sequence[Outcome] = KNOWN_OUTCOMES, **kwargs: Any) -> str:
+        return store_sweep(session, name, outcomes, **kwargs)
 
     return make
 

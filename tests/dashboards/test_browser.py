@@ -287,3 +287,66 @@ def test_docs_refuses_a_swagger_ui_file_that_differs_from_the_pinned_one(watched
     assert watched.page.evaluate("window.tampered === undefined && typeof SwaggerUIBundle === 'undefined'")
     integrity_errors = [e for e in watched.errors if "integrity" in e]
     assert len(integrity_errors) == 2, watched.errors  # the script and the stylesheet, each refused
+
+
+def test_findings_page_with_two_sweeps_from_the_front_page(
+    watched: Watched, live_server: str, make_sweep: Callable[..., str], tmp_path: Path
+) -> None:
+    """The hand-made sweeps of tests/study/test_study_findings.py as a reader sees them: the front page's
+    headline and link, the task x optimiser table, and a filter. The screenshot goes to ``tmp_path`` (and to
+    ``$NERO_STUDY_SCREENSHOTS/findings.png`` when that names a directory: how docs/findings.png was taken)."""
+    from tests.dashboards.test_pages import verdict_outcomes
+    from tests.study.test_study_findings import A_SPEC, LIBRARY_SPEC, library_outcomes
+
+    a = make_sweep("verdict", verdict_outcomes(), spec=A_SPEC)
+    b = make_sweep("library", library_outcomes(), spec=LIBRARY_SPEC)
+    page = watched.page
+    page.goto(f"{live_server}/")
+    headline = "Nero out-of-the-box winner on 1 of 2 tasks across 2 finished sweeps (mixed on 1)."
+    assert page.locator("#front-findings-headline").inner_text() == headline
+    page.locator("#findings-link").click()
+    page.wait_for_url(f"{live_server}/findings")
+    assert page.locator("#findings-headline").inner_text() == headline
+    table = page.locator("#findings-table")
+    assert table.is_visible()
+    overall = {
+        (row.get_attribute("data-finding-task"), row.get_attribute("data-finding-label")): row.get_attribute(
+            "data-overall"
+        )
+        for row in table.locator("tbody.finding").all()
+    }
+    assert overall == {
+        ("digits-mlp", "nero"): "mixed",
+        ("digits-mlp", "adam"): "mixed",
+        ("digits-mlp", "sgd"): "behind",
+        ("digits-mlp", "lamb"): "winner",
+        ("ppo-cartpole", "nero"): "winner",
+        ("ppo-cartpole", "adam"): "behind",
+    }
+    nero = table.locator('tbody[data-finding-task="digits-mlp"][data-finding-label="nero"]')
+    assert nero.locator(".finding-overall").inner_text().startswith("mixed")
+    assert nero.locator(f'tr[data-finding-sweep="{b}"] .verdict-status').inner_text() == "behind"
+    assert nero.locator(f'tr[data-finding-sweep="{a}"] .verdict-status').inner_text() == "winner"
+    assert nero.locator(f'tr[data-finding-sweep="{b}"] .finding-regret').inner_text() == "0.25"
+    sgd = table.locator('tbody[data-finding-label="sgd"]')
+    assert sgd.locator(".edge-flag").inner_text() == "(high edge)"
+    assert sgd.locator(".finding-evidence").inner_text() == "best lr at the edge of the grid: widen the grid"
+    assert page.locator("#findings-sweeps tr[data-sweep]").count() == 2
+    screenshot = page.screenshot(path=str(tmp_path / "findings.png"), full_page=True)
+    assert screenshot[:8] == b"\x89PNG\r\n\x1a\n"
+    target = os.environ.get("NERO_STUDY_SCREENSHOTS")
+    if target:
+        (Path(target) / "findings.png").write_bytes(screenshot)
+    # Follow a sweep's link, come back and filter by budget: only sweep A remains.
+    nero.locator(f'tr[data-finding-sweep="{a}"] a.finding-sweep').click()
+    page.wait_for_url(f"{live_server}/sweeps/{a}")
+    page.go_back()
+    page.locator('select[name="budget"]').select_option("smoke")
+    page.locator("#findings-filter").click()
+    page.wait_for_url(f"{live_server}/findings?budget=smoke&preset=&task=")
+    assert page.locator("#findings-headline").inner_text() == (
+        "Nero out-of-the-box winner on 1 of 1 task across 1 finished sweep."
+    )
+    assert page.locator("#findings-sweeps tr[data-sweep]").count() == 1
+    assert page.locator(f'#findings-sweeps tr[data-sweep="{a}"]').is_visible()
+    assert watched.errors == [] and watched.external == []

@@ -40,7 +40,7 @@ def test_sweeps_list_shows_status_and_progress(
     # Progress of the running sweep: 4 of the 32 trials its spec plans.
     row = html[html.index(f'data-sweep="{running}"') :]
     assert 'aria-valuenow="4"' in row[:2000] and "4 / 32 trials finished" in row[:3000]
-    assert html.index("running sweep") < html.index("finished sweep")  # newest first
+    assert html.index(f'data-sweep="{running}"') < html.index(f'data-sweep="{done}"')  # newest first
 
 
 def test_sweeps_list_empty(client: TestClient) -> None:

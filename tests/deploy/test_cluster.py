@@ -371,3 +371,60 @@ def test_restart_postgresql_mid_sweep(cluster: LocalCluster, client: NeroStudyCl
     assert result["trials"] == result["planned"]
     assert set(result["by_status"]) <= {"succeeded", "diverged"}, result
     assert_nothing_stored_twice(trials)
+
+
+def test_kill_9_the_ray_head_mid_sweep(cluster: LocalCluster, client: NeroStudyClient) -> None:
+    """The head (GCS) gone: each worker says so, gives its sweep back to the queue and exits with status 3 (what
+    compose's ``restart:`` and ``serve`` restart); restarted, the workers wait for the head, and once a new head
+    is up the sweep is taken up again and finishes, its finished trials kept. Runs last: it rebuilds the cluster."""
+    import time
+
+    from workers.worker import EXIT_CLUSTER_LOST
+
+    created = client.submit(sweep_spec("fault-head", FAULT_LRS, {"cpu": 1}, "proxy", ("adam", "sgd")))
+    sweep_id = created["id"]
+    wait_for("a trial ended, others not", lambda: mid_sweep(cluster, sweep_id), poll=0.2)
+    before = summary(cluster, sweep_id)
+    workers = cluster.processes("worker")
+    head = cluster.processes("ray-head")[0]
+    killed_at = time.monotonic()
+    os.killpg(head.process.pid, signal.SIGKILL)  # the head's whole process group: GCS, raylet, its workers
+    head.process.wait()
+    codes = [worker.process.wait(timeout=SWEEP_DEADLINE_S) for worker in workers]
+    exited = time.monotonic() - killed_at
+    released = summary(cluster, sweep_id)
+    print(f"\nkill -9 Ray head: before {before}; workers exited {codes} after {exited:.0f} s; store: {released}")
+    assert codes == [EXIT_CLUSTER_LOST] * len(workers), [cluster.tail(w) for w in workers]
+    assert any("is gone" in w.log.read_text() for w in workers)
+    assert released["status"] == "queued", released  # back in the queue, not failed
+    sweep_row, _ = store_rows(cluster, sweep_id)
+    assert sweep_row["lease_owner"] is None
+    ended_before = {k: v for k, v in before["by_status"].items() if k in ENDED}
+    for status, count in ended_before.items():  # what had finished stays finished
+        assert released["by_status"].get(status, 0) >= count, (before, released)
+
+    # What compose's restart policy does: the workers come back first and wait for the head ...
+    for node in cluster.processes("ray-gpu-worker"):
+        cluster.end(node, signal.SIGKILL)  # the second node dies with its head (Ray ends it after 60 s anyway)
+    for _ in workers:
+        cluster.start_worker(cluster.commands()["worker"])
+    for worker in cluster.processes("worker"):
+        wait_for(
+            "the restarted worker waiting for the head",
+            lambda w=worker: b"waiting for the Ray cluster" in w.log.read_bytes(),
+        )
+    assert summary(cluster, sweep_id)["status"] == "queued"  # nothing claimed while the head is away
+    # ... then a new head and second node; the sweep is taken up again and finishes.
+    commands = cluster.commands()
+    cluster.start_ray_head(commands["ray-head"])
+    cluster.start_ray_node(commands["ray-gpu-worker"])
+    sweep = client.wait(sweep_id, timeout=SWEEP_DEADLINE_S, poll=1.0)
+    recovery = time.monotonic() - killed_at
+    result = summary(cluster, sweep_id)
+    print(f"kill -9 Ray head: sweep ended {recovery:.0f} s after the kill (head down for the test's restart); {result}")
+    _, trials = store_rows(cluster, sweep_id)
+    assert sweep["status"] == "succeeded", result
+    assert result["attempts"] == 2, result
+    assert result["trials"] == result["planned"]
+    assert set(result["by_status"]) <= {"succeeded", "diverged"}, result
+    assert_nothing_stored_twice(trials)

@@ -83,6 +83,21 @@ def test_release_puts_a_sweep_back_in_the_queue(session):
     assert again.id == sweep_id and again.attempts == 2
 
 
+def test_a_released_sweep_keeps_its_results_and_its_interrupted_trials_wait_again(session):
+    (sweep_id,) = make_sweeps(session, 1)
+    repo.claim_next_sweep(session, owner="a", lease_seconds=30)
+    done, interrupted, waiting = repo.add_trials(
+        session, sweep_id=sweep_id, trials=[{"task": "mlp", "optimizer": "nero", "lr": lr} for lr in (0.01, 0.1, 1.0)]
+    )
+    repo.mark_trial_running(session, trial_id=done.id, attempt=1)
+    repo.finish_trial(session, trial_id=done.id, status="succeeded", metric=0.5, attempt=1)
+    repo.mark_trial_running(session, trial_id=interrupted.id, attempt=1)
+    assert repo.release_sweep(session, sweep_id=sweep_id, owner="a")
+    assert repo.get_sweep(session, sweep_id=sweep_id).status == "queued"
+    statuses = {trial.lr: trial.status for trial in repo.list_trials(session, sweep_id=sweep_id)[0]}
+    assert statuses == {0.01: "succeeded", 0.1: "pending", 1.0: "pending"}  # a queued sweep runs nothing
+
+
 def test_finish_sweep_rejects_an_unknown_status(session):
     with pytest.raises(ValueError, match="Invalid sweep status: 'done'"):
         repo.finish_sweep(session, sweep_id="x", owner="a", status="done")

@@ -136,6 +136,21 @@ def test_queue_transitions_raise_the_version(session: Session) -> None:
     assert _version(session, sweep.id) == queued_again  # another sweep's writes leave this one alone
 
 
+def test_sweep_versions_lists_the_sweeps_in_a_status_with_their_versions(session: Session) -> None:
+    """What ``/findings`` is keyed on: (id, version) of every sweep in the given statuses, by id."""
+    done = _running_sweep(session)
+    assert repo.finish_sweep(session, sweep_id=done, owner=OWNER, status="succeeded")
+    running = _running_sweep(session)
+    queued, _ = repo.create_sweep(session, spec=SPEC, name="queued")
+    assert repo.sweep_versions(session, status=("succeeded", "trials_failed")) == [(done, _version(session, done))]
+    everything = repo.sweep_versions(session, status=("succeeded", "running", "queued"))
+    assert everything == sorted((sweep_id, _version(session, sweep_id)) for sweep_id in (done, running, queued.id))
+    (row,) = repo.add_trials(session, sweep_id=running, trials=[_trial("nero", 0.01)])
+    assert _finish(session, row.id, 0.2)
+    assert dict(repo.sweep_versions(session, status=("running",)))[running] == _version(session, running)
+    assert repo.sweep_versions(session, status=("failed",)) == []
+
+
 # ------------------------------------------------------------------------------------------------ HTTP
 
 
