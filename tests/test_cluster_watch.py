@@ -117,11 +117,15 @@ def test_a_ray_error_counts_as_the_cluster_lost_only_while_the_head_stays_silent
 def test_a_worker_waits_for_an_absent_head_and_stops_when_told(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, head: socket.socket
 ) -> None:
+    import ray
+
     host, port = address(head)
     head.close()  # no head yet
     worker = make_worker(tmp_path, monkeypatch, f"{host}:{port}")
-    waiting = threading.Thread(target=lambda: result.append(worker.cluster_ready()))
+    # A worker process not yet connected to Ray (this test process may hold the test session's Ray).
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
     result: list[bool] = []
+    waiting = threading.Thread(target=lambda: result.append(worker.cluster_ready()))
     waiting.start()
     worker.stopping.set()
     waiting.join(timeout=60)
