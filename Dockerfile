@@ -8,7 +8,8 @@ ARG TORCH_INDEX="https://download.pytorch.org/whl/cpu"
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 
 WORKDIR /app
-RUN apt-get update && apt-get install -y --no-install-recommends build-essential curl \
+# Chromium renders figures as SVG/PDF for downloads (dashboards/figure_export.py, kaleido).
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential curl chromium \
     && rm -rf /var/lib/apt/lists/*
 RUN pip install "$TORCH_SPEC" --index-url "$TORCH_INDEX"
 COPY pyproject.toml README.md requirements.lock ./

@@ -90,7 +90,8 @@ class SweepPublic(BaseModel):
     counts: dict[str, int] = Field(description="Trials by status (pending, running, succeeded, diverged, ...)")
     trials_total: int = Field(description="Trials stored so far")
     planned_trials: int | None = Field(
-        description="Trials the sweep will run in total (tpe and paper protocols add trials as they go)"
+        description="Trials the sweep will run in total (tpe and paper protocols add trials as they go; bracket: "
+        "its worst case until it has finished, then the count it ran)"
     )
     cancel_requested: bool
     created_at: datetime

@@ -7,7 +7,8 @@ The line and band are the mean and sample standard deviation (ddof=1) over the s
 metric; a diverged or failed trial is never averaged in (its metric is NaN or inf) and never dropped either: it
 becomes a mark at the *top of the finite data range* of its panel, so it is visible without stretching the
 axis. The best-lr and default-lr marks come from the analysis (where a diverged trial counts as the metric at
-chance). Metrics are in the task's own orientation.
+chance). Metrics are in the task's own orientation. Under the ``bracket`` protocol each point's hover text names
+the round that added its lr.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from dashboards.common import (
 from nero_study.formatting import format_number
 from nero_study.json_safe import finite_or_none
 from nero_study.study.analysis import OptimizerSummary, SweepAnalysis, analyze_sweep
-from nero_study.vocabulary import LR_REL_TOL, same_lr
+from nero_study.vocabulary import LR_REL_TOL, bracket_round, same_lr
 
 #: Horizontal spread between the diverged marks of different optimisers at one lr, in decades (~8%).
 DODGE_DECADES = 0.035
@@ -62,6 +63,7 @@ class LrSeries(NamedTuple):
     default_marker: Marker | None  # at the default lr (None when the default lr was not run)
     best_marker: Marker | None  # at eta*
     diverged_markers: tuple[Marker, ...]  # one per lr with a diverged or failed trial, at the panel's top
+    rounds: tuple[int | None, ...] = ()  # per lr, the bracket round that added it (None: not a bracket sweep)
 
 
 class LrPanel(NamedTuple):
@@ -99,6 +101,8 @@ def _seed_stats(rows: pd.DataFrame, summary: OptimizerSummary) -> LrSeries:
     status = rows["status"].to_numpy()
     ok_rows = (status == "succeeded") & np.isfinite(metric)
     failed_rows = status == "failed"
+    row_rounds = [bracket_round(phase) for phase in rows["phase"]] if "phase" in rows else [None] * len(rows)
+    rounds: list[int | None] = []
     for point in summary.curve:
         at = np.isclose(lr_values, point.lr, rtol=LR_REL_TOL, atol=0.0)
         ok = at & ok_rows
@@ -109,6 +113,8 @@ def _seed_stats(rows: pd.DataFrame, summary: OptimizerSummary) -> LrSeries:
         seeds.append(int(at.sum()))
         failed.append(int((at & failed_rows).sum()))
         diverged.append(int(seeds[-1] - ok.sum() - failed[-1]))
+        added = [index for index, here in zip(row_rounds, at, strict=True) if here and index is not None]
+        rounds.append(min(added) if added else None)
     return LrSeries(
         label=summary.label,
         optimizer=summary.optimizer,
@@ -124,6 +130,7 @@ def _seed_stats(rows: pd.DataFrame, summary: OptimizerSummary) -> LrSeries:
         default_marker=None,
         best_marker=None,
         diverged_markers=(),
+        rounds=tuple(rounds),
     )
 
 
@@ -195,11 +202,14 @@ def lr_sensitivity_info(
 # --- drawing ------------------------------------------------------------------------------------------
 
 
-def _hover_text(label: str, lr: float, mean: float | None, std: float | None, seeds: int, bad: int) -> str:
+def _hover_text(
+    label: str, lr: float, mean: float | None, std: float | None, seeds: int, bad: int, added: int | None = None
+) -> str:
     spread = f" ± {format_number(std, '.2g')}" if std is not None else ""
     extra = f", {bad} diverged/failed" if bad else ""
     plural = "s" if seeds != 1 else ""
-    return f"{label} lr={format_number(lr, 'g')}: {format_number(mean)}{spread} ({seeds} seed{plural}{extra})"
+    where = f"; bracket round {added}" if added is not None else ""
+    return f"{label} lr={format_number(lr, 'g')}: {format_number(mean)}{spread} ({seeds} seed{plural}{extra}{where})"
 
 
 def _dodge(panel: LrPanel) -> Callable[[str, float], float]:
@@ -285,10 +295,11 @@ def _add_series(
             row=row,
             col=col,
         )
+    rounds = series.rounds or (None,) * len(series.lrs)
     texts = [
-        _hover_text(group, lr, mean, std, n, d + f)
-        for lr, mean, std, n, d, f in zip(
-            series.lrs, series.means, series.stds, series.seeds, series.diverged, series.failed, strict=True
+        _hover_text(group, lr, mean, std, n, d + f, added)
+        for lr, mean, std, n, d, f, added in zip(
+            series.lrs, series.means, series.stds, series.seeds, series.diverged, series.failed, rounds, strict=True
         )
     ]
     fig.add_trace(

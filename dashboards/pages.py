@@ -34,6 +34,7 @@ from dashboards.progress import plot_sweep_progress, sweep_progress_info
 from dashboards.snapshot import SweepListItem, SweepSnapshot, trial_record, trial_version
 from dashboards.tables import paper_tables, profile_score_rows, robustness_rows
 from dashboards.templating import inline_assets, render, render_fragments, served_assets
+from nero_study.study.bracket import stored_bracket_summaries
 from nero_study.study.findings import Findings
 from nero_study.study.verdict import EDGE_ADVICE, sweep_verdict
 from nero_study.tasks.registry import task_caveats
@@ -186,11 +187,17 @@ def _sweep_context(snapshot: SweepSnapshot) -> dict[str, Any]:
         "curve_trials": [trial for trial, _ in snapshot.curves],
         "verdict": sweep_verdict(snapshot.analysis),
         "edge_advice": EDGE_ADVICE,
+        "bracket_protocol": snapshot.spec.get("protocol") == "bracket",
+        "bracket": stored_bracket_summaries(
+            snapshot.spec, snapshot.trials, snapshot.analysis, sweep_over=snapshot.finished
+        ),
         **_tables_context(snapshot),
     }
 
 
 SWEEP_FRAGMENTS: tuple[str, ...] = ("sweep-summary", "sweep-verdict", "sweep-tables", "sweep-trials")
+#: The fragment of a ``bracket`` sweep's page only: its rounds.
+BRACKET_FRAGMENT = "sweep-bracket"
 
 
 def sweep_update(
@@ -208,7 +215,11 @@ def sweep_update(
         "finished": snapshot.finished,
         "counts": snapshot.counts,
         "figures": sweep_figures(snapshot) if figures is None else figures,
-        "fragments": render_fragments("_sweep_fragments.html", SWEEP_FRAGMENTS, **context),
+        "fragments": render_fragments(
+            "_sweep_fragments.html",
+            (*SWEEP_FRAGMENTS, BRACKET_FRAGMENT) if context["bracket_protocol"] else SWEEP_FRAGMENTS,
+            **context,
+        ),
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
@@ -334,6 +335,9 @@ def report(
     html: Annotated[str | None, typer.Option(help="Write a single-file HTML report to this path")] = None,
     latex: Annotated[bool, typer.Option("--latex", help="Print the paper-style table as booktabs LaTeX")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the paper-style table as Markdown")] = False,
+    figures: Annotated[
+        str | None, typer.Option("--figures", help="Also write every figure as SVG and PDF into this directory")
+    ] = None,
 ) -> None:
     """Print the verdict, the paper-style table per task and the robustness metrics of a sweep."""
     from nero_study.store import db as store_db
@@ -356,6 +360,8 @@ def report(
         spec_data, name, execution = dict(record.spec), record.name, record.execution
         status, error = record.status, record.error
     analysis = analyze_sweep(frame, protocol=_stored_protocol(spec_data))
+    if figures is not None:
+        _write_figures(sweep_id, settings, figures)
     if html:
         from dashboards.report import write_html_report
 
@@ -370,9 +376,14 @@ def report(
         return
     rows = paper_table(analysis)
     verdict = sweep_verdict(analysis)
+    from nero_study.study.bracket import stored_bracket_summaries
+
+    bracket = stored_bracket_summaries(spec_data, frame, analysis, sweep_over=status in SWEEP_FINISHED)
     if output_format == "json":
         payload = {"sweep_id": sweep_id, "name": name, "status": status, "error": error, "execution": execution,
                    **analysis.to_dict()}
+        if bracket:
+            payload["bracket"] = [summary.to_dict() for summary in bracket]
         typer.echo(dumps({**payload, "verdict": verdict.to_dict()}))
         return
     if output_format == "csv":
@@ -381,6 +392,41 @@ def report(
     if status not in SWEEP_FINISHED:
         console.print(f"[yellow]the sweep is {status}: the verdict is provisional[/]", highlight=False)
     _print_report(sweep_id, name, execution, spec_data, analysis, rows, verdict, status=status, error=error)
+    if bracket:
+        _print_bracket(bracket)
+
+
+def _print_bracket(bracket: Sequence[Any]) -> None:
+    """The ``bracket`` protocol's rounds per task and optimiser: the lrs each added, the budget used, the bracket."""
+    table = Table(title="bracket rounds (round 0: the coarse grid; each later round adds one lr, on every seed)")
+    for column in ("task", "optimizer", "lrs added, by round", "lrs used", "trials", "best lr", "bracket", "state"):
+        table.add_column(column, justify="left" if column in ("task", "optimizer", "state") else "right")
+    for b in bracket:
+        rounds = "; ".join(f"{r.round}: {', '.join(format_number(lr, 'g') for lr in r.lrs)}" for r in b.rounds)
+        window = f"{format_number(b.window[0], 'g')} - {format_number(b.window[1], 'g')}"
+        table.add_row(
+            b.task, b.label, rounds, f"{b.lrs_used} of {b.max_lrs}", str(b.trials_used),
+            format_number(b.best_lr, "g"), window, b.state,
+        )
+    console.print(table)
+
+
+def _write_figures(sweep_id: str, settings: Any, directory: str) -> None:
+    """Every figure of the sweep page as SVG and PDF into ``directory``, rendered in ``settings.chromium_path``;
+    what was written goes to stderr (stdout keeps the report)."""
+    from dashboards.figure_export import FigureExportError
+    from dashboards.report import write_figure_files
+
+    try:
+        paths = write_figure_files(
+            sweep_id=sweep_id, database_url=settings.database_url, directory=directory,
+            chromium=settings.chromium_path,
+        )  # fmt: skip
+    except FigureExportError as exc:
+        _fail(f"--figures: {exc}")
+    except OSError as exc:
+        _fail(f"--figures: cannot write into {directory!r}: {exc}")
+    err_console.print(f"wrote {len(paths)} figure files (SVG and PDF) to {directory}", highlight=False, soft_wrap=True)
 
 
 def _stored_protocol(spec: dict) -> str | None:

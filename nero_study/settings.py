@@ -9,6 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The service's default cap on the trials one sweep may plan (``NERO_STUDY_MAX_TRIALS_PER_SWEEP`` sets another).
 DEFAULT_MAX_TRIALS_PER_SWEEP = 5000
+#: The browser that renders figures as SVG/PDF (Debian's Chromium; ``NERO_STUDY_CHROMIUM_PATH`` names another).
+DEFAULT_CHROMIUM_PATH = Path("/usr/bin/chromium")
 
 
 def default_database_url() -> str:
@@ -43,6 +45,7 @@ class Settings(BaseSettings):
     warm_pool_idle_seconds: float = Field(default=120.0, ge=0)
     seed_demo: bool = True
     migrate_on_startup: bool = False  # the API runs the packaged migrations when it starts
+    chromium_path: Path = DEFAULT_CHROMIUM_PATH  # renders figures as SVG/PDF (dashboards.figure_export)
 
     def spec_context(self) -> dict[str, int]:
         """The validation context of a spec submitted to this service (its trial limit)."""

@@ -34,8 +34,13 @@ TRIAL_ENDED: tuple[TrialStatus, ...] = (*TRIAL_OUTCOMES, "cancelled")
 
 Phase = Literal["grid", "seeds", "tpe"]
 PHASES: tuple[Phase, ...] = get_args(Phase)
+#: The ``bracket`` protocol's phases are its rounds: ``bracket-0`` (the coarse grid), ``bracket-1``, ...
+BRACKET_PHASE_PREFIX = "bracket-"
+#: Longest phase name the store keeps (``trials.phase`` is a ``String(16)``): rounds up to 99999999.
+MAX_PHASE_LENGTH = 16
+MAX_BRACKET_ROUND = 10 ** (MAX_PHASE_LENGTH - len(BRACKET_PHASE_PREFIX)) - 1
 
-Protocol = Literal["grid", "paper", "tpe"]
+Protocol = Literal["grid", "paper", "tpe", "bracket"]
 PROTOCOLS: tuple[Protocol, ...] = get_args(Protocol)
 
 #: How a spec asks its trials to run: ``auto`` lets the engine choose ``batched`` where a task can, else packed.
@@ -52,6 +57,26 @@ PRESETS: tuple[Preset, ...] = get_args(Preset)
 
 #: Relative tolerance under which two learning rates are the same point (a default lr already on a grid).
 LR_REL_TOL = 1e-9
+
+
+def bracket_phase(round_index: int) -> str:
+    """The phase of the trials a ``bracket`` round added (``bracket-0`` is the coarse grid)."""
+    if not 0 <= round_index <= MAX_BRACKET_ROUND:
+        raise ValueError(f"Invalid bracket round {round_index}; valid: 0 to {MAX_BRACKET_ROUND}")
+    return f"{BRACKET_PHASE_PREFIX}{round_index}"
+
+
+def bracket_round(phase: object) -> int | None:
+    """The round of a ``bracket-N`` phase; ``None`` for any other phase (or a missing one)."""
+    if not isinstance(phase, str) or not phase.startswith(BRACKET_PHASE_PREFIX):
+        return None
+    digits = phase[len(BRACKET_PHASE_PREFIX) :]
+    return int(digits) if digits.isdigit() and digits.isascii() else None
+
+
+def is_phase(phase: object) -> bool:
+    """Whether ``phase`` is one the store accepts: one of :data:`PHASES` or a bracket round's."""
+    return phase in PHASES or (bracket_round(phase) is not None and len(str(phase)) <= MAX_PHASE_LENGTH)
 
 
 def same_lr(a: float, b: float) -> bool:

@@ -516,3 +516,75 @@ def read_table_tex(sweep_id: SweepId, request: Request, session: SessionDep) -> 
 def read_table_md(sweep_id: SweepId, request: Request, session: SessionDep) -> Response:
     """The same table as :func:`read_table_tex`, as a GitHub-flavoured Markdown table."""
     return _table(request, session, sweep_id, "md")
+
+
+FigureFile = Annotated[
+    str,
+    Path(
+        description="A figure of the sweep page and a format, e.g. ``lr-sensitivity.svg`` or ``curves.pdf``",
+        max_length=100,
+        pattern=r"^[a-z0-9-]+\.(svg|pdf)$",
+    ),
+]
+
+
+@router.get(
+    "/{sweep_id}/figures/{figure_file}",
+    response_class=Response,
+    summary="One figure of the sweep page as SVG or PDF",
+    responses={
+        200: {
+            "content": {
+                "image/svg+xml": {"schema": {"type": "string"}},
+                "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+            }
+        },
+        404: {"model": ErrorPublic, "description": "No sweep with this id, or no figure of this name"},
+        422: {"model": ErrorPublic, "description": "A format other than svg or pdf (the path must match its pattern)"},
+        503: {"model": ErrorPublic, "description": "No browser to render with (Chromium is not installed)"},
+    },
+)
+def read_sweep_figure(sweep_id: SweepId, figure_file: FigureFile, request: Request, session: SessionDep) -> Response:
+    """The figure the sweep page draws (``lr-sensitivity``, ``ootb-vs-tuned``, ``heatmap``, ``profiles``,
+    ``expected-best``, ``curves``, ``progress``), rendered on the server in Chromium as SVG or PDF for a paper
+    (``dashboards.figure_export``). Rendered once per sweep version (a few seconds); ``ETag`` as for the page."""
+    from dashboards.figure_export import (
+        FIGURE_FORMATS,
+        ChromiumMissing,
+        FigureExportError,
+        figure_filename,
+        render_figure,
+    )
+    from dashboards.pages import SWEEP_FIGURES, updated_sweep_figures
+
+    name, _, file_format = figure_file.rpartition(".")
+    names = [figure for figure, _ in SWEEP_FIGURES]
+    if name not in names:
+        raise HTTPException(
+            status_code=status.HTTP_404_NOT_FOUND,
+            detail=f"No figure {name[:64]!r}; a sweep's figures: {', '.join(names)}",
+        )
+    chromium = request.app.state.settings.chromium_path
+
+    def render(snapshot: Any) -> bytes:
+        figures = request.app.state.sweep_view_cache.figures_of(snapshot, updated_sweep_figures)
+        try:
+            return render_figure(figures[name], file_format, name=name, chromium=chromium)
+        except ChromiumMissing as exc:
+            raise HTTPException(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
+        except FigureExportError as exc:
+            logger.warning("figure %s of sweep %s not rendered: %s", figure_file, snapshot.id, exc)
+            raise HTTPException(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
+
+    answer = sweep_answer(
+        request,
+        session,
+        sweep_id=sweep_id,
+        representation=f"figure-{figure_file}",
+        render=render,
+        media_type=FIGURE_FORMATS[file_format],
+        headers={"Content-Disposition": f'attachment; filename="{figure_filename(sweep_id, name, file_format)}"'},
+    )
+    if answer is None:
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"Sweep {sweep_id[:64]!r} not found")
+    return answer

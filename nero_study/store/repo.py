@@ -49,7 +49,15 @@ from nero_study.store.models import (
     UTCDateTime,
     utc_now,
 )
-from nero_study.vocabulary import PHASES, SWEEP_ACTIVE, SWEEP_FINISHED, TRIAL_ENDED, TRIAL_FINISHED, TRIAL_STATUSES
+from nero_study.vocabulary import (
+    PHASES,
+    SWEEP_ACTIVE,
+    SWEEP_FINISHED,
+    TRIAL_ENDED,
+    TRIAL_FINISHED,
+    TRIAL_STATUSES,
+    is_phase,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -611,8 +619,8 @@ def resolved_trial_settings(
 def _trial_row(sweep_id: str, item: Any) -> dict[str, Any]:
     data = dict(item) if isinstance(item, Mapping) else {**item.to_dict(), "phase": _field(item, "phase")}
     phase = data.get("phase") or "grid"
-    if phase not in PHASES:
-        raise ValueError(f"Invalid trial phase: {phase!r}; valid: {', '.join(PHASES)}")
+    if not is_phase(phase):
+        raise ValueError(f"Invalid trial phase: {phase!r}; valid: {', '.join(PHASES)}, or bracket-N (a round)")
     hyperparameters = dict(data.get("hyperparameters") or {})
     task_options = dict(data.get("task_options") or {})
     preset = data.get("preset", "paper")
@@ -646,8 +654,8 @@ def _trial_key(row: Mapping[str, Any] | Trial) -> tuple[Any, ...]:
 def add_trials(session: Session, *, sweep_id: str, trials: Iterable[Any]) -> list[Trial]:
     """Insert the sweep's trials that are not stored yet; return the stored rows for all of them.
 
-    Each item is a mapping like ``TrialSpec.to_dict()`` plus ``phase`` (``grid``, ``seeds`` or ``tpe``;
-    default ``grid``), or an object with ``to_dict()`` (and optionally ``phase``). Calling this again
+    Each item is a mapping like ``TrialSpec.to_dict()`` plus ``phase`` (``grid``, ``seeds``, ``tpe`` or
+    ``bracket-N``; default ``grid``), or an object with ``to_dict()`` (and optionally ``phase``). Calling this again
     with the same trials inserts nothing and returns the same rows, in input order, without duplicates.
     """
     rows = [_trial_row(sweep_id, item) for item in trials]
@@ -670,6 +678,20 @@ def add_trials(session: Session, *, sweep_id: str, trials: Iterable[Any]) -> lis
         key = _trial_key(row)
         ordered.setdefault(key, by_key[key])
     return list(ordered.values())
+
+
+@retried
+def set_planned_trials(session: Session, *, sweep_id: str, planned: int) -> None:
+    """Store how many trials the sweep runs once that is known better than at submission: a ``bracket`` sweep
+    is submitted with its worst case and stores what it ran once it has stopped adding rounds."""
+    with _write(session):
+        session.execute(
+            sa.update(Sweep)
+            .where(Sweep.id == sweep_id)
+            .values(planned_trials=int(planned))
+            .execution_options(synchronize_session=False)
+        )
+        _bump_version(session, sweep_id, trials=False)
 
 
 @retried

@@ -21,8 +21,9 @@ Conventions (all computed with lower = better; results are reported back in the 
   * ``paper``: eta_star is the lr chosen at the first seed (phase 1, ``phase == "grid"``), the lr that was
     repeated with the other seeds; ``best`` and ``best_std`` are over all the repeats at that lr. A one-seed
     lr never replaces it.
-  * ``grid`` and ``tpe``: eta_star is the argmin of m over the lrs run with the same seeds (the seed set with
-    the most seeds; then the one shared by the most lrs), so a one-seed lr never beats a several-seed mean.
+  * ``grid``, ``bracket`` and ``tpe``: eta_star is the argmin of m over the lrs run with the same seeds (the
+    seed set with the most seeds; then the one shared by the most lrs), so a one-seed lr never beats a
+    several-seed mean.
 
   Ties go to the smaller lr. ``best_std`` is the sample standard deviation (ddof=1) over the seeds at
   eta_star: NaN with one seed.
@@ -94,7 +95,7 @@ import numpy as np
 import pandas as pd
 
 from nero_study.json_safe import json_safe
-from nero_study.vocabulary import PROTOCOLS, same_lr
+from nero_study.vocabulary import PROTOCOLS, bracket_round, same_lr
 
 FINISHED_STATUSES: tuple[str, ...] = ("succeeded", "diverged", "failed")
 GOOD_WINDOW_FRACTION = 0.1
@@ -456,7 +457,7 @@ def _label(row: Mapping[str, Any]) -> str:
 
 def resolve_protocol(rows: Iterable[Mapping[str, Any]], protocol: str | None = None) -> str:
     """The protocol the trials ran under: ``protocol`` when given, else read from their phases (``seeds``
-    trials: paper; ``tpe`` trials: tpe; otherwise grid)."""
+    trials: paper; ``tpe`` trials: tpe; ``bracket-N`` trials: bracket; otherwise grid)."""
     if protocol is not None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"Invalid protocol: {protocol!r}; valid: {', '.join(PROTOCOLS)}")
@@ -464,6 +465,8 @@ def resolve_protocol(rows: Iterable[Mapping[str, Any]], protocol: str | None = N
     phases = {row.get("phase") for row in rows}
     if "tpe" in phases:
         return "tpe"
+    if any(bracket_round(phase) is not None for phase in phases):
+        return "bracket"
     return "paper" if "seeds" in phases else "grid"
 
 

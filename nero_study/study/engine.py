@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from nero_study.store import repo
 from nero_study.study.batched import supports_batched
 from nero_study.study.cluster import PoolShape, ensure_ray, pool_shape
-from nero_study.study.plan import PlannedTrial, plan_seed_repeats, plan_trials, tpe_space
+from nero_study.study.plan import PlannedTrial, plan_bracket_round, plan_seed_repeats, plan_trials, tpe_space
 from nero_study.study.pool import WarmPool
 from nero_study.study.protocol import Bundle
 from nero_study.study.sink import ProgressHook, StoreSink, SweepProgress, TuneStoreCallback
@@ -174,6 +174,8 @@ class SweepEngine:
         ensure_ray()
         if self.spec.protocol == "tpe":
             self._run_tpe()
+        elif self.spec.protocol == "bracket":
+            self._run_bracket()
         else:
             self._store_plan(plan_trials(self.spec))
             self._run_pending()
@@ -190,16 +192,36 @@ class SweepEngine:
         execution = "+".join(sorted(self.execution_used)) or "none"
         return SweepOutcome(self.sweep_id, status, dict(counts), execution, time.perf_counter() - start)
 
+    def _run_bracket(self) -> None:
+        """Round 0 (the coarse grid, every seed), then one round after another: each (task, optimiser) adds the lr
+        the bracket rule chooses from the stored results, until none adds one (``plan.plan_bracket_round``); then
+        the sweep's ``planned_trials`` becomes the count it ran. A resumed sweep re-plans from what is stored, so
+        it runs only what is missing."""
+        self._store_plan(plan_trials(self.spec))
+        self._run_pending()
+        while not self.stopper.cancelled:
+            with self.session_factory() as session:
+                records = repo.trials_frame(session, sweep_id=self.sweep_id).to_dict("records")
+            planned = plan_bracket_round(self.spec, records)
+            if planned:
+                self._store_plan(planned)
+            # Done when no pair adds an lr, or when what it adds is stored already and ended (no progress possible).
+            if not planned or not self._run_pending():
+                with self.session_factory() as session:  # the count it ran replaces the worst case of submission
+                    repo.set_planned_trials(session, sweep_id=self.sweep_id, planned=len(records))
+                return
+
     def _shape(self) -> PoolShape:
         """Per-trial resources, how many trials run at once, torch threads per trial."""
         return pool_shape(self.spec.resources, self.spec.max_concurrency)
 
-    def _run_pending(self) -> None:
+    def _run_pending(self) -> int:
+        """Run the sweep's unfinished trials; returns how many there were."""
         pending = self._unfinished()
         self._refresh_counts()
         self.progress.total = self.progress.done + len(pending)
         if not pending:
-            return
+            return 0
         shape = self._shape()
         by_task: dict[str, list[tuple[int, TrialSpec]]] = {}
         for trial_id, trial_spec in pending:
@@ -225,6 +247,7 @@ class SweepEngine:
                 slots=shape.slots,
             )
         self.execution_used |= sink.execution_used
+        return len(pending)
 
     def _sink(self) -> StoreSink:
         return StoreSink(

@@ -6,6 +6,9 @@
   (phase ``seeds``).
 - ``tpe``: nothing is planned up front; the engine samples log-lr with Optuna's TPE inside
   :func:`tpe_space`, ``tpe_trials`` times per (task, optimiser).
+- ``bracket``: phase ``bracket-0`` is the grid with every seed; once a round has finished,
+  :func:`plan_bracket_round` adds each (task, optimiser)'s next lr (``nero_study.study.bracket``) with every
+  seed, in phase ``bracket-N`` (N: that pair's round), until no pair adds one.
 """
 
 from __future__ import annotations
@@ -18,17 +21,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from nero_study.study.analysis import analyze_sweep
+from nero_study.study.bracket import decide
 from nero_study.study.spec import SweepSpec
 from nero_study.tasks.base import TrialSpec
-from nero_study.vocabulary import Phase
+from nero_study.vocabulary import bracket_phase, bracket_round
 
 
 @dataclass(frozen=True)
 class PlannedTrial:
-    """One trial to run and the protocol phase it belongs to."""
+    """One trial to run and the protocol phase it belongs to (a :data:`~nero_study.vocabulary.Phase`, or a
+    bracket round's ``bracket-N``)."""
 
     spec: TrialSpec
-    phase: Phase
+    phase: str
 
     def to_dict(self) -> dict[str, Any]:
         return {"phase": self.phase, **self.spec.to_dict()}
@@ -58,13 +64,15 @@ def plan_trials(spec: SweepSpec) -> list[PlannedTrial]:
     """The trials known up front, ordered task, variant, lr (ascending), seed.
 
     ``grid``: the whole grid with every seed. ``paper``: the grid with the first seed (phase 1; phase 2
-    comes from :func:`plan_seed_repeats`). ``tpe``: empty (the engine samples lrs as it goes).
+    comes from :func:`plan_seed_repeats`). ``tpe``: empty (the engine samples lrs as it goes). ``bracket``:
+    the grid with every seed, phase ``bracket-0`` (later rounds come from :func:`plan_bracket_round`).
     """
     if spec.protocol == "tpe":
         return []
-    seeds = spec.seeds if spec.protocol == "grid" else spec.seeds[:1]
+    seeds = spec.seeds if spec.protocol in ("grid", "bracket") else spec.seeds[:1]
+    phase = bracket_phase(0) if spec.protocol == "bracket" else "grid"
     return [
-        PlannedTrial(make_trial_spec(spec, task, label, lr, seed), "grid")
+        PlannedTrial(make_trial_spec(spec, task, label, lr, seed), phase)
         for task in spec.tasks
         for label in spec.labels
         for lr in spec.grid_for(label)
@@ -86,6 +94,11 @@ def _get(record: Any, key: str, default: Any = None) -> Any:
     if isinstance(record, Mapping):
         return record.get(key, default)
     return getattr(record, key, default)
+
+
+def _record_label(record: Any) -> str:
+    label = _get(record, "label")
+    return label if isinstance(label, str) and label else str(_get(record, "optimizer"))
 
 
 def best_lrs(spec: SweepSpec, results: Iterable[Any]) -> dict[tuple[str, str], float]:
@@ -138,6 +151,35 @@ def plan_seed_repeats(spec: SweepSpec, results: Iterable[Any]) -> list[PlannedTr
     ]
 
 
+def plan_bracket_round(spec: SweepSpec, results: Iterable[Any]) -> list[PlannedTrial]:
+    """The next round of the ``bracket`` protocol: per (task, optimiser) whose trials have all finished, the lr
+    the bracket rule adds (:func:`nero_study.study.bracket.decide`), with every seed, in phase ``bracket-N``
+    where N is one more than the pair's last round. Empty when every pair is done (or waits on its trials).
+
+    ``results``: the sweep's trial records (mappings or a DataFrame's rows) with ``phase`` and what
+    :func:`~nero_study.study.analysis.analyze_sweep` needs. Deterministic in the results, so a resumed sweep
+    plans the trials it had stored (``add_trials`` inserts them once).
+    """
+    records = _as_records(results)
+    analysis = analyze_sweep(records, protocol="bracket")
+    have = {(s.task, s.label) for s in analysis.per_optimizer}
+    planned: list[PlannedTrial] = []
+    for task in spec.tasks:
+        for label in spec.labels:
+            rows = [r for r in records if _get(r, "task") == task and _record_label(r) == label]
+            if (task, label) not in have or any(_get(r, "status") in ("pending", "running") for r in rows):
+                continue
+            step = decide(spec, analysis, task, label)
+            if step.lr is None:
+                continue
+            last = max((index for r in rows if (index := bracket_round(_get(r, "phase"))) is not None), default=0)
+            phase = bracket_phase(last + 1)
+            planned.extend(
+                PlannedTrial(make_trial_spec(spec, task, label, step.lr, seed), phase) for seed in spec.seeds
+            )
+    return planned
+
+
 def tpe_space(spec: SweepSpec, label: str) -> tuple[float, float]:
     """The (low, high) learning rates TPE searches in log space for ``label``: the ends of its grid."""
     grid = spec.grid_for(label)
@@ -170,6 +212,7 @@ __all__ = [
     "PlannedTrial",
     "best_lrs",
     "make_trial_spec",
+    "plan_bracket_round",
     "plan_seed_repeats",
     "plan_trials",
     "stored_planned_trials",

@@ -15,6 +15,9 @@ Example (YAML)::
     lrs: {min: 1.0e-4, max: 1.0, points_per_decade: 1}
     seeds: [0, 1, 2]
     protocol: paper
+
+``protocol: bracket`` takes ``lrs`` as a coarse grid and adds lrs by rounds (``nero_study.study.bracket``), at
+most ``bracket_max_lrs`` per (task, optimiser), until the best lr is resolved to ``bracket_resolution`` decades.
 """
 
 from __future__ import annotations
@@ -67,6 +70,13 @@ MAX_CPU_PER_TRIAL = 1024.0
 MAX_GPU_PER_TRIAL = 64.0
 #: Largest bundle size and concurrency a spec may ask for.
 MAX_PARALLEL = 10_000
+#: ``protocol: bracket``: most learning rates per (task, optimiser) (``bracket_max_lrs``), and the range of the
+#: resolution it refines the best lr to (``bracket_resolution``, in decades).
+DEFAULT_BRACKET_MAX_LRS = 12
+MAX_BRACKET_LRS = 1000
+DEFAULT_BRACKET_RESOLUTION = 0.25
+MIN_BRACKET_RESOLUTION = 0.01
+MAX_BRACKET_RESOLUTION = 2.0
 
 
 def _check_task(name: str) -> str:
@@ -296,6 +306,8 @@ class SweepSpec(_StrictModel):
     execution: ExecutionMode = "auto"
     bundle_size: int | None = Field(default=None, ge=1, le=MAX_PARALLEL)
     max_trials: int | None = Field(default=None, ge=1)
+    bracket_max_lrs: int = DEFAULT_BRACKET_MAX_LRS
+    bracket_resolution: float = DEFAULT_BRACKET_RESOLUTION
 
     # --- validation -------------------------------------------------------------------------------
 
@@ -334,6 +346,27 @@ class SweepSpec(_StrictModel):
         raise ValueError(
             f"Invalid lrs {value!r}; valid: a list of positive numbers, or {{min, max, points_per_decade}}"
         )
+
+    @field_validator("bracket_max_lrs")
+    @classmethod
+    def _bracket_lrs_in_range(cls, value: int) -> int:
+        if not 2 <= value <= MAX_BRACKET_LRS:
+            raise ValueError(
+                f"Invalid bracket_max_lrs {value}; valid: 2 to {MAX_BRACKET_LRS} learning rates per (task, "
+                "optimizer), the coarse grid included"
+            )
+        return value
+
+    @field_validator("bracket_resolution")
+    @classmethod
+    def _bracket_resolution_in_range(cls, value: float) -> float:
+        if not (math.isfinite(value) and MIN_BRACKET_RESOLUTION <= value <= MAX_BRACKET_RESOLUTION):
+            raise ValueError(
+                f"Invalid bracket_resolution {value}; valid: {MIN_BRACKET_RESOLUTION:g} to "
+                f"{MAX_BRACKET_RESOLUTION:g} decades (the largest gap left between the best lr and its better "
+                "neighbour)"
+            )
+        return value
 
     @field_validator("tasks")
     @classmethod
@@ -402,6 +435,32 @@ class SweepSpec(_StrictModel):
         return options
 
     @model_validator(mode="after")
+    def _bracket_grid_fits(self) -> SweepSpec:
+        """Under ``bracket``: the coarse grid has two lrs or more (its spacing is the step of an extension) and
+        every optimiser's coarse grid (with its default lr) fits in ``bracket_max_lrs``."""
+        if self.protocol != "bracket":
+            return self
+        fewest = self._base_size_bounds()[0]
+        if fewest > self.bracket_max_lrs:  # arithmetic: no grid is built for a coarse grid far too large
+            raise ValueError(
+                f"bracket_max_lrs {self.bracket_max_lrs} is below the coarse grid of at least {fewest} lrs; "
+                "raise bracket_max_lrs or give fewer lrs"
+            )
+        if len(self.base_grid()) < 2:
+            raise ValueError(
+                "protocol bracket needs at least two lrs: the coarse grid's spacing is the step by which it "
+                "extends past an edge"
+            )
+        for label in self.labels:
+            size = len(self.grid_for(label))
+            if size > self.bracket_max_lrs:
+                raise ValueError(
+                    f"bracket_max_lrs {self.bracket_max_lrs} is below the coarse grid of {label!r} ({size} lrs, "
+                    "its default lr included); raise bracket_max_lrs or give fewer lrs"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _within_trial_limit(self, info: ValidationInfo) -> SweepSpec:
         context = info.context or {}
         if context.get(_ADMITTED):
@@ -419,6 +478,13 @@ class SweepSpec(_StrictModel):
         fewest = self.fewest_trials()  # arithmetic: no grid is built for a sweep that is far too large
         count = fewest if fewest > limit else self.trial_count()
         if count > limit:
+            if self.protocol == "bracket":
+                raise ValueError(
+                    f"The bracket sweep may run up to {count} trials (bracket_max_lrs {self.bracket_max_lrs} x "
+                    f"{len(self.seeds)} seeds x {len(self.optimizers)} optimizers x {len(self.tasks)} tasks), over "
+                    f"the limit of {limit} (max_trials); lower bracket_max_lrs or use fewer tasks, optimizers or "
+                    "seeds"
+                )
             at_least = "at least " if count == fewest and fewest != self._most_trials() else ""
             raise ValueError(
                 f"The sweep expands to {at_least}{count} trials, over the limit of {limit} (max_trials); "
@@ -478,6 +544,14 @@ class SweepSpec(_StrictModel):
                 return variant
         raise ValueError(f"Unknown optimizer label {label!r}; valid: {', '.join(self.labels)}")
 
+    def bracket_step(self) -> float:
+        """The step of a ``bracket`` extension past an edge, in decades: the median gap of the spec's lrs in log10
+        (1 / points_per_decade for a log grid of whole steps)."""
+        grid = self.base_grid()
+        if len(grid) < 2:
+            raise ValueError("A bracket step needs at least two lrs")
+        return float(np.median(np.diff(np.log10(grid))))
+
     def base_grid(self) -> list[float]:
         """The spec's learning rates (ascending, without duplicates), before adding default lrs."""
         values = self.lrs.values() if isinstance(self.lrs, LogGrid) else self.lrs
@@ -497,6 +571,8 @@ class SweepSpec(_StrictModel):
             per_task = sum(size * len(self.seeds) for size in grid_sizes)
         elif self.protocol == "paper":
             per_task = sum(size + len(self.seeds) - 1 for size in grid_sizes)
+        elif self.protocol == "bracket":  # the worst case: every (task, variant) spends its whole budget
+            per_task = self.bracket_max_lrs * len(self.seeds) * len(grid_sizes)
         else:
             per_task = self.tpe_trials * len(grid_sizes)
         return per_task * len(self.tasks)
@@ -519,9 +595,11 @@ class SweepSpec(_StrictModel):
         """The number of trials the sweep runs.
 
         grid: sum over (task, variant) of |grid| x seeds; paper: |grid| + (seeds - 1) per (task, variant) (the
-        grid at the first seed, then the best lr with the other seeds); tpe: ``tpe_trials`` per (task, variant).
+        grid at the first seed, then the best lr with the other seeds); tpe: ``tpe_trials`` per (task, variant);
+        bracket: the most it may run, ``bracket_max_lrs`` x seeds per (task, variant) (it stops earlier once the
+        best lr is bracketed and resolved).
         """
-        if self.protocol == "tpe":
+        if self.protocol in ("tpe", "bracket"):
             return self._count([0] * len(self.optimizers))
         base = self.base_grid()
         sizes = [
@@ -570,7 +648,12 @@ __all__ = [
     "GRID_SIGNIFICANT_DIGITS",
     "MAX_CPU_PER_TRIAL",
     "MAX_GPU_PER_TRIAL",
+    "DEFAULT_BRACKET_MAX_LRS",
+    "DEFAULT_BRACKET_RESOLUTION",
+    "MAX_BRACKET_LRS",
+    "MAX_BRACKET_RESOLUTION",
     "MAX_GRID_POINTS",
+    "MIN_BRACKET_RESOLUTION",
     "MAX_OPTIONS_BYTES",
     "MAX_OPTIONS_DEPTH",
     "MAX_SEED",

@@ -22,10 +22,11 @@ Per (task, optimiser), the *reference* is the task's best tuned result (``TaskSu
   failed trials; and when the interval it rests on reaches chance (``m0``): such an interval (two seeds of a
   noisy task, t = 12.7) would call a run at chance "within noise" too, so it cannot tell a winner.
 
-Grid edges (``grid`` and ``paper`` protocols; not ``tpe``, whose lrs are samples): an optimiser whose best lr
-is the lowest or highest lr it ran is flagged ``edge`` ("low"/"high"), with the advice
-:data:`EDGE_ADVICE`. Its tuned result is then a bound, not a best, so the verdict does not say which lr it
-"needs", only that the grid should be widened.
+Grid edges (``grid``, ``paper`` and ``bracket`` protocols; not ``tpe``, whose lrs are samples): an optimiser
+whose best lr is the lowest or highest lr it ran is flagged ``edge`` ("low"/"high"), with the advice
+:data:`EDGE_ADVICE` (under ``bracket`` only when it stopped before trying past that edge: its budget,
+``bracket_max_lrs``, ran out, the lr past it failed, or the best lr had a diverged seed). Its tuned result is
+then a bound, not a best, so the verdict does not say which lr it "needs", only that the grid should be widened.
 
 Numbers per optimiser: ``ootb_regret`` (the analysis' normalised regret at the default lr, 0 = best of all, 1 =
 chance), ``tuned_gap`` (the same normalised regret of its tuned best: 0 for the best, how far tuning still
@@ -50,7 +51,7 @@ Edge = Literal["low", "high", "only"]
 EDGE_ADVICE = "best lr at the edge of the grid: widen the grid"
 NOTHING_LEARNT = "no optimiser beat chance on this task"
 TOO_WIDE = "the 95% interval reaches chance: too wide to tell a winner from a failure, more seeds needed"
-GRID_PROTOCOLS: tuple[str, ...] = ("grid", "paper")
+GRID_PROTOCOLS: tuple[str, ...] = ("grid", "paper", "bracket")
 
 
 @dataclass(frozen=True)

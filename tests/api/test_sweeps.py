@@ -305,7 +305,7 @@ def test_unknown_task_names_the_field_and_lists_the_valid_tasks(client: TestClie
     ("change", "field", "expected"),
     [
         ({"optimizers": ["nero", "adamw"]}, "optimizers[1].name", "valid: nero, sgd, adam, lamb"),
-        ({"protocol": "random"}, "protocol", "'grid', 'paper' or 'tpe'"),
+        ({"protocol": "random"}, "protocol", "'grid', 'paper', 'tpe' or 'bracket'"),
         ({"budget": "huge"}, "budget", "'smoke', 'proxy' or 'paper'"),
         ({"seeds": [0, -1]}, "seeds", "valid: integers from 0 to 2147483647"),
         ({"lrs": [0.1, -1.0]}, "lrs", "positive finite number"),

@@ -184,3 +184,52 @@ def test_killed_cli_sweep_resumes_and_stores_each_trial_once(tmp_path: Path) -> 
         assert len(set(keys)) == 24
         assert all(t.status in {"succeeded", "diverged"} for t in trials)
         assert repo.get_sweep(session, sweep_id=sweep.id).status == "succeeded"
+
+
+def test_bracket_protocol_runs_rounds_past_the_grid_edge_and_records_them(tmp_path: Path) -> None:
+    from nero_study.study.bracket import bracket_summaries
+    from nero_study.study.plan import plan_bracket_round
+    from nero_study.vocabulary import bracket_round
+
+    spec = SweepSpec.model_validate(
+        {
+            "tasks": ["digits-mlp"],
+            "optimizers": ["nero"],
+            "lrs": [1e-4, 1e-3],  # nero's default 0.01 joins: the coarse grid is 1e-4, 1e-3, 1e-2
+            "protocol": "bracket",
+            "bracket_max_lrs": 7,
+            "budget": "smoke",
+        }
+    )
+    _, factory = _factory(tmp_path)
+    sweep_id, outcome = _run(factory, spec)
+    assert outcome.status == "succeeded"
+    with factory() as session:
+        records = repo.trials_frame(session, sweep_id=sweep_id).to_dict("records")
+        planned = repo.get_sweep(session, sweep_id=sweep_id).planned_trials
+    assert planned == len(records)  # the count it ran, in place of the worst case
+    rounds: dict[int, list[float]] = {}
+    for row in records:
+        rounds.setdefault(bracket_round(row["phase"]), []).append(row["lr"])
+    assert sorted(rounds[0]) == [1e-4, 1e-3, 1e-2]
+    # At the smoke budget nero learns most at the top of this coarse grid, so round 1 extends upward a decade.
+    round_zero = [row for row in records if row["phase"] == "bracket-0"]
+    assert min(round_zero, key=lambda row: row["metric"])["lr"] == 1e-2
+    assert rounds[1] == [0.1]
+    assert len(rounds) >= 3 and all(len(lrs) == 1 for index, lrs in rounds.items() if index > 0)
+    assert len(records) <= spec.bracket_max_lrs and all(row["status"] in ("succeeded", "diverged") for row in records)
+    # Each round's lr is the one the rule chooses from the rounds before it, and the last round left nothing to add.
+    for index in range(1, len(rounds)):
+        earlier = [row for row in records if bracket_round(row["phase"]) < index]
+        assert [t.spec.lr for t in plan_bracket_round(spec, earlier)] == rounds[index]
+    assert plan_bracket_round(spec, records) == []
+    (summary,) = bracket_summaries(spec, records)
+    assert summary.state != "running" and summary.lrs_used == len(records)
+    assert summary.state.startswith(("resolved", "budget spent"))
+    # Run again (a resumed sweep): the rounds are re-planned from what is stored, so nothing runs or is added.
+    assert SweepEngine(session_factory=factory, sweep_id=sweep_id, spec=spec, attempt=2).run().status == "succeeded"
+    with factory() as session:
+        again = repo.trials_frame(session, sweep_id=sweep_id).to_dict("records")
+    assert [(r["id"], r["phase"], r["finished_at"]) for r in again] == [
+        (r["id"], r["phase"], r["finished_at"]) for r in records
+    ]

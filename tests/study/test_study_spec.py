@@ -118,7 +118,7 @@ def test_lr_must_be_positive():
 
 def test_protocol_typo_lists_the_protocols():
     text = error_text(minimal(protocol="grdi"))
-    assert "protocol" in text and "'grid', 'paper' or 'tpe'" in text
+    assert "protocol" in text and "'grid', 'paper', 'tpe' or 'bracket'" in text
 
 
 def test_extra_field_is_named_with_the_valid_fields():
