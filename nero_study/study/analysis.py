@@ -86,6 +86,7 @@ ratio means no finite ratio: the optimiser never beat chance on that task, or di
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -415,14 +416,21 @@ def _registry_lower_is_better(task: str) -> bool:
 
 def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
     """The Student-t interval of the mean of ``values`` at ``level``; (NaN, NaN) with fewer than two."""
-    from scipy import stats
-
     n = len(values)
     if n < 2:
         return math.nan, math.nan
     mean = float(np.mean(values))
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * float(np.std(values, ddof=1)) / math.sqrt(n)
+    half = _t_quantile(0.5 + level / 2, n - 1) * float(np.std(values, ddof=1)) / math.sqrt(n)
     return mean - half, mean + half
+
+
+@functools.lru_cache(maxsize=1024)
+def _t_quantile(probability: float, degrees: int) -> float:
+    """Student's t quantile (scipy's ``t.ppf``), kept per (probability, degrees of freedom): a sweep asks for
+    the same few values once per optimiser and comparison, and each scipy call costs about a millisecond."""
+    from scipy import stats
+
+    return float(stats.t.ppf(probability, degrees))
 
 
 def binomial_standard_error(error_rate: float, test_set_size: int) -> float:
