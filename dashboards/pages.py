@@ -26,7 +26,7 @@ from dashboards.common import optimizer_colors
 from dashboards.drawing import figure_to_dict
 from dashboards.expected_best import expected_best_info, plot_expected_best
 from dashboards.learning_curves import learning_curves_info, plot_learning_curves
-from dashboards.lr_sensitivity import lr_sensitivity_info, plot_lr_sensitivity
+from dashboards.lr_sensitivity import lr_sensitivity_figure, lr_sensitivity_info, plot_lr_sensitivity
 from dashboards.normalized_score import normalized_score_info, plot_normalized_heatmap
 from dashboards.ootb_vs_tuned import ootb_vs_tuned_info, plot_ootb_vs_tuned
 from dashboards.performance_profiles import performance_profile_info, plot_performance_profiles
@@ -90,7 +90,7 @@ def _figure_calls(snapshot: SweepSnapshot, only: Collection[str] | None) -> dict
     note = _analysis_note(snapshot)
     infos: dict[str, Callable[[], tuple[Callable, tuple, dict]]] = {
         "lr-sensitivity": lambda: (
-            plot_lr_sensitivity,
+            lr_sensitivity_figure,
             (_noted(lr_sensitivity_info(snapshot.trials, analysis, labels=labels), note),),
             {"colors": colors},
         ),
@@ -128,7 +128,8 @@ def _draw(
         if reuse is not None and key in reuse and reuse.inputs.get(key) == inputs[key]:
             figures[key] = reuse[key]
         else:
-            figures[key] = figure_to_dict(plot(*args, **kwargs))
+            drawn = plot(*args, **kwargs)
+            figures[key] = drawn if isinstance(drawn, dict) else figure_to_dict(drawn)
     return SweepFigures(figures, inputs)
 
 

@@ -277,3 +277,53 @@ def test_lr_sensitivity_log_metric_axis_for_wide_positive_ranges() -> None:
     )
     fig = plot_lr_sensitivity(lr_sensitivity_info(frame))
     assert fig.layout.yaxis.type == "log"  # 200 / 5 >= 20
+
+
+def _random_sweep(seed: int, *, tasks: int, labels: tuple[str, ...]) -> pd.DataFrame:
+    """Random outcomes over 5 lrs x 3 seeds per (task, optimiser): some diverged, failed, one-seed lrs."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for task in [f"task-{i}" for i in range(tasks)]:
+        lower = rng.random() < 0.7
+        for label in labels:
+            for lr in (1e-3, 3e-3, 1e-2, 3e-2, 0.1):
+                for s in range(rng.choice((1, 3))):
+                    draw = rng.random()
+                    status = "failed" if draw < 0.05 else "diverged" if draw < 0.25 else "succeeded"
+                    metric = rng.uniform(0.01, 300.0) if status == "succeeded" else math.nan
+                    rows.append(
+                        {"task": task, "optimizer": label.split("-")[0], "label": label, "lr": lr, "seed": s,
+                         "status": status, "metric": metric, "initial_metric": 0.9 if lower else -21.0,
+                         "metric_name": "error" if lower else "return", "lower_is_better": lower}
+                    )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_page_figure_is_the_plotly_figure_written_as_json(seed: int) -> None:
+    """``lr_sensitivity_figure`` (layout from Plotly, traces as plain dicts, layouts kept by their arguments)
+    writes the same JSON as ``figure_to_dict(plot_lr_sensitivity(...))``, key order included."""
+    import json
+
+    from dashboards.lr_sensitivity import lr_sensitivity_figure
+
+    labels = ("nero", "sgd", "adam-<b>wd</b>", "lamb")[: 2 + seed % 3]
+    frame = _random_sweep(seed, tasks=1 + seed % 5, labels=labels)
+    for info in (lr_sensitivity_info(frame), lr_sensitivity_info(frame.iloc[0:0])):
+        for kwargs in ({}, {"colors": {"nero": "#123456"}, "title": "Sensitivity & <i>more</i>"}):
+            reference = drawing.figure_to_dict(plot_lr_sensitivity(info, **kwargs))
+            for _ in range(2):  # a second time from the kept layout
+                assert json.dumps(lr_sensitivity_figure(info, **kwargs)) == json.dumps(reference)
+
+
+def test_the_page_figure_equals_the_plotly_figure_on_the_known_sweep(known_trials: pd.DataFrame) -> None:
+    import json
+
+    from dashboards.lr_sensitivity import lr_sensitivity_figure
+
+    for frame in (known_trials, one_sgd_run_diverged_at_its_default_lr()):
+        info = lr_sensitivity_info(frame, labels=("nero", "adam"))
+        reference = drawing.figure_to_dict(plot_lr_sensitivity(info))
+        assert json.dumps(lr_sensitivity_figure(info)) == json.dumps(reference)
