@@ -24,11 +24,11 @@ import pandas as pd
 
 from dashboards.common import optimizer_colors
 from dashboards.drawing import figure_to_dict
-from dashboards.expected_best import expected_best_info, plot_expected_best
+from dashboards.expected_best import expected_best_figure, expected_best_info
 from dashboards.learning_curves import learning_curves_info, plot_learning_curves
 from dashboards.lr_sensitivity import lr_sensitivity_figure, lr_sensitivity_info, plot_lr_sensitivity
 from dashboards.normalized_score import normalized_score_info, plot_normalized_heatmap
-from dashboards.ootb_vs_tuned import ootb_vs_tuned_info, plot_ootb_vs_tuned
+from dashboards.ootb_vs_tuned import ootb_vs_tuned_figure, ootb_vs_tuned_info
 from dashboards.performance_profiles import performance_profile_info, plot_performance_profiles
 from dashboards.progress import plot_sweep_progress, sweep_progress_info
 from dashboards.snapshot import SweepListItem, SweepSnapshot, trial_record, trial_version
@@ -95,7 +95,7 @@ def _figure_calls(snapshot: SweepSnapshot, only: Collection[str] | None) -> dict
             {"colors": colors},
         ),
         "ootb-vs-tuned": lambda: (
-            plot_ootb_vs_tuned, (_noted(ootb_vs_tuned_info(analysis, labels=labels), note),), {"colors": colors}
+            ootb_vs_tuned_figure, (_noted(ootb_vs_tuned_info(analysis, labels=labels), note),), {"colors": colors}
         ),
         "heatmap": lambda: (
             plot_normalized_heatmap, (_noted(normalized_score_info(analysis, labels=labels), note),), {}
@@ -106,7 +106,7 @@ def _figure_calls(snapshot: SweepSnapshot, only: Collection[str] | None) -> dict
             {"colors": colors},
         ),
         "expected-best": lambda: (
-            plot_expected_best, (_noted(expected_best_info(analysis, labels=labels), note),), {"colors": colors}
+            expected_best_figure, (_noted(expected_best_info(analysis, labels=labels), note),), {"colors": colors}
         ),
         "curves": lambda: (
             plot_learning_curves,
