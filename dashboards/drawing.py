@@ -226,7 +226,7 @@ def _plotly_json(value: Any) -> Any:
 
 
 def scatter_json(
-    props: Mapping[str, Any], *, row: int, col: int, columns: int, kind: str = "scatter"
+    props: Mapping[str, Any], *, row: int | None, col: int | None, columns: int, kind: str = "scatter"
 ) -> dict[str, Any]:
     """What :func:`figure_to_dict` writes for ``go.Scatter(**props)`` (``kind`` "bar": ``go.Bar``) added at
     (``row``, ``col``) of a grid of panels ``columns`` wide (:func:`panel_grid`), without building Plotly
@@ -234,27 +234,32 @@ def scatter_json(
     lists, dicts)."""
     trace = _plotly_json(props)
     trace["type"] = kind
-    index = (row - 1) * columns + col
-    trace["xaxis"], trace["yaxis"] = ("x", "y") if index == 1 else (f"x{index}", f"y{index}")
+    if row is not None and col is not None:  # added to a panel (else to a figure without a grid: no axis keys)
+        index = (row - 1) * columns + col
+        trace["xaxis"], trace["yaxis"] = ("x", "y") if index == 1 else (f"x{index}", f"y{index}")
     if isinstance(trace.get("name"), str):
         trace["name"] = plain_text(trace["name"])
     return trace
 
 
 #: Plotly's trace classes by the ``kind`` of :func:`scatter_json`.
-TRACE_CLASSES: dict[str, Any] = {"scatter": go.Scatter, "bar": go.Bar}
+TRACE_CLASSES: dict[str, Any] = {"scatter": go.Scatter, "bar": go.Bar, "heatmap": go.Heatmap}
 #: Layout JSON of panel figures by their pickled arguments (:func:`panel_figure_json`); dropped when full.
 _LAYOUTS: dict[bytes, tuple[dict[str, Any], int]] = {}
 _MAX_LAYOUTS = 32
 
-#: A trace of a panel figure: its kind ("scatter" or "bar"), its ``go.<Kind>`` arguments, its row and column.
-PanelTrace = tuple[str, dict[str, Any], int, int]
+#: A trace of a panel figure: its kind (a key of TRACE_CLASSES), its ``go.<Kind>`` arguments, its row and column
+#: (both ``None`` in a figure without a grid of panels).
+PanelTrace = tuple[str, dict[str, Any], int | None, int | None]
 
 
 def draw_panel_traces(fig: go.Figure, traces: Iterable[PanelTrace]) -> go.Figure:
     """``fig`` with each trace added (as Plotly objects) in order."""
     for kind, props, row, col in traces:
-        fig.add_trace(TRACE_CLASSES[kind](**props), row=row, col=col)
+        if row is None:
+            fig.add_trace(TRACE_CLASSES[kind](**props))
+        else:
+            fig.add_trace(TRACE_CLASSES[kind](**props), row=row, col=col)
     return fig
 
 

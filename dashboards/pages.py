@@ -27,10 +27,10 @@ from dashboards.drawing import figure_to_dict
 from dashboards.expected_best import expected_best_figure, expected_best_info
 from dashboards.learning_curves import learning_curves_info, plot_learning_curves
 from dashboards.lr_sensitivity import lr_sensitivity_figure, lr_sensitivity_info, plot_lr_sensitivity
-from dashboards.normalized_score import normalized_score_info, plot_normalized_heatmap
+from dashboards.normalized_score import normalized_heatmap_figure, normalized_score_info
 from dashboards.ootb_vs_tuned import ootb_vs_tuned_figure, ootb_vs_tuned_info
-from dashboards.performance_profiles import performance_profile_info, plot_performance_profiles
-from dashboards.progress import plot_sweep_progress, sweep_progress_info
+from dashboards.performance_profiles import performance_profile_info, performance_profiles_figure
+from dashboards.progress import sweep_progress_figure, sweep_progress_info
 from dashboards.snapshot import SweepListItem, SweepSnapshot, trial_record, trial_version
 from dashboards.tables import paper_tables, profile_score_rows, robustness_rows
 from dashboards.templating import inline_assets, render, render_fragments, served_assets
@@ -98,10 +98,10 @@ def _figure_calls(snapshot: SweepSnapshot, only: Collection[str] | None) -> dict
             ootb_vs_tuned_figure, (_noted(ootb_vs_tuned_info(analysis, labels=labels), note),), {"colors": colors}
         ),
         "heatmap": lambda: (
-            plot_normalized_heatmap, (_noted(normalized_score_info(analysis, labels=labels), note),), {}
+            normalized_heatmap_figure, (_noted(normalized_score_info(analysis, labels=labels), note),), {}
         ),
         "profiles": lambda: (
-            plot_performance_profiles,
+            performance_profiles_figure,
             (_noted(performance_profile_info(analysis, labels=labels), note),),
             {"colors": colors},
         ),
@@ -113,7 +113,7 @@ def _figure_calls(snapshot: SweepSnapshot, only: Collection[str] | None) -> dict
             (learning_curves_info(list(snapshot.curves)),),
             {"colors": colors, "title": "Learning curves at each optimiser's best learning rate"},
         ),
-        "progress": lambda: (plot_sweep_progress, (sweep_progress_info(snapshot.trials),), {}),
+        "progress": lambda: (sweep_progress_figure, (sweep_progress_info(snapshot.trials),), {}),
     }
     return {key: call() for key, call in infos.items() if only is None or key in only}
 

@@ -14,7 +14,14 @@ import pytest
 from dashboards import drawing
 from dashboards.expected_best import expected_best_figure, expected_best_info, plot_expected_best
 from dashboards.lr_sensitivity import lr_sensitivity_figure, lr_sensitivity_info, plot_lr_sensitivity
+from dashboards.normalized_score import normalized_heatmap_figure, normalized_score_info, plot_normalized_heatmap
 from dashboards.ootb_vs_tuned import ootb_vs_tuned_figure, ootb_vs_tuned_info, plot_ootb_vs_tuned
+from dashboards.performance_profiles import (
+    performance_profile_info,
+    performance_profiles_figure,
+    plot_performance_profiles,
+)
+from dashboards.progress import plot_sweep_progress, sweep_progress_figure, sweep_progress_info
 from nero_study.study.analysis import analyze_sweep
 
 
@@ -22,6 +29,7 @@ def random_sweep(seed: int, *, tasks: int, labels: tuple[str, ...]) -> pd.DataFr
     """Random outcomes over 5 lrs x 1 or 3 seeds per (task, optimiser): some diverged, some failed, metrics
     lower- or higher-is-better spanning wide ranges (log axes)."""
     rng = random.Random(seed)
+    start = pd.Timestamp("2026-12-02 09:00", tz="UTC")
     rows = []
     for task in [f"task-{i}" for i in range(tasks)]:
         lower = rng.random() < 0.7
@@ -35,7 +43,9 @@ def random_sweep(seed: int, *, tasks: int, labels: tuple[str, ...]) -> pd.DataFr
                         {"task": task, "optimizer": label.split("-")[0], "label": label, "lr": lr, "seed": s,
                          "status": status, "metric": metric, "initial_metric": 300.0 if lower else -21.0,
                          "metric_name": "error" if lower else "return", "lower_is_better": lower,
-                         "default_lr": 0.01}
+                         "default_lr": 0.01, "created_at": start,
+                         "started_at": start + pd.Timedelta(seconds=rng.randint(0, 60)),
+                         "finished_at": start + pd.Timedelta(seconds=rng.randint(61, 600))}
                     )  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -45,7 +55,14 @@ FIGURES = {
                        lr_sensitivity_figure),
     "ootb-vs-tuned": (lambda frame, analysis: ootb_vs_tuned_info(analysis), plot_ootb_vs_tuned, ootb_vs_tuned_figure),
     "expected-best": (lambda frame, analysis: expected_best_info(analysis), plot_expected_best, expected_best_figure),
+    "heatmap": (lambda frame, analysis: normalized_score_info(analysis), plot_normalized_heatmap,
+                normalized_heatmap_figure),
+    "profiles": (lambda frame, analysis: performance_profile_info(analysis), plot_performance_profiles,
+                 performance_profiles_figure),
+    "progress": (lambda frame, analysis: sweep_progress_info(frame), plot_sweep_progress, sweep_progress_figure),
 }  # fmt: skip
+#: The figures drawn without optimiser colours.
+NO_COLORS = ("heatmap", "progress")
 
 
 @pytest.mark.parametrize("name", sorted(FIGURES))
@@ -58,6 +75,8 @@ def test_a_page_figure_is_its_plotly_figure_written_as_json(name: str, seed: int
     for trials in (frame, empty):
         info = info_of(trials, analyze_sweep(trials))
         for kwargs in ({}, {"colors": {"nero": "#123456"}, "title": "Sensitivity & <i>more</i>"}):
+            if name in NO_COLORS:
+                kwargs.pop("colors", None)
             reference = json.dumps(drawing.figure_to_dict(plot(info, **kwargs)))
             for _ in range(2):  # the second time from the kept layout
                 assert json.dumps(fast(info, **kwargs)) == reference
