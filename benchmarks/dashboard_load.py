@@ -22,27 +22,31 @@ from runs of this script on the two commits, one after the other on the same mac
     .venv/bin/python benchmarks/dashboard_load.py                   # 10,000 trials, min of 3
     .venv/bin/python benchmarks/dashboard_load.py --trials 2000     # quicker
 
-Measured (2026-12-02, the shared 2-core machine under a load average of 10-15 from other sessions' Ray sweeps,
-so every figure is inflated several times over the issue's 730 ms page; the two runs back to back):
+Measured (2026-12-02, the shared 2-core machine, load average 4.1 at the start of the first run and 2.8 at the
+end of the second; the two runs back to back, 10:00-10:03 UTC, same venv):
 
-    before (main, ca7119f)   new point  new result  same version  If-None-Match
-    sweep page                  5229.8      5354.8        5158.0         4179.0   200
-    figures.json                3615.7      2877.5        2278.2         2559.7   200
-    /analysis                    707.2       503.6         527.6          699.2   200
-    report.html                 3410.1      1074.7        1157.0         1793.2   200
-    figures.json?version=<current> (the poll before ETags): 20.7
+    before (main, cf2550d)   new point  new result  same version  If-None-Match
+    sweep page                   294.0      1927.0           5.6            4.5   304
+    figures.json                 281.7      1865.9           5.5            3.9   304
+    /analysis                     58.7       784.8           4.6            4.3   304
+    report.html                  342.8      1840.5          14.6            4.4   304
+    figures.json?version=<current>: 7.2
 
-    after (this branch)      new point  new result  same version  If-None-Match
-    sweep page                   229.9      1516.2           7.7            3.1   304
-    figures.json                 364.1      2760.2          13.9            3.4   304
-    /analysis                     37.4      1771.6           7.4            4.7   304
-    report.html                  597.6      3004.2          40.8           19.5   304
-    figures.json?version=<current>: 3.0
+    after (bigsweep, eb2eb25)  new point  new result  same version  If-None-Match
+    sweep page                    64.6       565.3           4.5            4.9   304
+    figures.json                  60.7       612.7           4.8            4.2   304
+    /analysis                     71.6       441.2           4.1            3.6   304
+    report.html                   95.7       654.1          14.9            4.2   304
+    figures.json?version=<current>: 7.9
 
-A poll while nothing changed is a 304 in 3-5 ms; a second viewer of the same version is served the cached answer
-(8-14 ms); after a new curve point only the learning curves are read and drawn again. After a new finished trial
-the trials are read and analysed again and every figure is redrawn (what ``analyze_sweep`` and Plotly's figure
-building cost), once per version for all viewers: that path does not meet the 150 ms target here.
+A poll while nothing changed is a 304 in 4-5 ms; a second viewer of the same version is served the cached answer.
+After a new result the trials are read again (column by column: ~0.2 s of the 10,000 rows), analysed again
+(the frame gathered column by column: ~0.1 s) and the figures whose ``plot_*`` arguments changed are drawn
+again, their traces written as plain JSON (the page's figures went from ~1 s to ~0.1 s). That path is 3.2x
+(page) and 1.8x (``/analysis``) faster than before but still does not meet the 150 ms target: reading and
+analysing all 10,000 trials again is most of what is left (an incremental read needs a per-trial change mark
+in the store). After a new curve point nothing but the learning curves is looked at again, and they are not
+redrawn unless the point is on a curve the page shows.
 
 Not a test: numbers on a shared machine are inflated by whatever else runs there.
 """
