@@ -78,3 +78,18 @@ def require_token(
 
 
 TokenDep = Annotated[Principal, Depends(require_token)]
+
+
+def read_allowed(request: Request, session: SessionDep, settings: SettingsDep) -> bool:
+    """Whether this caller may read what the read guard protects: reads are open, or it sent a valid token.
+    Never a 401 (for answers that give every caller something, and the rest only to readers: ``/healthz``); the
+    header is read here, not declared, so the schema does not mark the operation as needing a token."""
+    if not settings.require_token_for_reads:
+        return True
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return False
+    return authenticate(token.strip(), settings=settings, session=session) is not None
+
+
+ReaderDep = Annotated[bool, Depends(read_allowed)]

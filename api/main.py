@@ -15,12 +15,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Match
 
 from api.cache import SweepViewCache
 from api.deps import require_token
+from api.docs_ui import swagger_ui_response
 from api.errors import install_error_handlers
 from api.routes import findings, meta, pages, sweeps, trials
 from api.schemas import ErrorPublic, SweepCreate
@@ -105,12 +108,26 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
         description=DESCRIPTION,
         openapi_tags=OPENAPI_TAGS,
         lifespan=lifespan,
+        # Served below under the read guard; /docs with integrity-checked Swagger UI (api/docs_ui.py), no ReDoc.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory
     app.state.sweep_view_cache = SweepViewCache()  # per app: each app has its own database
     install_error_handlers(app)
+
+    @app.middleware("http")
+    async def allowed_methods(request: Request, call_next: Any) -> Any:
+        # OPTIONS names every method the path has (a route answers one method; Starlette's 405 named one route's).
+        if request.method != "OPTIONS":
+            return await call_next(request)
+        methods = path_methods(app, request.scope)
+        if not methods:
+            return await call_next(request)  # no such path: 404 as for any method
+        return Response(status_code=204, headers={"Allow": ", ".join(methods)})
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Any:
@@ -132,6 +149,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     # HTML dashboards: under the same read guard, so a service that requires tokens for reads keeps its
     # pages private too (browsers send no bearer token: such a deployment reads through the API).
     app.include_router(pages.router, dependencies=read_guard)
+    # The schema and its reference page: closed with the reads, like everything else that describes the service.
+    app.include_router(reference_router(), dependencies=read_guard)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -142,15 +161,46 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     return app
 
 
-#: Sent with every response: no framing by other sites, no MIME sniffing, no plugins or foreign base URLs, no
-#: referrer beyond this origin. Scripts are not restricted here: the pages draw with inline Plotly code and
-#: /docs loads Swagger UI from its CDN.
+#: Sent with every response that sets none of its own: no framing by other sites, no MIME sniffing, no plugins or
+#: foreign base URLs, no referrer beyond this origin. Scripts are not restricted here: the pages draw with inline
+#: Plotly code. /docs sends a stricter policy of its own (its scripts by URL and hash: api/docs_ui.py).
 SECURITY_HEADERS: dict[str, str] = {
     "Content-Security-Policy": "frame-ancestors 'none'; object-src 'none'; base-uri 'self'; form-action 'self'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
+
+
+#: The methods an OPTIONS answer may name.
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def path_methods(app: FastAPI, scope: dict[str, Any]) -> list[str]:
+    """The HTTP methods some route answers for ``scope``'s path (HEAD with GET, and OPTIONS), sorted."""
+    methods = {
+        method
+        for method in HTTP_METHODS
+        if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in app.router.routes)
+    }
+    if methods:
+        methods |= {"OPTIONS", *(("HEAD",) if "GET" in methods else ())}
+    return sorted(methods)
+
+
+def reference_router() -> APIRouter:
+    """``/openapi.json`` and ``/docs`` (Swagger UI), left out of the schema itself."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/openapi.json")
+    async def openapi_schema(request: Request) -> JSONResponse:
+        return JSONResponse(request.app.openapi())
+
+    @router.get("/docs")
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        return swagger_ui_response(title=request.app.title, openapi_url="/openapi.json")
+
+    return router
 
 
 def build_openapi(app: FastAPI) -> dict[str, Any]:

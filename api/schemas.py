@@ -220,7 +220,8 @@ class OptimizerPublic(BaseModel):
 
 
 class HealthPublic(BaseModel):
-    """``/healthz``: ``ok`` when the database answers; ``revision`` is the migration it is at."""
+    """``/healthz``: ``ok`` when the database answers and writes and enough workers are alive; ``revision`` is the
+    migration it is at."""
 
     status: Literal["ok", "error"]
     database: str
@@ -228,7 +229,11 @@ class HealthPublic(BaseModel):
     head: str | None = None
     workers: dict[str, Any] | None = Field(
         default=None,
-        description="Under `serve`: worker processes expected and alive, their pids and restarts (503 if one is down)",
+        description=(
+            "Live workers (heartbeat within `window_s` seconds): `alive`, `required` (503 below it) and each one's id, "
+            "host, pid, current sweep and last heartbeat; under `serve` also its worker processes `expected` and "
+            "`running`, their `pids` and `restarts` (503 while one is down)"
+        ),
     )
 
 

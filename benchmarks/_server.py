@@ -24,7 +24,9 @@ def free_port() -> int:
 
 def start_server(url: str, port: int) -> subprocess.Popen[bytes]:
     """``uvicorn --factory api.main:create_app`` on 127.0.0.1:``port`` over the store at ``url``."""
+    # The API alone (no worker): its health judges the database only.
     env = {**os.environ, "NERO_STUDY_DATABASE_URL": url, "NERO_STUDY_API_TOKENS": TOKEN}
+    env["NERO_STUDY_HEALTH_MIN_WORKERS"] = "0"
     command = [
         sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",

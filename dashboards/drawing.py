@@ -13,6 +13,7 @@ import copy
 import json
 import math
 import pickle
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -201,16 +202,43 @@ def plain_text(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def figure_to_dict(fig: go.Figure) -> dict[str, Any]:
+def figure_to_dict(fig: go.Figure, *, user_text: Iterable[str] = ()) -> dict[str, Any]:
     """The figure as plain JSON-safe dicts (``data``, ``layout``) for Plotly.js; NaN and inf become null.
 
-    Trace names (the legend entries, made from users' labels) are written as plain text (:func:`plain_text`).
+    Users' strings are shown as text wherever they land: trace names (the legend entries) are written as plain text
+    (:func:`plain_text`), and everywhere else (titles, axis titles and category ticks, hover templates and texts,
+    annotations, custom data) each of ``user_text`` (labels, task and metric names, sweep names) that could carry
+    Plotly markup (``<`` or ``&``) is replaced by its plain-text form, while the figure's own markup (``<br>``,
+    ``<extra>``) stays markup.
     """
     figure = json.loads(pio.to_json(fig, validate=False, remove_uids=True))
     for trace in figure.get("data", []):
         if isinstance(trace.get("name"), str):
             trace["name"] = plain_text(trace["name"])
-    return figure
+    return _users_text_as_text(figure, user_text)
+
+
+def _users_text_as_text(figure: dict[str, Any], user_text: Iterable[str]) -> dict[str, Any]:
+    """``figure`` (names already plain text) with each of ``user_text`` that could carry markup shown as text."""
+    risky = sorted({text for text in user_text if "<" in text or "&" in text}, key=len, reverse=True)
+    if not risky:
+        return figure
+    pattern = re.compile("|".join(re.escape(text) for text in risky))
+
+    def shown_as_text(value: Any) -> Any:
+        if isinstance(value, str):
+            return pattern.sub(lambda match: plain_text(match.group(0)), value)
+        if isinstance(value, list):
+            return [shown_as_text(item) for item in value]
+        if isinstance(value, dict):
+            return {key: shown_as_text(item) for key, item in value.items()}
+        return value
+
+    return {
+        # A trace's name is already plain text as a whole.
+        "data": [{k: v if k == "name" else shown_as_text(v) for k, v in trace.items()} for trace in figure["data"]],
+        **{key: shown_as_text(value) for key, value in figure.items() if key != "data"},
+    }
 
 
 def _plotly_json(value: Any) -> Any:
@@ -264,12 +292,16 @@ def draw_panel_traces(fig: go.Figure, traces: Iterable[PanelTrace]) -> go.Figure
 
 
 def panel_figure_json(
-    layout_arguments: Any, make_layout: Callable[[], tuple[go.Figure, int]], traces: Iterable[PanelTrace]
+    layout_arguments: Any,
+    make_layout: Callable[[], tuple[go.Figure, int]],
+    traces: Iterable[PanelTrace],
+    *,
+    user_text: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """``figure_to_dict(draw_panel_traces(fig, traces))`` where ``fig, columns = make_layout()`` lays out a grid
-    of panels with no trace, without Plotly objects for the traces (:func:`scatter_json`); the layout's JSON is
-    kept by ``layout_arguments`` (pickled: whatever ``make_layout`` depends on), so a figure whose axes did not
-    move is not laid out again."""
+    """``figure_to_dict(draw_panel_traces(fig, traces), user_text=user_text)`` where ``fig, columns =
+    make_layout()`` lays out a grid of panels with no trace, without Plotly objects for the traces
+    (:func:`scatter_json`); the layout's JSON is kept by ``layout_arguments`` (pickled: whatever ``make_layout``
+    depends on), so a figure whose axes did not move is not laid out again."""
     key = pickle.dumps(layout_arguments, protocol=pickle.HIGHEST_PROTOCOL)
     kept = _LAYOUTS.get(key)
     if kept is None:
@@ -280,7 +312,7 @@ def panel_figure_json(
         _LAYOUTS[key] = kept
     layout, columns = kept
     data = [scatter_json(props, row=row, col=col, columns=columns, kind=kind) for kind, props, row, col in traces]
-    return {"data": data, "layout": copy.deepcopy(layout)}
+    return _users_text_as_text({"data": data, "layout": copy.deepcopy(layout)}, user_text)
 
 
 __all__ = [

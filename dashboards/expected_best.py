@@ -6,7 +6,7 @@ random from its grid, k = 1..|G| (the analysis's ``expected_best``: how much tun
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import plotly.graph_objects as go
@@ -129,15 +129,18 @@ def expected_best_figure(
     *,
     colors: Mapping[str, str] | None = None,
     title: str = "Expected best after k random learning rates",
+    user_text: Iterable[str] = (),
 ) -> dict[str, Any]:
     """``figure_to_dict(plot_expected_best(...))`` without Plotly objects for the traces, the layout kept by
     its arguments (:func:`~dashboards.drawing.panel_figure_json`): what the sweep page draws."""
     if not info.panels:
-        return drawing.figure_to_dict(plot_expected_best(info, colors=colors, title=title))
+        return drawing.figure_to_dict(plot_expected_best(info, colors=colors, title=title), user_text=user_text)
     colors = dict(colors or optimizer_colors(info.labels))
     arguments = _layout_arguments(info, title)
     columns = max(1, min(len(info.panels), drawing.MAX_COLUMNS))
-    return drawing.panel_figure_json(arguments, lambda: _layout(*arguments), _traces(info, colors, columns))
+    return drawing.panel_figure_json(
+        arguments, lambda: _layout(*arguments), _traces(info, colors, columns), user_text=user_text
+    )
 
 
 __all__ = [

@@ -14,7 +14,7 @@ the round that added its lr.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -400,13 +400,14 @@ def _layout(
 
 
 def lr_sensitivity_figure(
-    info: LrSensitivityInfo, *, colors: Mapping[str, str] | None = None, title: str = "Learning-rate sensitivity"
+    info: LrSensitivityInfo, *, colors: Mapping[str, str] | None = None, title: str = "Learning-rate sensitivity",
+    user_text: Iterable[str] = (),
 ) -> dict[str, Any]:
     """``figure_to_dict(plot_lr_sensitivity(...))`` without Plotly objects for the traces, the layout kept by
     its arguments (:func:`~dashboards.drawing.panel_figure_json`): what the sweep page draws (10,000 trials:
     ~300 ms -> ~10 ms once the layout is kept)."""
     if not info.panels:
-        return drawing.figure_to_dict(plot_lr_sensitivity(info, colors=colors, title=title))
+        return drawing.figure_to_dict(plot_lr_sensitivity(info, colors=colors, title=title), user_text=user_text)
     colors = dict(colors or optimizer_colors(info.labels))
     arguments = ([panel.task for panel in info.panels], [_panel_axes(panel) for panel in info.panels],
                  len(info.labels), title)  # fmt: skip
@@ -414,7 +415,9 @@ def lr_sensitivity_figure(
     panels = _panel_traces(info, colors, columns)
     traces = [("scatter", kwargs, row, col) for panel in panels for kwargs, row, col in panel]
     traces.extend(("scatter", kwargs, 1, 1) for kwargs in drawing.mark_key_traces())
-    return drawing.panel_figure_json(arguments, lambda: _layout(*arguments), traces)
+    return drawing.panel_figure_json(
+        arguments, lambda: _layout(*arguments), traces, user_text=user_text
+    )
 
 
 __all__ = [

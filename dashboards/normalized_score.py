@@ -6,7 +6,7 @@ out-of-the-box and tuned heatmaps side by side.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import plotly.graph_objects as go
@@ -105,13 +105,16 @@ def plot_normalized_heatmap(
 
 
 def normalized_heatmap_figure(
-    info: HeatmapInfo, *, title: str = "Normalised score (0 = chance, 1 = best of all optimisers)"
+    info: HeatmapInfo, *, title: str = "Normalised score (0 = chance, 1 = best of all optimisers)",
+    user_text: Iterable[str] = (),
 ) -> dict[str, Any]:
     """``figure_to_dict(plot_normalized_heatmap(...))`` without Plotly objects for the traces, the layout kept
     by its arguments (:func:`~dashboards.drawing.panel_figure_json`): what the sweep page draws."""
     if not info.tasks or not info.labels:
-        return drawing.figure_to_dict(plot_normalized_heatmap(info, title=title))
-    return drawing.panel_figure_json((len(info.tasks), title), lambda: _layout(len(info.tasks), title), _traces(info))
+        return drawing.figure_to_dict(plot_normalized_heatmap(info, title=title), user_text=user_text)
+    return drawing.panel_figure_json(
+        (len(info.tasks), title), lambda: _layout(len(info.tasks), title), _traces(info), user_text=user_text
+    )
 
 
 __all__ = [

@@ -118,24 +118,52 @@ def _figure_calls(snapshot: SweepSnapshot, only: Collection[str] | None) -> dict
     return {key: call() for key, call in infos.items() if only is None or key in only}
 
 
+#: Trial columns whose values come from users (a spec, or an imported results file) and appear in figures.
+_USER_COLUMNS = ("label", "task", "optimizer", "metric_name")
+
+
+def user_text(snapshot: SweepSnapshot) -> set[str]:
+    """Every user-provided string a sweep's figures may show: labels, task, optimiser and metric names, its name."""
+    text = {snapshot.name, *snapshot.labels}
+    for column in _USER_COLUMNS:
+        if column in snapshot.trials:
+            text.update(value for value in snapshot.trials[column].dropna().unique() if isinstance(value, str))
+    return text
+
+
 def _draw(
-    calls: Mapping[str, tuple[Callable, tuple, dict]], reuse: SweepFigures | None = None
+    calls: Mapping[str, tuple[Callable, tuple, dict]], text: Collection[str], reuse: SweepFigures | None = None
 ) -> SweepFigures:
-    """Each figure of ``calls`` drawn, or taken from ``reuse`` when it was drawn from the same arguments."""
+    """Each figure of ``calls`` drawn (users' ``text`` shown as text: :func:`~dashboards.drawing.figure_to_dict`),
+    or taken from ``reuse`` when it was drawn from the same arguments and the same users' text."""
     figures, inputs = {}, {}
+    shown = sorted(text)
     for key, (plot, args, kwargs) in calls.items():
-        inputs[key] = pickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        inputs[key] = pickle.dumps((args, kwargs, shown), protocol=pickle.HIGHEST_PROTOCOL)
         if reuse is not None and key in reuse and reuse.inputs.get(key) == inputs[key]:
             figures[key] = reuse[key]
+        elif plot in _JSON_BUILDERS:
+            figures[key] = plot(*args, **kwargs, user_text=shown)
         else:
-            drawn = plot(*args, **kwargs)
-            figures[key] = drawn if isinstance(drawn, dict) else figure_to_dict(drawn)
+            figures[key] = figure_to_dict(plot(*args, **kwargs), user_text=shown)
     return SweepFigures(figures, inputs)
+
+
+#: The page's figures written as JSON without Plotly objects for their traces (each equal to
+#: ``figure_to_dict(plot_*(...))``: tests/dashboards/test_figure_json.py).
+_JSON_BUILDERS = (
+    lr_sensitivity_figure,
+    ootb_vs_tuned_figure,
+    normalized_heatmap_figure,
+    performance_profiles_figure,
+    expected_best_figure,
+    sweep_progress_figure,
+)
 
 
 def sweep_figures(snapshot: SweepSnapshot, *, only: Collection[str] | None = None) -> SweepFigures:
     """Every figure of the sweep page (or those named in ``only``) as Plotly JSON dicts, keyed by figure id."""
-    return _draw(_figure_calls(snapshot, only))
+    return _draw(_figure_calls(snapshot, only), user_text(snapshot))
 
 
 def updated_sweep_figures(
@@ -152,9 +180,9 @@ def updated_sweep_figures(
         return sweep_figures(snapshot)
     same_trials = before.trials is snapshot.trials and before.analysis is snapshot.analysis
     if same_trials and before.labels == snapshot.labels:
-        curves = _draw(_figure_calls(snapshot, CURVE_FIGURES), figures)
+        curves = _draw(_figure_calls(snapshot, CURVE_FIGURES), user_text(snapshot), figures)
         return SweepFigures({**figures, **curves}, {**figures.inputs, **curves.inputs})
-    return _draw(_figure_calls(snapshot, None), figures)
+    return _draw(_figure_calls(snapshot, None), user_text(snapshot), figures)
 
 
 def _tables_context(snapshot: SweepSnapshot) -> dict[str, Any]:
@@ -340,7 +368,8 @@ def trial_figures(trial: Mapping[str, Any], curve: Sequence[Mapping[str, Any]]) 
     """The trial page's figure (metric and training loss against step), keyed by figure id."""
     info = learning_curves_info([(trial, curve)])
     title = f"Learning curve of trial {trial.get('id')}"
-    return {"curve": figure_to_dict(plot_learning_curves(info, title=title))}
+    text = {value for column in _USER_COLUMNS if isinstance(value := trial.get(column), str)}
+    return {"curve": figure_to_dict(plot_learning_curves(info, title=title), user_text=text)}
 
 
 TRIAL_FRAGMENTS: tuple[str, ...] = ("trial-details",)
@@ -397,7 +426,8 @@ def compare_figures(snapshots: Sequence[SweepSnapshot]) -> dict[str, dict[str, A
     for index, snapshot in enumerate(snapshots):
         info = _noted(lr_sensitivity_info(snapshot.trials, snapshot.analysis, labels=labels), _analysis_note(snapshot))
         fig = plot_lr_sensitivity(info, colors=colors, title=f"Learning-rate sensitivity: {snapshot.name}")
-        result[f"lr-sensitivity-{index}"] = figure_to_dict(fig)
+        text = set().union(*(user_text(each) for each in snapshots))
+        result[f"lr-sensitivity-{index}"] = figure_to_dict(fig, user_text=text)
     return result
 
 

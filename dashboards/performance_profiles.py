@@ -7,7 +7,7 @@ the box and tuned, with each profile's score.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import plotly.graph_objects as go
@@ -117,14 +117,17 @@ def plot_performance_profiles(
 
 
 def performance_profiles_figure(
-    info: ProfilesInfo, *, colors: Mapping[str, str] | None = None, title: str = "Performance profiles over tasks"
+    info: ProfilesInfo, *, colors: Mapping[str, str] | None = None, title: str = "Performance profiles over tasks",
+    user_text: Iterable[str] = (),
 ) -> dict[str, Any]:
     """``figure_to_dict(plot_performance_profiles(...))`` without Plotly objects for the traces, the layout kept
     by its arguments (:func:`~dashboards.drawing.panel_figure_json`): what the sweep page draws."""
     if not info.tuned:
-        return drawing.figure_to_dict(plot_performance_profiles(info, colors=colors, title=title))
+        return drawing.figure_to_dict(plot_performance_profiles(info, colors=colors, title=title), user_text=user_text)
     arguments = (info.tau_max, info.tasks, len(_scores(info)), title)
-    return drawing.panel_figure_json(arguments, lambda: _layout(*arguments), _traces(info, _colors(info, colors)))
+    return drawing.panel_figure_json(
+        arguments, lambda: _layout(*arguments), _traces(info, _colors(info, colors)), user_text=user_text
+    )
 
 
 __all__ = [

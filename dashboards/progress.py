@@ -5,7 +5,7 @@ the progress bar of the sweep list and pages (:func:`progress_bar`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -112,13 +112,17 @@ def plot_sweep_progress(info: ProgressInfo, *, title: str = "Trials by status ov
     return drawing.draw_panel_traces(fig, _progress_traces(info))
 
 
-def sweep_progress_figure(info: ProgressInfo, *, title: str = "Trials by status over time") -> dict[str, Any]:
+def sweep_progress_figure(
+    info: ProgressInfo, *, title: str = "Trials by status over time", user_text: Iterable[str] = ()
+) -> dict[str, Any]:
     """``figure_to_dict(plot_sweep_progress(...))`` without Plotly objects for the traces, the layout kept by
     its arguments (:func:`~dashboards.drawing.panel_figure_json`): what the sweep page draws."""
     if not info.times:
-        return drawing.figure_to_dict(plot_sweep_progress(info, title=title))
+        return drawing.figure_to_dict(plot_sweep_progress(info, title=title), user_text=user_text)
     layout = (info.total, title)
-    return drawing.panel_figure_json(layout, lambda: _progress_layout(*layout), _progress_traces(info))
+    return drawing.panel_figure_json(
+        layout, lambda: _progress_layout(*layout), _progress_traces(info), user_text=user_text
+    )
 
 
 class ProgressSegment(NamedTuple):

@@ -620,6 +620,51 @@ def worker(
     console.print(f"worker {sweep_worker.owner}: ran {count} sweep(s)")
 
 
+@app.command(name="workers")
+def list_workers(
+    db: Annotated[str | None, typer.Option(help="Database URL (default: settings)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """List the sweep workers from their heartbeat rows: id, host, pid, started, last seen, current sweep, and
+    whether each is alive (seen within NERO_STUDY_WORKER_ALIVE_SECONDS)."""
+    from nero_study.store import db as store_db
+    from nero_study.store import repo
+    from nero_study.store.models import utc_now
+
+    settings = _settings(db)
+    store_db.upgrade(settings.database_url)
+    now = utc_now()
+    with store_db.session_factory(store_db.make_engine(settings.database_url))() as session:
+        rows = [
+            {
+                "id": w.id,
+                "host": w.host,
+                "pid": w.pid,
+                "started_at": w.started_at.isoformat(timespec="seconds"),
+                "last_seen": w.last_seen.isoformat(timespec="seconds"),
+                "seconds_since_seen": round((now - w.last_seen).total_seconds(), 1),
+                "current_sweep": w.current_sweep,
+                "alive": repo.worker_is_alive(w, within_seconds=settings.worker_alive_seconds, now=now),
+            }
+            for w in repo.list_workers(session)
+        ]
+    if as_json:
+        typer.echo(dumps(rows, indent=2))
+        return
+    table = Table(title=f"Workers (alive: seen within {settings.worker_alive_seconds:g} s)")
+    for column in ("id", "host", "pid", "started", "last seen", "sweep", "state"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            escape(row["id"]), escape(row["host"]), str(row["pid"]), row["started_at"],
+            f"{row['seconds_since_seen']:g} s ago", row["current_sweep"] or "idle", "alive" if row["alive"] else "dead",
+        )
+    console.print(table)
+    if not any(row["alive"] for row in rows):
+        err_console.print("no worker is alive", highlight=False)
+        raise typer.Exit(1)
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1)")] = None,
@@ -748,6 +793,72 @@ def token_create(
         _, clear = repo.create_token(session, name=name)
     err_console.print("store this token now; it cannot be shown again:")
     typer.echo(clear)
+
+
+@token_app.command("list")
+def token_list(
+    db: Annotated[str | None, typer.Option(help="Database URL (default: settings)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """List the stored tokens: id, name, when created and last used, whether revoked (never the token or its
+    hash). Tokens from NERO_STUDY_API_TOKENS are not stored and not listed."""
+    from nero_study.store import db as store_db
+    from nero_study.store import repo
+
+    settings = _settings(db)
+    store_db.upgrade(settings.database_url)
+    with store_db.session_factory(store_db.make_engine(settings.database_url))() as session:
+        rows = [_token_row(token) for token in repo.list_tokens(session)]
+    if as_json:
+        typer.echo(dumps(rows, indent=2))
+        return
+    table = Table(title="Stored bearer tokens")
+    for column in ("id", "name", "created", "last used", "revoked"):
+        table.add_column(column, justify="right" if column == "id" else "left")
+    for row in rows:
+        table.add_row(
+            str(row["id"]), escape(row["name"]), row["created_at"], row["last_used_at"] or "never",
+            "revoked" if row["revoked"] else "",
+        )
+    console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    key: Annotated[str, typer.Argument(metavar="ID|NAME", help="The token's id or name (see `token list`)")],
+    db: Annotated[str | None, typer.Option(help="Database URL (default: settings)")] = None,
+) -> None:
+    """Revoke a stored token: from the next request on, it is refused with 401."""
+    from nero_study.store import db as store_db
+    from nero_study.store import repo
+
+    settings = _settings(db)
+    store_db.upgrade(settings.database_url)
+    with store_db.session_factory(store_db.make_engine(settings.database_url))() as session:
+        tokens = repo.list_tokens(session)
+        matches = [t for t in tokens if key.isdigit() and t.id == int(key)] or [t for t in tokens if t.name == key]
+        if not matches:
+            known = ", ".join(f"{t.id} ({t.name})" for t in tokens) or "none stored"
+            _fail(f"No token with id or name {key!r}; stored tokens: {known}")
+        if len(matches) > 1:
+            _fail(f"{len(matches)} tokens are named {key!r} (ids {', '.join(str(t.id) for t in matches)}); "
+                  "revoke one by its id")
+        (token,) = matches
+        if token.revoked:
+            console.print(f"token {token.id} ({escape(token.name)}) was already revoked", highlight=False)
+            return
+        repo.revoke_token(session, token_id=token.id)
+    console.print(f"revoked token {token.id} ({escape(token.name)})", highlight=False)
+
+
+def _token_row(token: Any) -> dict[str, Any]:
+    return {
+        "id": token.id,
+        "name": token.name,
+        "created_at": token.created_at.isoformat(timespec="seconds"),
+        "last_used_at": token.last_used_at.isoformat(timespec="seconds") if token.last_used_at else None,
+        "revoked": bool(token.revoked),
+    }
 
 
 data_app = typer.Typer(

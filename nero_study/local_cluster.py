@@ -352,7 +352,14 @@ class LocalCluster:
         import httpx
 
         started = self._spawn(
-            "api", argv, {"NERO_STUDY_DATABASE_URL": self.database_url, "NERO_STUDY_API_TOKENS": self.api_token}
+            "api",
+            argv,
+            # As docker-compose.yml: the API is healthy before any worker starts.
+            {
+                "NERO_STUDY_DATABASE_URL": self.database_url,
+                "NERO_STUDY_API_TOKENS": self.api_token,
+                "NERO_STUDY_HEALTH_MIN_WORKERS": "0",
+            },
         )
 
         def healthy() -> bool:

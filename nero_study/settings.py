@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     # Ray cluster (RAY_ADDRESS) they let them go after this many idle seconds, giving the slots back;
     # on a local Ray of their own they keep them. 0 turns warm runners off.
     warm_pool_idle_seconds: float = Field(default=120.0, ge=0)
+    # A worker writes its row in the ``workers`` table every heartbeat; it counts as alive while its row is younger
+    # than this (s). /healthz answers 503 while fewer than ``health_min_workers`` are alive (0: it ignores workers).
+    worker_alive_seconds: float = Field(default=30.0, gt=0)
+    health_min_workers: int = Field(default=1, ge=0)
+    # A running sweep whose worker writes no trial event or result for this many seconds is failed ("no progress
+    # for N s") and its lease released: a hung trial cannot hold a worker and its sweep for ever. 0 turns it off.
+    stall_seconds: float = Field(default=1800.0, ge=0)
     seed_demo: bool = True
     migrate_on_startup: bool = False  # the API runs the packaged migrations when it starts
     chromium_path: Path = DEFAULT_CHROMIUM_PATH  # renders figures as SVG/PDF (dashboards.figure_export)

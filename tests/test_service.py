@@ -50,6 +50,7 @@ class Service:
             "NERO_STUDY_HEARTBEAT_SECONDS": "1",
             "NERO_STUDY_POLL_SECONDS": "0.5",
             "RAY_AUTH_MODE": "disabled",
+            "NERO_STUDY_HEALTH_MIN_WORKERS": "0",  # the API comes up before its workers, as under compose
         }
         self.logs = tmp_path
         self.api: subprocess.Popen | None = None

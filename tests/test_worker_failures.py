@@ -136,3 +136,61 @@ def test_a_worker_whose_store_fails_past_the_retries_waits_instead_of_exiting(
     with factory() as session:
         assert repo.get_sweep(session, sweep_id=first).status == "running"  # its lease will expire
     # With the store back, the next run of the loop ends the sweep it takes over once the lease lapses.
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_sweep_that_makes_no_progress_is_failed_and_its_hung_runner_killed(tmp_path: Path) -> None:
+    """A trial that hangs (its runner process stopped with SIGSTOP while it trains: no event will ever come) no
+    longer holds the worker: after the stall time the sweep fails with "no progress for N s", its lease is
+    released, its runners are killed, and the next sweep runs on new ones."""
+    import os
+    import signal
+
+    from nero_study.study.spec import SweepSpec
+
+    url = f"sqlite:///{tmp_path / 'worker.db'}"
+    db.upgrade(url)
+    settings = Settings(database_url=url, poll_seconds=0.1, heartbeat_seconds=0.2, stall_seconds=5, seed_demo=False)
+    worker = SweepWorker(settings, owner="test-worker")
+    factory = db.session_factory(db.make_engine(url))
+    long_trial = {**ONE_TRIAL, "task_options": {"digits-mlp": {"epochs": 1000, "max_steps": 1_000_000}}}
+    hung = queue(factory, long_trial, "hangs")
+    after = queue(factory, ONE_TRIAL, "after")
+    pool = worker.pool_for(SweepSpec.from_stored(long_trial))  # warm before the claim: the stall clock starts then
+    assert pool is not None and pool.wait_until_warm(timeout=240)
+    frozen: list[int] = []
+
+    def freeze_the_runner(progress: SweepProgress) -> None:
+        if not frozen and progress.counts["running"]:  # the trial has started: stop its process mid-training
+            (pid,) = pool.runner_pids()
+            os.kill(pid, signal.SIGSTOP)
+            frozen.append(pid)
+
+    try:
+        hung_status = worker.process(*worker.claim(), on_progress=freeze_the_runner)
+        fresh = worker.pool_for(SweepSpec.from_stored(ONE_TRIAL))
+        assert fresh is not None and fresh is not pool and fresh.wait_until_warm(timeout=240)
+        after_status = worker.process(*worker.claim())
+        with factory() as session:
+            failed = repo.get_sweep(session, sweep_id=hung)
+            assert frozen and hung_status == "failed" and failed.status == "failed"
+            assert failed.error.startswith("no progress for 5 s: no trial event or result was written")
+            assert failed.lease_owner == "test-worker" and failed.lease_expires_at is None  # released
+            assert repo.sweep_counts(session, sweep_id=hung)["cancelled"] == 1  # the hung trial
+            assert after_status == "succeeded" and repo.get_sweep(session, sweep_id=after).status == "succeeded"
+        assert not pool.alive and not alive(frozen[0])  # the stopped runner was killed
+    finally:
+        for pid in frozen:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        worker.close()

@@ -4,7 +4,7 @@ Each child is a ``nero-study worker`` process. A monitor thread reaps a child th
 a new one after a backoff that doubles with each quick death (1 s up to 60 s; a child that ran a minute resets
 it). On Linux each child also asks the kernel for SIGTERM when the process that started it ends, so a ``serve``
 killed by any signal, SIGKILL included, takes its workers (and, through their SIGTERM handling, their Ray) with
-it. ``status()`` is what ``/healthz`` reports.
+it. ``status()`` is what ``/healthz`` reports of them, beside the heartbeat rows every worker writes.
 """
 
 from __future__ import annotations
@@ -108,10 +108,11 @@ class WorkerSupervisor:
         child.backoff = min(child.backoff * 2, MAX_BACKOFF_S)
 
     def status(self) -> dict[str, object]:
-        """Workers expected and alive, their pids and restarts (what ``/healthz`` shows)."""
+        """Child processes expected and running, their pids and restarts (``/healthz`` shows them beside the
+        workers' heartbeat rows)."""
         with self.lock:
-            alive = [c.process.pid for c in self.children if c.process is not None and c.process.poll() is None]
-            return {"expected": self.count, "alive": len(alive), "pids": alive,
+            running = [c.process.pid for c in self.children if c.process is not None and c.process.poll() is None]
+            return {"expected": self.count, "running": len(running), "pids": running,
                     "restarts": sum(c.restarts for c in self.children)}
 
     def stop(self, timeout: float = 60.0) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from nero_study.errors import InfeasibleResourcesError
 from nero_study.settings import Settings
 from nero_study.store import db, repo
+from nero_study.store.models import utc_now
 from nero_study.study.cluster import (
     PoolShape,
     ensure_ray,
@@ -75,11 +76,17 @@ class _ClusterWatch(threading.Thread):
 
 
 class _Heartbeat(threading.Thread):
-    """Renews the lease every ``interval`` seconds and records a cancel request or a lost lease."""
+    """Renews the lease every ``interval`` seconds and records a cancel request or a lost lease; a watchdog too.
+
+    The lease is kept alive only while the sweep makes progress: when no trial event or result has been written
+    for ``stall_seconds`` (:meth:`progressed` is called on each write), the heartbeat itself fails the sweep with
+    "no progress for N s" and releases its lease at once, whatever the sweep's thread is stuck in, and stops
+    renewing; the worker then gives up the sweep without waiting for its trials in flight and kills its runners.
+    """
 
     def __init__(
         self, *, session_factory: sessionmaker[Session], sweep_id: str, owner: str, lease_seconds: float,
-        interval: float,
+        interval: float, stall_seconds: float = 0.0,
     ) -> None:
         super().__init__(name=f"heartbeat-{sweep_id}", daemon=True)
         self.session_factory = session_factory
@@ -87,13 +94,41 @@ class _Heartbeat(threading.Thread):
         self.owner = owner
         self.lease_seconds = lease_seconds
         self.interval = interval
+        self.stall_seconds = stall_seconds
+        self.last_progress = time.monotonic()
         self.stop_event = threading.Event()
         self.cancel_requested = threading.Event()
         self.lease_lost = threading.Event()
+        self.stalled = threading.Event()
+
+    @property
+    def stall_error(self) -> str:
+        return (
+            f"no progress for {self.stall_seconds:g} s: no trial event or result was written "
+            "(a trial may hang); the sweep was stopped (NERO_STUDY_STALL_SECONDS sets the limit)"
+        )
+
+    def progressed(self) -> None:
+        """A trial event or result was written for the sweep."""
+        self.last_progress = time.monotonic()
 
     def run(self) -> None:
         while not self.stop_event.wait(self.interval):
+            if self.stall_seconds and time.monotonic() - self.last_progress > self.stall_seconds:
+                self.fail_stalled()
+                return
             self.beat()
+
+    def fail_stalled(self) -> None:
+        logger.error("worker %s: sweep %s %s", self.owner, self.sweep_id, self.stall_error)
+        self.stalled.set()
+        try:
+            with self.session_factory() as session:
+                repo.finish_sweep(
+                    session, sweep_id=self.sweep_id, owner=self.owner, status="failed", error=self.stall_error
+                )
+        except Exception:  # noqa: BLE001 - not renewed any more, the lease expires; the worker ends it later
+            logger.exception("could not record the stall of sweep %s", self.sweep_id)
 
     def beat(self) -> None:
         try:
@@ -108,7 +143,44 @@ class _Heartbeat(threading.Thread):
             logger.exception("heartbeat for sweep %s failed", self.sweep_id)
 
     def should_stop(self) -> bool:
-        return self.cancel_requested.is_set() or self.lease_lost.is_set()
+        return self.cancel_requested.is_set() or self.lease_lost.is_set() or self.stalled.is_set()
+
+
+class _Presence(threading.Thread):
+    """Writes this worker's row in the ``workers`` table every ``interval`` seconds (host, pid, start, the sweep it
+    runs), so that ``/healthz`` and ``nero-study workers`` see it alive; deletes the row when stopped."""
+
+    def __init__(self, worker: SweepWorker, interval: float) -> None:
+        super().__init__(name=f"presence-{worker.owner}", daemon=True)
+        self.worker = worker
+        self.interval = interval
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.started_at = utc_now()
+        self.stop_event = threading.Event()
+
+    def record(self) -> None:
+        try:
+            with self.worker.session_factory() as session:
+                repo.record_worker(
+                    session, worker_id=self.worker.owner, host=self.host, pid=self.pid, started_at=self.started_at,
+                    current_sweep=self.worker.current_sweep,
+                )
+        except Exception:  # noqa: BLE001 - a store hiccup: the row ages and /healthz says so; the next beat retries
+            logger.exception("worker %s: could not record its heartbeat", self.worker.owner)
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.interval):
+            self.record()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(timeout=10)
+        try:
+            with self.worker.session_factory() as session:
+                repo.remove_worker(session, worker_id=self.worker.owner)
+        except Exception:  # noqa: BLE001 - its row ages out of the liveness window instead
+            logger.exception("worker %s: could not remove its heartbeat row", self.worker.owner)
 
 
 class SweepWorker:
@@ -127,7 +199,7 @@ class SweepWorker:
         self.warm = warm_pool and idle > 0
         self.pool_idle_seconds: float | None = idle if os.environ.get("RAY_ADDRESS") else None
         self.pool: WarmPool | None = None
-        self.current_sweep: str | None = None  # the sweep this worker holds, for the cluster watch
+        self.current_sweep: str | None = None  # the sweep this worker holds (cluster watch, its heartbeat row)
         self.cluster_watch: _ClusterWatch | None = None
         self.exit = os._exit  # how the cluster watch ends the process (a test passes its own)
         self._cluster_lost = threading.Lock()
@@ -248,11 +320,14 @@ class SweepWorker:
         """Process sweeps; returns how many were run. ``idle_timeout`` stops after that long with no work."""
         processed = 0
         idle_since = time.monotonic()
-        if self.warm and self.connect_ray():
-            # Start the runners for the default per-trial resources now, while the queue may still be
-            # empty: the first sweep then finds them warm too (a sweep needing others replaces them).
-            self.warm_pool(pool_shape(Resources()))
+        presence = _Presence(self, self.settings.heartbeat_seconds)
+        presence.record()  # alive from now on (the warm runners below take seconds to start)
+        presence.start()
         try:
+            if self.warm and self.connect_ray():
+                # Start the runners for the default per-trial resources now, while the queue may still be
+                # empty: the first sweep then finds them warm too (a sweep needing others replaces them).
+                self.warm_pool(pool_shape(Resources()))
             while not self.stopping.is_set():
                 if not self.cluster_ready():  # on a Ray cluster: claim nothing while its head is away
                     break
@@ -277,6 +352,7 @@ class SweepWorker:
                 if once:
                     break
         finally:
+            presence.stop()
             self.close()
         return processed
 
@@ -339,7 +415,14 @@ class SweepWorker:
             owner=self.owner,
             lease_seconds=self.settings.lease_seconds,
             interval=self.settings.heartbeat_seconds,
+            stall_seconds=self.settings.stall_seconds,
         )
+        report = on_progress or self._log_progress
+
+        def progressed(progress: SweepProgress) -> None:
+            heartbeat.progressed()
+            report(progress)
+
         heartbeat.start()
         status, error, execution = "failed", None, None
         store_down = False
@@ -356,13 +439,16 @@ class SweepWorker:
                 sweep_id=sweep_id,
                 spec=spec,
                 should_cancel=lambda: heartbeat.should_stop() or self.stopping.is_set(),
-                on_progress=on_progress or self._log_progress,
+                on_progress=progressed,
                 attempt=attempt,
                 pool=pool,
+                give_up=heartbeat.stalled.is_set,
             )
             outcome = engine.run()
             execution = outcome.execution
             status = outcome.status
+            if heartbeat.stalled.is_set():
+                status, error = "failed", heartbeat.stall_error
         except Exception as exc:  # noqa: BLE001 - recorded on the sweep; the worker goes on
             if self.cluster_lost_with(exc):
                 self.on_cluster_lost(self.settings.ray_lost_seconds)  # gives the sweep back; does not return
@@ -370,7 +456,7 @@ class SweepWorker:
             error = f"{type(exc).__name__}: {exc}"
             # The store failing past its retries is not the sweep's fault: give it back rather than fail it.
             store_down = isinstance(exc, sa.exc.DBAPIError) and repo.is_transient(exc)
-            if pool is not None:
+            if pool is not None and not heartbeat.stalled.is_set():  # stalled: its runners are killed below
                 # The runners may be what failed (a dead dispatcher, a crashed experiment): never hand them
                 # to the next sweep. The next sweep that needs runners starts new ones.
                 logger.warning("worker %s: discarding the warm runners after sweep %s failed", self.owner, sweep_id)
@@ -379,6 +465,14 @@ class SweepWorker:
             heartbeat.stop_event.set()
             heartbeat.join(timeout=5)
             self.current_sweep = None
+            if heartbeat.stalled.is_set() and self.pool is not None:
+                # Its runners may be stuck in the trial that stalled: kill them; the next sweep gets new ones.
+                logger.warning("worker %s: killing the warm runners of stalled sweep %s", self.owner, sweep_id)
+                pool_to_kill, self.pool = self.pool, None
+                try:
+                    pool_to_kill.kill()
+                except Exception:  # noqa: BLE001 - dropped either way
+                    logger.exception("worker %s: killing the stalled runners failed", self.owner)
         if heartbeat.lease_lost.is_set():
             logger.warning("worker %s lost the lease of sweep %s; leaving it to its new owner", self.owner, sweep_id)
             return "lost"

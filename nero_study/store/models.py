@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.0 models of the study store: sweeps (the work queue), trials, curve points, API tokens.
+"""SQLAlchemy 2.0 models of the study store: sweeps (the work queue), trials, curve points, API tokens, workers.
 
 The schema is created and changed only by the Alembic migrations in ``migrations/``; a test checks that
 the migrated schema matches these models.
@@ -243,3 +243,18 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+
+
+class Worker(Base):
+    """A sweep worker process as its heartbeat last wrote it; ``id`` is the lease owner name it claims with."""
+
+    __tablename__ = "workers"
+    __table_args__ = (sa.Index("ix_workers_last_seen", "last_seen"),)
+
+    id: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(sa.String(255))
+    pid: Mapped[int] = mapped_column(sa.Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: The sweep it is running, ``None`` while it waits for one.
+    current_sweep: Mapped[str | None] = mapped_column(sa.String(32))

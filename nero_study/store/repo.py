@@ -47,6 +47,7 @@ from nero_study.store.models import (
     Sweep,
     Trial,
     UTCDateTime,
+    Worker,
     utc_now,
 )
 from nero_study.vocabulary import (
@@ -558,12 +559,19 @@ def release_sweep(session: Session, *, sweep_id: str, owner: str, now: datetime 
 def request_cancel(session: Session, *, sweep_id: str, now: datetime | None = None) -> Sweep | None:
     """Ask for a sweep to stop; ``None`` if there is no such sweep.
 
-    A queued sweep is cancelled at once (with its pending trials). A running one gets
-    ``cancel_requested``; its worker sees that through :func:`is_cancel_requested`, calls
-    :func:`cancel_pending_trials` and finishes the sweep as ``cancelled``. A finished sweep is unchanged.
+    A queued sweep is cancelled at once (with its pending trials), and so is a running one whose lease has
+    expired (its worker is gone: no one would see the request until another worker claimed it); its pending
+    and running trials become ``cancelled``. A running sweep with a live lease gets ``cancel_requested``; its
+    worker sees that through :func:`is_cancel_requested`, calls :func:`cancel_pending_trials` and finishes the
+    sweep as ``cancelled``. A finished sweep is unchanged.
     """
     now = now or utc_now()
+    nobody_runs_it = sa.or_(
+        Sweep.status == "queued",
+        sa.and_(Sweep.status == "running", Sweep.lease_expires_at < _utc(now)),
+    )
     with _write(session):
+        _lock_sweep(session, sweep_id)
         session.execute(
             sa.update(Sweep)
             .where(Sweep.id == sweep_id, Sweep.status.in_(SWEEP_ACTIVE))
@@ -576,7 +584,7 @@ def request_cancel(session: Session, *, sweep_id: str, now: datetime | None = No
         )
         cancelled_now = session.execute(
             sa.update(Sweep)
-            .where(Sweep.id == sweep_id, Sweep.status == "queued")
+            .where(Sweep.id == sweep_id, nobody_runs_it)
             .values(
                 status="cancelled",
                 finished_at=now,
@@ -1176,3 +1184,49 @@ def list_tokens(session: Session) -> list[ApiToken]:
     with _read(session):
         tokens = list(session.scalars(sa.select(ApiToken).order_by(ApiToken.id)))
     return tokens
+
+
+# --------------------------------------------------------------------------------------------- workers
+
+#: A worker row not refreshed for this long is deleted by the next worker that records itself (s): a day.
+FORGET_WORKERS_AFTER_S = 86_400.0
+
+
+@retried
+def record_worker(
+    session: Session,
+    *,
+    worker_id: str,
+    host: str,
+    pid: int,
+    started_at: datetime,
+    current_sweep: str | None,
+    now: datetime | None = None,
+) -> None:
+    """Upsert a worker's heartbeat row (``last_seen = now``); rows unseen for a day are forgotten."""
+    now = now or utc_now()
+    values = {"host": host, "pid": pid, "started_at": started_at, "last_seen": now, "current_sweep": current_sweep}
+    with _write(session):
+        statement = _insert(session, Worker).values(id=worker_id, **values)
+        session.execute(statement.on_conflict_do_update(index_elements=[Worker.id], set_=values))
+        session.execute(
+            sa.delete(Worker).where(Worker.last_seen < _utc(now - timedelta(seconds=FORGET_WORKERS_AFTER_S)))
+        )
+
+
+@retried
+def remove_worker(session: Session, *, worker_id: str) -> None:
+    """Delete a worker's row (it is stopping cleanly)."""
+    with _write(session):
+        session.execute(sa.delete(Worker).where(Worker.id == worker_id))
+
+
+def list_workers(session: Session) -> list[Worker]:
+    """Every recorded worker, most recently seen first."""
+    with _read(session):
+        return list(session.scalars(sa.select(Worker).order_by(Worker.last_seen.desc(), Worker.id)))
+
+
+def worker_is_alive(worker: Worker, *, within_seconds: float, now: datetime | None = None) -> bool:
+    """Whether ``worker`` was seen within the last ``within_seconds``."""
+    return worker.last_seen >= (now or utc_now()) - timedelta(seconds=within_seconds)

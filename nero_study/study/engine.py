@@ -136,8 +136,11 @@ class SweepEngine:
         max_failures: int = 2,
         attempt: int = 1,
         pool: WarmPool | None = None,
+        give_up: Callable[[], bool] | None = None,
     ) -> None:
         self.pool = pool
+        # Stop without waiting for trials in flight (the warm runners' path; a stalled sweep's runners may hang).
+        self.give_up = give_up
         self.session_factory = session_factory
         self.attempt = attempt
         self.sweep_id = sweep_id
@@ -236,7 +239,9 @@ class SweepEngine:
         self.progress.execution = "+".join(sorted(modes))
         sink = self._sink()
         if self.pool is not None:
-            self.pool.run(bundles, sink, self.stopper.stop_all)
+            self.pool.run(bundles, sink, self.stopper.stop_all, self.give_up)
+            if self.give_up is not None and self.give_up():
+                self.stopper.cancelled = True
         else:
             from ray import tune
 

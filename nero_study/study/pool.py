@@ -64,7 +64,14 @@ class Dispatcher:
         self.attempts: dict[str, int] = {}  # bundle id -> times run again
         self.withdrawn: set[str] = set()
         self.notices: list[tuple[str, str, int]] = []  # (bundle id, what happened, runner)
+        self.runners: dict[int, Any] = {}  # runner -> its Tune trial actor (to kill a hung runner)
         self.closed = False
+
+    async def register(self, runner: int, actor: Any) -> None:
+        self.runners[runner] = actor
+
+    async def runner_actors(self) -> list[Any]:
+        return list(self.runners.values())
 
     async def put(self, bundles: list[dict[str, Any]]) -> None:
         for bundle in bundles:
@@ -250,8 +257,19 @@ class WarmPool:
         return self._thread.is_alive() and self.error is None and len(self.gone) < self.shape.slots
 
     # -- a sweep's bundles, run from the sweep's thread -----------------------------------------
-    def run(self, bundles: Sequence[Bundle], sink: StoreSink, should_stop: Callable[[], bool]) -> bool:
-        """Run ``bundles`` on the runners, handing their events to ``sink``; ``False`` if stopped."""
+    def run(
+        self,
+        bundles: Sequence[Bundle],
+        sink: StoreSink,
+        should_stop: Callable[[], bool],
+        give_up: Callable[[], bool] | None = None,
+    ) -> bool:
+        """Run ``bundles`` on the runners, handing their events to ``sink``; ``False`` if stopped.
+
+        ``should_stop``: withdraw the queued bundles and wait for those in flight to stop at their next report.
+        ``give_up``: return at once, without waiting for bundles in flight (their runners may hang: the caller
+        then ends the pool with :meth:`kill`).
+        """
         import ray
 
         works = {bundle.bundle_id: bundle for bundle in bundles}
@@ -262,6 +280,9 @@ class WarmPool:
         stopped = False
         next_notice_check = time.monotonic() + 0.5
         while pending:
+            if give_up is not None and give_up():
+                stopped = True
+                break
             try:
                 kind, payload = self.outbox.items.get(timeout=0.2)
             except queue.Empty:
@@ -320,6 +341,23 @@ class WarmPool:
     def runner_pids(self) -> set[int]:
         """The process ids of the runners so far (a restarted runner adds one)."""
         return set(self.outbox.pids)
+
+    def kill(self, timeout: float = 60.0) -> None:
+        """End the pool whatever its runners are doing (a hung trial, a stopped process): their actors are killed,
+        then the experiment ends as in :meth:`close` (waiting at most ``timeout`` s for its thread)."""
+        import ray
+
+        self.stopper.end()
+        try:
+            actors = ray.get(self.dispatcher.runner_actors.remote(), timeout=10)
+        except Exception:  # noqa: BLE001 - a dead dispatcher knows no runners; the experiment still ends
+            actors = []
+        for actor in actors:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                logger.debug("warm pool %s: a runner was already gone", self.name)
+        self.close(timeout)
 
     def close(self, timeout: float | None = None) -> None:
         """End the runners' Tune experiment; waits for its thread to end (at most ``timeout`` s if given)."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -203,6 +204,16 @@ class LogGrid(_StrictModel):
         return log_grid(self.min, self.max, self.points_per_decade)
 
 
+#: Characters a label may not contain anywhere: C0 and C1 control characters, DEL, zero-width and bidirectional
+#: formatting marks, line/paragraph separators, the byte-order mark and lone surrogates (a label is shown in
+#: tables, figures and CSV cells, where these would hide or reorder text).
+LABEL_FORBIDDEN = r"\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff"
+#: A label: none of :data:`LABEL_FORBIDDEN`, and no white space at either end. The validator uses this pattern and
+#: the OpenAPI schema states it, so that the two agree.
+LABEL_PATTERN = rf"^[^\s{LABEL_FORBIDDEN}](?:[^{LABEL_FORBIDDEN}]*[^\s{LABEL_FORBIDDEN}])?$"
+_LABEL_RE = re.compile(LABEL_PATTERN)
+
+
 class OptimizerVariant(_StrictModel):
     """One optimiser in a sweep: a registry name, a label for tables, and settings on top of the preset.
 
@@ -212,7 +223,16 @@ class OptimizerVariant(_StrictModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    label: str = Field(default="", min_length=1, max_length=64)
+    label: str = Field(
+        default="",
+        min_length=1,
+        max_length=64,
+        description=(
+            "Name of this variant in tables and figures (default: the optimiser's name); 1-64 characters, no white "
+            "space at either end, no control characters, zero-width or bidirectional marks, line separators"
+        ),
+        json_schema_extra={"pattern": LABEL_PATTERN},
+    )
     settings: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("name")
@@ -224,8 +244,11 @@ class OptimizerVariant(_StrictModel):
     @field_validator("label")
     @classmethod
     def _clean_label(cls, label: str) -> str:
-        if label != label.strip() or any(not ch.isprintable() for ch in label):
-            raise ValueError(f"Invalid label {label!r}; no leading/trailing spaces or control characters")
+        if not _LABEL_RE.fullmatch(label):
+            raise ValueError(
+                f"Invalid label {label!r}; no white space at either end, and no control characters, zero-width or "
+                "bidirectional marks or line separators"
+            )
         return label
 
     @field_validator("settings")

@@ -84,6 +84,8 @@ def runner_trainable(config: dict[str, Any]) -> None:
     # add_param_group with it), seconds that the runner's first bundle would otherwise pay.
     import torch._dynamo  # noqa: F401
 
+    # Its own actor, so that the pool can kill a runner whose trial hangs (a stalled sweep).
+    ray.get(dispatcher.register.remote(runner, ray.get_runtime_context().current_actor))
     tune.report({RESULT_RUNNER_PID: os.getpid()})
     while True:
         wire = ray.get(dispatcher.take.remote(runner))

@@ -49,7 +49,11 @@ def database_url(template_db: Path, tmp_path: Path) -> str:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, api_tokens=TOKEN, max_trials_per_sweep=200, max_spec_bytes=20_000)
+    # No worker runs in the API tests: /healthz judges the database only (tests/api/test_workers_health.py the rest).
+    return Settings(
+        database_url=database_url, api_tokens=TOKEN, max_trials_per_sweep=200, max_spec_bytes=20_000,
+        health_min_workers=0,
+    )
 
 
 @pytest.fixture

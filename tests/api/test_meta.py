@@ -121,7 +121,7 @@ def test_importing_the_api_connects_nowhere() -> None:
 
 def test_migrations_run_at_startup_when_asked(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
-    with TestClient(create_app(Settings(database_url=url), migrate=True)) as client:
+    with TestClient(create_app(Settings(database_url=url, health_min_workers=0), migrate=True)) as client:
         assert client.get("/api/sweeps").json()["total"] == 0
         assert client.get("/healthz").json()["revision"] is not None
 
@@ -183,7 +183,7 @@ def test_app_start_up_loads_what_requests_need_and_freezes_it(database_url: str)
         "from fastapi.testclient import TestClient\n"
         "from api.main import create_app\n"
         "from nero_study.settings import Settings\n"
-        f"app = create_app(Settings(database_url={database_url!r}), migrate=True)\n"
+        f"app = create_app(Settings(database_url={database_url!r}, health_min_workers=0), migrate=True)\n"
         "before = 'torch._dynamo' in sys.modules, gc.get_freeze_count()\n"
         "with TestClient(app) as client:\n"
         "    assert client.get('/healthz').status_code == 200\n"

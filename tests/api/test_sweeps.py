@@ -267,7 +267,9 @@ def test_reads_are_open_by_default_and_closed_when_settings_say_so(database_url:
         assert client.get("/api/sweeps").status_code == 200
         assert client.get("/api/tasks").status_code == 200
 
-    closed = create_app(Settings(database_url=database_url, api_tokens=TOKEN, require_token_for_reads=True))
+    closed = create_app(
+        Settings(database_url=database_url, api_tokens=TOKEN, require_token_for_reads=True, health_min_workers=0)
+    )
     with TestClient(closed) as client:
         for path in ("/api/sweeps", "/api/tasks", "/api/optimizers", "/api/trials/1"):
             response = client.get(path)

@@ -89,9 +89,6 @@ def test_trials_filter_by_status_task_and_optimizer(
 @pytest.mark.parametrize(
     ("params", "field", "valid"),
     [
-        ({"task": "text-lm"}, "task", "valid: digits-mlp"),
-        ({"label": "sgd"}, "label", "valid: nero, adam"),
-        ({"optimizer": "lamb"}, "optimizer", "valid: nero, adam"),
         ({"status": "done"}, "status", "'pending', 'running', 'succeeded', 'diverged', 'failed' or 'cancelled'"),
     ],
 )

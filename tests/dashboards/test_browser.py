@@ -20,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.orm import Session
 
+from api.docs_ui import SWAGGER_CSS, SWAGGER_JS
 from nero_study.store import repo
 
 pytestmark = pytest.mark.browser
@@ -261,6 +262,31 @@ def test_finished_sweep_page_shows_the_verdict_above_the_figures(
     figure_box = page.locator("#figure-lr-sensitivity").bounding_box()
     assert verdict_box is not None and figure_box is not None and verdict_box["y"] < figure_box["y"]
     assert watched.errors == [] and watched.external == []
+
+
+def test_docs_refuses_a_swagger_ui_file_that_differs_from_the_pinned_one(watched: Watched, live_server: str) -> None:
+    """The CDN (here: the browser's network, intercepted) serving other bytes than the pinned version: the browser
+    refuses the file by its integrity hash, and none of it runs."""
+    served: list[str] = []
+
+    def tampered(route: Any) -> None:
+        served.append(route.request.url)
+        script = route.request.url.endswith(".js")
+        route.fulfill(
+            status=200,
+            body="window.tampered = true;" if script else "body { display: none }",
+            headers={"Access-Control-Allow-Origin": "*", "Content-Type": "text/javascript" if script else "text/css"},
+        )
+
+    watched.page.route("https://cdn.jsdelivr.net/**", tampered)
+    response = watched.page.goto(live_server + "/docs")
+    watched.page.wait_for_load_state("load")
+
+    assert response is not None and response.status == 200
+    assert sorted(served) == sorted([SWAGGER_JS[0], SWAGGER_CSS[0]])
+    assert watched.page.evaluate("window.tampered === undefined && typeof SwaggerUIBundle === 'undefined'")
+    integrity_errors = [e for e in watched.errors if "integrity" in e]
+    assert len(integrity_errors) == 2, watched.errors  # the script and the stylesheet, each refused
 
 
 def test_findings_page_with_two_sweeps_from_the_front_page(

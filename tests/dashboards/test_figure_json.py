@@ -77,9 +77,10 @@ def test_a_page_figure_is_its_plotly_figure_written_as_json(name: str, seed: int
         for kwargs in ({}, {"colors": {"nero": "#123456"}, "title": "Sensitivity & <i>more</i>"}):
             if name in NO_COLORS:
                 kwargs.pop("colors", None)
-            reference = json.dumps(drawing.figure_to_dict(plot(info, **kwargs)))
-            for _ in range(2):  # the second time from the kept layout
-                assert json.dumps(fast(info, **kwargs)) == reference
+            for text in ((), ("adam-<b>wd</b>", "task-1", "Sensitivity & <i>more</i>")):  # users' text as text
+                reference = json.dumps(drawing.figure_to_dict(plot(info, **kwargs), user_text=text))
+                for _ in range(2):  # the second time from the kept layout
+                    assert json.dumps(fast(info, **kwargs, user_text=text)) == reference
 
 
 @pytest.mark.parametrize("name", sorted(FIGURES))

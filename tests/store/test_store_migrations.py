@@ -14,9 +14,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from nero_study.store import db, repo
-from nero_study.store.models import Base, MetricPoint, Trial
+from nero_study.store.models import Base, MetricPoint, Trial, utc_now
 
-TABLES = {"sweeps", "trials", "metric_points", "api_tokens"}
+TABLES = {"sweeps", "trials", "metric_points", "api_tokens", "workers"}
 
 
 def test_upgrade_from_empty_creates_the_tables_at_head(empty_db_url, tmp_path, monkeypatch):
@@ -27,9 +27,9 @@ def test_upgrade_from_empty_creates_the_tables_at_head(empty_db_url, tmp_path, m
         assert TABLES.isdisjoint(sa.inspect(engine).get_table_names())
         db.upgrade(empty_db_url)
         assert TABLES <= set(sa.inspect(engine).get_table_names())
-        assert db.current_revision(engine) == db.head_revision() == "0005"
+        assert db.current_revision(engine) == db.head_revision() == "0006"
         db.upgrade(empty_db_url)  # a second upgrade is a no-op
-        assert db.current_revision(engine) == "0005"
+        assert db.current_revision(engine) == "0006"
     finally:
         engine.dispose()
 
@@ -206,7 +206,7 @@ def test_alembic_command_line_uses_the_packaged_ini(tmp_path):
     assert completed.returncode == 0, completed.stderr
     engine = db.make_engine(url)
     try:
-        assert db.current_revision(engine) == "0005"
+        assert db.current_revision(engine) == "0006"
     finally:
         engine.dispose()
 
@@ -302,5 +302,32 @@ def test_downgrades_keep_every_trial_and_curve_point(empty_db_url):
             assert counts() == before, revision
         db.upgrade(empty_db_url)
         assert counts() == before
+    finally:
+        engine.dispose()
+
+
+def test_0006_adds_the_workers_table_and_its_downgrade_drops_only_it(empty_db_url):
+    db.upgrade(empty_db_url)
+    engine = db.make_engine(empty_db_url)
+    factory = db.session_factory(engine)
+    config = db.alembic_config()
+    try:
+        with factory() as session:
+            sweep = repo.create_sweep(session, spec={}, name="kept")[0]
+            repo.record_worker(session, worker_id="w", host="h", pid=1, started_at=utc_now(), current_sweep=sweep.id)
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0005")
+        tables = set(sa.inspect(engine).get_table_names())
+        assert "workers" not in tables and {"sweeps", "trials", "metric_points", "api_tokens"} <= tables
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SELECT count(*) FROM sweeps").scalar_one() == 1
+        db.upgrade(empty_db_url)
+        with factory() as session:
+            assert repo.list_workers(session) == []  # a new, empty table
+            repo.record_worker(session, worker_id="w", host="h", pid=2, started_at=utc_now(), current_sweep=None)
+            repo.record_worker(session, worker_id="w", host="h", pid=3, started_at=utc_now(), current_sweep=None)
+            (worker,) = repo.list_workers(session)  # an upsert: one row per worker
+            assert worker.pid == 3
     finally:
         engine.dispose()

@@ -136,6 +136,27 @@ def test_cancelling_a_running_sweep_is_seen_by_its_worker(session, session_maker
     assert repo.is_cancel_requested(session, sweep_id="no-such-sweep")
 
 
+def test_cancelling_a_sweep_whose_lease_expired_ends_it_at_once(session, session_maker):
+    """Its worker is gone (no renewal): the cancel does not wait for a claimer; judged at a given ``now``."""
+    (sweep_id,) = make_sweeps(session, 1)
+    start = utc_now()
+    repo.claim_next_sweep(session, owner="dead", lease_seconds=30, now=start)
+    trials = repo.add_trials(
+        session, sweep_id=sweep_id, trials=[{"task": "mlp", "optimizer": "nero", "lr": lr} for lr in (0.01, 0.1, 1.0)]
+    )
+    repo.finish_trial(session, trial_id=trials[0].id, status="succeeded", metric=0.5)
+    repo.mark_trial_running(session, trial_id=trials[1].id, attempt=1)
+    with session_maker() as api_session:
+        live = repo.request_cancel(api_session, sweep_id=sweep_id, now=start + timedelta(seconds=29))
+        assert (live.status, live.lease_owner) == ("running", "dead")  # within the lease: cooperative
+        gone = repo.request_cancel(api_session, sweep_id=sweep_id, now=start + timedelta(seconds=31))
+        assert (gone.status, gone.lease_owner, gone.lease_expires_at) == ("cancelled", None, None)
+    counts = repo.sweep_counts(session, sweep_id=sweep_id)
+    assert (counts["succeeded"], counts["cancelled"], counts["pending"], counts["running"]) == (1, 2, 0, 0)
+    assert not repo.renew_lease(session, sweep_id=sweep_id, owner="dead", lease_seconds=30)  # a late worker: lost
+    assert repo.claim_next_sweep(session, owner="w2", lease_seconds=30, now=start + timedelta(seconds=60)) is None
+
+
 def test_concurrent_claimers_never_share_a_sweep(session, session_maker):
     """Several workers, each on its own connection, claim at the same moment: every sweep goes to one."""
     sweep_ids = make_sweeps(session, 12)
