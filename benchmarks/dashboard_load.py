@@ -22,31 +22,31 @@ from runs of this script on the two commits, one after the other on the same mac
     .venv/bin/python benchmarks/dashboard_load.py                   # 10,000 trials, min of 3
     .venv/bin/python benchmarks/dashboard_load.py --trials 2000     # quicker
 
-Measured (2026-12-02, the shared 2-core machine, load average 4.1 at the start of the first run and 2.8 at the
-end of the second; the two runs back to back, 10:00-10:03 UTC, same venv):
+Measured (2026-12-02, the shared 2-core machine, load average 2.4 at the start of the first run, 1.8 between
+them and 3.4 at the end of the second; the two runs back to back, 10:15-10:19 UTC, same venv):
 
-    before (main, cf2550d)   new point  new result  same version  If-None-Match
-    sweep page                   294.0      1927.0           5.6            4.5   304
-    figures.json                 281.7      1865.9           5.5            3.9   304
-    /analysis                     58.7       784.8           4.6            4.3   304
-    report.html                  342.8      1840.5          14.6            4.4   304
-    figures.json?version=<current>: 7.2
+    before (main, 130195f)   new point  new result  same version  If-None-Match
+    sweep page                   303.5      1882.0           5.6            4.3   304
+    figures.json                 266.0      1694.0           5.5            4.5   304
+    /analysis                     61.7       786.5           5.3            4.7   304
+    report.html                  318.6      1882.7          14.4            5.1   304
+    figures.json?version=<current>: 8.9
 
-    after (bigsweep, eb2eb25)  new point  new result  same version  If-None-Match
-    sweep page                    64.6       565.3           4.5            4.9   304
-    figures.json                  60.7       612.7           4.8            4.2   304
-    /analysis                     71.6       441.2           4.1            3.6   304
-    report.html                   95.7       654.1          14.9            4.2   304
+    after (bigsweep, 401ca6a)  new point  new result  same version  If-None-Match
+    sweep page                    66.3       580.9           5.4            4.8   304
+    figures.json                  66.2       620.5           5.7            4.8   304
+    /analysis                     65.3       463.1           5.1            5.0   304
+    report.html                   98.0       633.1          16.1            5.0   304
     figures.json?version=<current>: 7.9
 
 A poll while nothing changed is a 304 in 4-5 ms; a second viewer of the same version is served the cached answer.
 After a new result the trials are read again (column by column: ~0.2 s of the 10,000 rows), analysed again
 (the frame gathered column by column: ~0.1 s) and the figures whose ``plot_*`` arguments changed are drawn
-again, their traces written as plain JSON (the page's figures went from ~1 s to ~0.1 s). That path is 3.2x
-(page) and 1.8x (``/analysis``) faster than before but still does not meet the 150 ms target: reading and
-analysing all 10,000 trials again is most of what is left (an incremental read needs a per-trial change mark
-in the store). After a new curve point nothing but the learning curves is looked at again, and they are not
-redrawn unless the point is on a curve the page shows.
+again, their traces written as plain JSON (the page's figures went from ~1 s to ~0.1 s). That path is now 3.2x
+(page), 2.7x (``figures.json``) and 1.7x (``/analysis``) faster, but still does not meet the 150 ms target:
+reading and analysing all 10,000 trials again is most of what is left (an incremental read needs a per-trial
+change mark in the store). After a new curve point nothing but the learning curves is looked at again, and they
+are not redrawn unless the point is on a curve the page shows.
 
 Not a test: numbers on a shared machine are inflated by whatever else runs there.
 """
