@@ -6,8 +6,8 @@ random from its grid, k = 1..|G| (the analysis's ``expected_best``: how much tun
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import plotly.graph_objects as go
 
@@ -64,6 +64,52 @@ def expected_best_info(analysis: SweepAnalysis, *, labels: Sequence[str] | None 
     return ExpectedBestInfo(panels=tuple(panels), labels=order)
 
 
+def _traces(info: ExpectedBestInfo, colors: Mapping[str, str], columns: int) -> list[drawing.PanelTrace]:
+    traces: list[drawing.PanelTrace] = []
+    shown: set[str] = set()
+    for index, panel in enumerate(info.panels):
+        row, col = drawing.cell(index, columns)
+        for series in panel.series:
+            color = color_of(colors, series.label)
+            props = {
+                "x": list(series.ks),
+                "y": list(series.values),
+                "mode": "lines+markers",
+                "name": series.label,
+                "legendgroup": series.label,
+                "showlegend": series.label not in shown,
+                "line": {"color": color, "width": 2},
+                "marker": {"color": color, "size": 6},
+                "hovertemplate": f"{series.label}: best of %{{x}} lr(s) ≈ %{{y:.4g}}<extra></extra>",
+            }
+            traces.append(("scatter", props, row, col))
+            shown.add(series.label)
+    return traces
+
+
+def _layout_arguments(info: ExpectedBestInfo, title: str) -> tuple:
+    """What the layout depends on: panel titles, y axes, legend entries, title."""
+    axes = [
+        {
+            "title_text": drawing.metric_title(panel.metric_name, panel.lower_is_better),
+            **drawing.metric_axis(panel.log_metric, (v for item in panel.series for v in item.values)),
+        }
+        for panel in info.panels
+    ]
+    shown = len({series.label for panel in info.panels for series in panel.series})
+    return [panel.task for panel in info.panels], axes, shown, title
+
+
+def _layout(titles: list[str], axes: list[dict], shown: int, title: str) -> tuple[go.Figure, int]:
+    fig, rows, columns = drawing.panel_grid(titles)
+    for index, y_axis in enumerate(axes):
+        row, col = drawing.cell(index, columns)
+        fig.update_xaxes(title_text="k (learning rates tried)", dtick=1, row=row, col=col)
+        fig.update_yaxes(row=row, col=col, **y_axis)
+    height = drawing.PANEL_HEIGHT * rows + 90
+    return drawing.finish_layout(fig, title=title, height=height, legend_rows=drawing.legend_rows(shown, 6)), columns
+
+
 def plot_expected_best(
     info: ExpectedBestInfo,
     *,
@@ -74,37 +120,34 @@ def plot_expected_best(
     if not info.panels:
         return drawing.empty_figure(info.note or "No finished trials yet", title=title)
     colors = dict(colors or optimizer_colors(info.labels))
-    fig, rows, columns = drawing.panel_grid([panel.task for panel in info.panels])
-    shown: set[str] = set()
-    for index, panel in enumerate(info.panels):
-        row, col = drawing.cell(index, columns)
-        for series in panel.series:
-            color = color_of(colors, series.label)
-            fig.add_trace(
-                go.Scatter(
-                    x=list(series.ks),
-                    y=list(series.values),
-                    mode="lines+markers",
-                    name=series.label,
-                    legendgroup=series.label,
-                    showlegend=series.label not in shown,
-                    line={"color": color, "width": 2},
-                    marker={"color": color, "size": 6},
-                    hovertemplate=f"{series.label}: best of %{{x}} lr(s) ≈ %{{y:.4g}}<extra></extra>",
-                ),
-                row=row,
-                col=col,
-            )
-            shown.add(series.label)
-        fig.update_xaxes(title_text="k (learning rates tried)", dtick=1, row=row, col=col)
-        fig.update_yaxes(
-            title_text=drawing.metric_title(panel.metric_name, panel.lower_is_better),
-            row=row,
-            col=col,
-            **drawing.metric_axis(panel.log_metric, (v for item in panel.series for v in item.values)),
-        )
-    height = drawing.PANEL_HEIGHT * rows + 90
-    return drawing.finish_layout(fig, title=title, height=height, legend_rows=drawing.legend_rows(len(shown), 6))
+    fig, columns = _layout(*_layout_arguments(info, title))
+    return drawing.draw_panel_traces(fig, _traces(info, colors, columns))
 
 
-__all__ = ["ExpectedBestInfo", "ExpectedBestPanel", "ExpectedBestSeries", "expected_best_info", "plot_expected_best"]
+def expected_best_figure(
+    info: ExpectedBestInfo,
+    *,
+    colors: Mapping[str, str] | None = None,
+    title: str = "Expected best after k random learning rates",
+    user_text: Iterable[str] = (),
+) -> dict[str, Any]:
+    """``figure_to_dict(plot_expected_best(...))`` without Plotly objects for the traces, the layout kept by
+    its arguments (:func:`~dashboards.drawing.panel_figure_json`): what the sweep page draws."""
+    if not info.panels:
+        return drawing.figure_to_dict(plot_expected_best(info, colors=colors, title=title), user_text=user_text)
+    colors = dict(colors or optimizer_colors(info.labels))
+    arguments = _layout_arguments(info, title)
+    columns = max(1, min(len(info.panels), drawing.MAX_COLUMNS))
+    return drawing.panel_figure_json(
+        arguments, lambda: _layout(*arguments), _traces(info, colors, columns), user_text=user_text
+    )
+
+
+__all__ = [
+    "ExpectedBestInfo",
+    "ExpectedBestPanel",
+    "ExpectedBestSeries",
+    "expected_best_figure",
+    "expected_best_info",
+    "plot_expected_best",
+]

@@ -6,8 +6,8 @@ out-of-the-box and tuned heatmaps side by side.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 import plotly.graph_objects as go
 
@@ -64,32 +64,63 @@ def normalized_score_info(analysis: SweepAnalysis, *, labels: Sequence[str] | No
     )
 
 
+def _traces(info: HeatmapInfo) -> list[drawing.PanelTrace]:
+    return [
+        (
+            "heatmap",
+            {
+                "z": [list(row) for row in values],
+                "x": list(info.labels),
+                "y": list(info.tasks),
+                "coloraxis": "coloraxis",
+                "texttemplate": "%{z:.3f}",
+                "hovertemplate": "%{y} / %{x}: %{z:.3f}<extra></extra>",
+                "xgap": 2,
+                "ygap": 2,
+            },
+            1,
+            col,
+        )
+        for col, values in ((1, info.ootb), (2, info.tuned))
+    ]
+
+
+def _layout(tasks: int, title: str) -> tuple[go.Figure, int]:
+    fig = drawing.ootb_and_tuned_panels(horizontal_spacing=0.04)
+    for col in (1, 2):
+        fig.update_yaxes(autorange="reversed", row=1, col=col)
+    fig.update_layout(coloraxis={"colorscale": "Viridis", "cmin": 0.0, "cmax": 1.0, "colorbar": {"title": "score"}})
+    height = max(260, 150 + 45 * tasks)
+    return drawing.finish_layout(fig, title=title, height=height, legend_rows=0), 2
+
+
 def plot_normalized_heatmap(
     info: HeatmapInfo, *, title: str = "Normalised score (0 = chance, 1 = best of all optimisers)"
 ) -> go.Figure:
     """Tasks x optimisers, coloured by normalised score, at the default lr and at the tuned lr, side by side."""
     if not info.tasks or not info.labels:
         return drawing.empty_figure(info.note or "No finished trials yet", title=title)
-    fig = drawing.ootb_and_tuned_panels(horizontal_spacing=0.04)
-    for col, values in ((1, info.ootb), (2, info.tuned)):
-        fig.add_trace(
-            go.Heatmap(
-                z=[list(row) for row in values],
-                x=list(info.labels),
-                y=list(info.tasks),
-                coloraxis="coloraxis",
-                texttemplate="%{z:.3f}",
-                hovertemplate="%{y} / %{x}: %{z:.3f}<extra></extra>",
-                xgap=2,
-                ygap=2,
-            ),
-            row=1,
-            col=col,
-        )
-        fig.update_yaxes(autorange="reversed", row=1, col=col)
-    fig.update_layout(coloraxis={"colorscale": "Viridis", "cmin": 0.0, "cmax": 1.0, "colorbar": {"title": "score"}})
-    height = max(260, 150 + 45 * len(info.tasks))
-    return drawing.finish_layout(fig, title=title, height=height, legend_rows=0)
+    fig, _ = _layout(len(info.tasks), title)
+    return drawing.draw_panel_traces(fig, _traces(info))
 
 
-__all__ = ["HeatmapInfo", "normalized_score", "normalized_score_info", "plot_normalized_heatmap"]
+def normalized_heatmap_figure(
+    info: HeatmapInfo, *, title: str = "Normalised score (0 = chance, 1 = best of all optimisers)",
+    user_text: Iterable[str] = (),
+) -> dict[str, Any]:
+    """``figure_to_dict(plot_normalized_heatmap(...))`` without Plotly objects for the traces, the layout kept
+    by its arguments (:func:`~dashboards.drawing.panel_figure_json`): what the sweep page draws."""
+    if not info.tasks or not info.labels:
+        return drawing.figure_to_dict(plot_normalized_heatmap(info, title=title), user_text=user_text)
+    return drawing.panel_figure_json(
+        (len(info.tasks), title), lambda: _layout(len(info.tasks), title), _traces(info), user_text=user_text
+    )
+
+
+__all__ = [
+    "HeatmapInfo",
+    "normalized_heatmap_figure",
+    "normalized_score",
+    "normalized_score_info",
+    "plot_normalized_heatmap",
+]

@@ -6,8 +6,8 @@ metric at chance); :func:`plot_ootb_vs_tuned` draws them as grouped bars.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import plotly.graph_objects as go
 
@@ -84,6 +84,73 @@ def ootb_vs_tuned_info(analysis: SweepAnalysis, *, labels: Sequence[str] | None 
     return OotbTunedInfo(panels=tuple(panels), labels=order)
 
 
+def _traces(info: OotbTunedInfo, colors: Mapping[str, str], columns: int) -> list[drawing.PanelTrace]:
+    traces: list[drawing.PanelTrace] = []
+    for index, panel in enumerate(info.panels):
+        row, col = drawing.cell(index, columns)
+        labels = [bar.label for bar in panel.bars]
+        bar_colors = [color_of(colors, bar.label) for bar in panel.bars]
+        ootb_text = [f"{bar.ootb_diverged} diverged" if bar.ootb_diverged else "" for bar in panel.bars]
+        ootb = {
+            "x": labels,
+            "y": [bar.ootb for bar in panel.bars],
+            "error_y": {"type": "data", "array": [bar.ootb_std or 0.0 for bar in panel.bars], "visible": True},
+            "name": "out of the box (default lr)",
+            "legendgroup": "ootb",
+            "showlegend": False,
+            "marker": {"color": bar_colors, "opacity": 0.55, "pattern": {"shape": "/", "solidity": 0.4}},
+            "text": ootb_text,
+            "textposition": "outside",
+            "customdata": [[bar.default_lr, bar.ootb_diverged] for bar in panel.bars],
+            "hovertemplate": "%{x} at its default lr %{customdata[0]:g}: %{y:.4g}"
+            " (%{customdata[1]} diverged)<extra>out of the box</extra>",
+        }
+        tuned = {
+            "x": labels,
+            "y": [bar.tuned for bar in panel.bars],
+            "error_y": {"type": "data", "array": [bar.tuned_std or 0.0 for bar in panel.bars], "visible": True},
+            "name": "tuned (best lr)",
+            "legendgroup": "tuned",
+            "showlegend": False,
+            "marker": {"color": bar_colors},
+            "customdata": [[bar.best_lr] for bar in panel.bars],
+            "hovertemplate": "%{x} at its best lr %{customdata[0]:g}: %{y:.4g}<extra>tuned</extra>",
+        }
+        traces.extend((("bar", ootb, row, col), ("bar", tuned, row, col)))
+    for name, pattern, opacity in (("out of the box (default lr)", "/", 0.55), ("tuned (best lr)", "", 1.0)):
+        key = {
+            "x": [None],
+            "y": [None],
+            "name": name,
+            "legendgroup": "ootb" if pattern else "tuned",
+            "marker": {"color": drawing.KEY_COLOR, "opacity": opacity, "pattern": {"shape": pattern, "solidity": 0.4}},
+            "hoverinfo": "skip",
+        }
+        traces.append(("bar", key, 1, 1))
+    return traces
+
+
+def _layout_arguments(info: OotbTunedInfo, title: str) -> tuple:
+    """What the layout depends on: panel titles, y axes, title."""
+    axes = [
+        {
+            "title_text": drawing.metric_title(panel.metric_name, panel.lower_is_better),
+            **drawing.metric_axis(panel.log_metric, (v for bar in panel.bars for v in (bar.ootb, bar.tuned))),
+        }
+        for panel in info.panels
+    ]
+    return [panel.task for panel in info.panels], axes, title
+
+
+def _layout(titles: list[str], axes: list[dict], title: str) -> tuple[go.Figure, int]:
+    fig, rows, columns = drawing.panel_grid(titles)
+    for index, y_axis in enumerate(axes):
+        row, col = drawing.cell(index, columns)
+        fig.update_yaxes(row=row, col=col, **y_axis)
+    fig.update_layout(barmode="group", bargap=0.25)
+    return drawing.finish_layout(fig, title=title, height=drawing.PANEL_HEIGHT * rows + 90), columns
+
+
 def plot_ootb_vs_tuned(
     info: OotbTunedInfo, *, colors: Mapping[str, str] | None = None, title: str = "Out of the box vs tuned"
 ) -> go.Figure:
@@ -91,66 +158,31 @@ def plot_ootb_vs_tuned(
     if not info.panels:
         return drawing.empty_figure(info.note or "No finished trials yet", title=title)
     colors = dict(colors or optimizer_colors(info.labels))
-    fig, rows, columns = drawing.panel_grid([panel.task for panel in info.panels])
-    for index, panel in enumerate(info.panels):
-        row, col = drawing.cell(index, columns)
-        labels = [bar.label for bar in panel.bars]
-        bar_colors = [color_of(colors, bar.label) for bar in panel.bars]
-        ootb_text = [f"{bar.ootb_diverged} diverged" if bar.ootb_diverged else "" for bar in panel.bars]
-        fig.add_trace(
-            go.Bar(
-                x=labels,
-                y=[bar.ootb for bar in panel.bars],
-                error_y={"type": "data", "array": [bar.ootb_std or 0.0 for bar in panel.bars], "visible": True},
-                name="out of the box (default lr)",
-                legendgroup="ootb",
-                showlegend=False,
-                marker={"color": bar_colors, "opacity": 0.55, "pattern": {"shape": "/", "solidity": 0.4}},
-                text=ootb_text,
-                textposition="outside",
-                customdata=[[bar.default_lr, bar.ootb_diverged] for bar in panel.bars],
-                hovertemplate="%{x} at its default lr %{customdata[0]:g}: %{y:.4g}"
-                " (%{customdata[1]} diverged)<extra>out of the box</extra>",
-            ),
-            row=row,
-            col=col,
-        )
-        fig.add_trace(
-            go.Bar(
-                x=labels,
-                y=[bar.tuned for bar in panel.bars],
-                error_y={"type": "data", "array": [bar.tuned_std or 0.0 for bar in panel.bars], "visible": True},
-                name="tuned (best lr)",
-                legendgroup="tuned",
-                showlegend=False,
-                marker={"color": bar_colors},
-                customdata=[[bar.best_lr] for bar in panel.bars],
-                hovertemplate="%{x} at its best lr %{customdata[0]:g}: %{y:.4g}<extra>tuned</extra>",
-            ),
-            row=row,
-            col=col,
-        )
-        fig.update_yaxes(
-            title_text=drawing.metric_title(panel.metric_name, panel.lower_is_better),
-            row=row,
-            col=col,
-            **drawing.metric_axis(panel.log_metric, (v for bar in panel.bars for v in (bar.ootb, bar.tuned))),
-        )
-    for name, pattern, opacity in (("out of the box (default lr)", "/", 0.55), ("tuned (best lr)", "", 1.0)):
-        fig.add_trace(
-            go.Bar(
-                x=[None],
-                y=[None],
-                name=name,
-                legendgroup="ootb" if pattern else "tuned",
-                marker={"color": drawing.KEY_COLOR, "opacity": opacity, "pattern": {"shape": pattern, "solidity": 0.4}},
-                hoverinfo="skip",
-            ),
-            row=1,
-            col=1,
-        )
-    fig.update_layout(barmode="group", bargap=0.25)
-    return drawing.finish_layout(fig, title=title, height=drawing.PANEL_HEIGHT * rows + 90)
+    fig, columns = _layout(*_layout_arguments(info, title))
+    return drawing.draw_panel_traces(fig, _traces(info, colors, columns))
 
 
-__all__ = ["OotbTunedBar", "OotbTunedInfo", "OotbTunedPanel", "ootb_vs_tuned_info", "plot_ootb_vs_tuned"]
+def ootb_vs_tuned_figure(
+    info: OotbTunedInfo, *, colors: Mapping[str, str] | None = None, title: str = "Out of the box vs tuned",
+    user_text: Iterable[str] = (),
+) -> dict[str, Any]:
+    """``figure_to_dict(plot_ootb_vs_tuned(...))`` without Plotly objects for the traces, the layout kept by
+    its arguments (:func:`~dashboards.drawing.panel_figure_json`): what the sweep page draws."""
+    if not info.panels:
+        return drawing.figure_to_dict(plot_ootb_vs_tuned(info, colors=colors, title=title), user_text=user_text)
+    colors = dict(colors or optimizer_colors(info.labels))
+    arguments = _layout_arguments(info, title)
+    columns = max(1, min(len(info.panels), drawing.MAX_COLUMNS))
+    return drawing.panel_figure_json(
+        arguments, lambda: _layout(*arguments), _traces(info, colors, columns), user_text=user_text
+    )
+
+
+__all__ = [
+    "OotbTunedBar",
+    "OotbTunedInfo",
+    "OotbTunedPanel",
+    "ootb_vs_tuned_figure",
+    "ootb_vs_tuned_info",
+    "plot_ootb_vs_tuned",
+]

@@ -13,6 +13,7 @@ A live page (a sweep or a trial that is still running) carries a small JSON bloc
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -23,13 +24,13 @@ import pandas as pd
 
 from dashboards.common import optimizer_colors
 from dashboards.drawing import figure_to_dict
-from dashboards.expected_best import expected_best_info, plot_expected_best
+from dashboards.expected_best import expected_best_figure, expected_best_info
 from dashboards.learning_curves import learning_curves_info, plot_learning_curves
-from dashboards.lr_sensitivity import lr_sensitivity_info, plot_lr_sensitivity
-from dashboards.normalized_score import normalized_score_info, plot_normalized_heatmap
-from dashboards.ootb_vs_tuned import ootb_vs_tuned_info, plot_ootb_vs_tuned
-from dashboards.performance_profiles import performance_profile_info, plot_performance_profiles
-from dashboards.progress import plot_sweep_progress, sweep_progress_info
+from dashboards.lr_sensitivity import lr_sensitivity_figure, lr_sensitivity_info, plot_lr_sensitivity
+from dashboards.normalized_score import normalized_heatmap_figure, normalized_score_info
+from dashboards.ootb_vs_tuned import ootb_vs_tuned_figure, ootb_vs_tuned_info
+from dashboards.performance_profiles import performance_profile_info, performance_profiles_figure
+from dashboards.progress import sweep_progress_figure, sweep_progress_info
 from dashboards.snapshot import SweepListItem, SweepSnapshot, trial_record, trial_version
 from dashboards.tables import paper_tables, profile_score_rows, robustness_rows
 from dashboards.templating import inline_assets, render, render_fragments, served_assets
@@ -71,39 +72,50 @@ def _noted(info: Any, note: str) -> Any:
 CURVE_FIGURES: tuple[str, ...] = ("curves",)
 
 
-def sweep_figures(
-    snapshot: SweepSnapshot, *, only: Collection[str] | None = None
-) -> dict[str, dict[str, Any]]:
-    """Every figure of the sweep page (or those named in ``only``) as Plotly JSON dicts, keyed by figure id."""
+class SweepFigures(dict):
+    """The figures of a sweep page keyed by figure id (Plotly JSON dicts), with what each was drawn from
+    (``inputs``: the pickled arguments of its ``plot_*`` call), so that a later version redraws only the figures
+    whose arguments changed."""
+
+    def __init__(self, figures: Mapping[str, dict[str, Any]], inputs: Mapping[str, bytes]) -> None:
+        super().__init__(figures)
+        self.inputs = dict(inputs)
+
+
+def _figure_calls(snapshot: SweepSnapshot, only: Collection[str] | None) -> dict[str, tuple[Callable, tuple, dict]]:
+    """Per figure id (those in ``only``, or all): its ``plot_*`` function and the arguments to draw it with."""
     labels = snapshot.labels
     colors = optimizer_colors(labels)
     analysis = snapshot.analysis
     note = _analysis_note(snapshot)
-    builders: dict[str, Callable[[], Any]] = {
-        "lr-sensitivity": lambda: plot_lr_sensitivity(
-            _noted(lr_sensitivity_info(snapshot.trials, analysis, labels=labels), note), colors=colors
+    infos: dict[str, Callable[[], tuple[Callable, tuple, dict]]] = {
+        "lr-sensitivity": lambda: (
+            lr_sensitivity_figure,
+            (_noted(lr_sensitivity_info(snapshot.trials, analysis, labels=labels), note),),
+            {"colors": colors},
         ),
-        "ootb-vs-tuned": lambda: plot_ootb_vs_tuned(
-            _noted(ootb_vs_tuned_info(analysis, labels=labels), note), colors=colors
+        "ootb-vs-tuned": lambda: (
+            ootb_vs_tuned_figure, (_noted(ootb_vs_tuned_info(analysis, labels=labels), note),), {"colors": colors}
         ),
-        "heatmap": lambda: plot_normalized_heatmap(_noted(normalized_score_info(analysis, labels=labels), note)),
-        "profiles": lambda: plot_performance_profiles(
-            _noted(performance_profile_info(analysis, labels=labels), note), colors=colors
+        "heatmap": lambda: (
+            normalized_heatmap_figure, (_noted(normalized_score_info(analysis, labels=labels), note),), {}
         ),
-        "expected-best": lambda: plot_expected_best(
-            _noted(expected_best_info(analysis, labels=labels), note), colors=colors
+        "profiles": lambda: (
+            performance_profiles_figure,
+            (_noted(performance_profile_info(analysis, labels=labels), note),),
+            {"colors": colors},
         ),
-        "curves": lambda: plot_learning_curves(
-            learning_curves_info(list(snapshot.curves)),
-            colors=colors,
-            title="Learning curves at each optimiser's best learning rate",
+        "expected-best": lambda: (
+            expected_best_figure, (_noted(expected_best_info(analysis, labels=labels), note),), {"colors": colors}
         ),
-        "progress": lambda: plot_sweep_progress(sweep_progress_info(snapshot.trials)),
+        "curves": lambda: (
+            plot_learning_curves,
+            (learning_curves_info(list(snapshot.curves)),),
+            {"colors": colors, "title": "Learning curves at each optimiser's best learning rate"},
+        ),
+        "progress": lambda: (sweep_progress_figure, (sweep_progress_info(snapshot.trials),), {}),
     }
-    text = user_text(snapshot)
-    return {
-        key: figure_to_dict(build(), user_text=text) for key, build in builders.items() if only is None or key in only
-    }
+    return {key: call() for key, call in infos.items() if only is None or key in only}
 
 
 #: Trial columns whose values come from users (a spec, or an imported results file) and appear in figures.
@@ -119,18 +131,58 @@ def user_text(snapshot: SweepSnapshot) -> set[str]:
     return text
 
 
+def _draw(
+    calls: Mapping[str, tuple[Callable, tuple, dict]], text: Collection[str], reuse: SweepFigures | None = None
+) -> SweepFigures:
+    """Each figure of ``calls`` drawn (users' ``text`` shown as text: :func:`~dashboards.drawing.figure_to_dict`),
+    or taken from ``reuse`` when it was drawn from the same arguments and the same users' text."""
+    figures, inputs = {}, {}
+    shown = sorted(text)
+    for key, (plot, args, kwargs) in calls.items():
+        inputs[key] = pickle.dumps((args, kwargs, shown), protocol=pickle.HIGHEST_PROTOCOL)
+        if reuse is not None and key in reuse and reuse.inputs.get(key) == inputs[key]:
+            figures[key] = reuse[key]
+        elif plot in _JSON_BUILDERS:
+            figures[key] = plot(*args, **kwargs, user_text=shown)
+        else:
+            figures[key] = figure_to_dict(plot(*args, **kwargs), user_text=shown)
+    return SweepFigures(figures, inputs)
+
+
+#: The page's figures written as JSON without Plotly objects for their traces (each equal to
+#: ``figure_to_dict(plot_*(...))``: tests/dashboards/test_figure_json.py).
+_JSON_BUILDERS = (
+    lr_sensitivity_figure,
+    ootb_vs_tuned_figure,
+    normalized_heatmap_figure,
+    performance_profiles_figure,
+    expected_best_figure,
+    sweep_progress_figure,
+)
+
+
+def sweep_figures(snapshot: SweepSnapshot, *, only: Collection[str] | None = None) -> SweepFigures:
+    """Every figure of the sweep page (or those named in ``only``) as Plotly JSON dicts, keyed by figure id."""
+    return _draw(_figure_calls(snapshot, only), user_text(snapshot))
+
+
 def updated_sweep_figures(
     snapshot: SweepSnapshot, previous: tuple[SweepSnapshot, dict[str, dict[str, Any]]] | None
 ) -> dict[str, dict[str, Any]]:
-    """:func:`sweep_figures` of ``snapshot``, taking over the figures of a ``previous`` snapshot (and its
-    figures) that drew the same trials and analysis: then only the learning curves are drawn again."""
+    """:func:`sweep_figures` of ``snapshot``, taking over from a ``previous`` snapshot (and its figures) every
+    figure whose ``plot_*`` arguments are the same (pickled, so equal to the last bit): after a new curve point
+    (the same trials and analysis) only the learning curves are looked at again; after a new result, the
+    figures it does not change (say the heatmap when no best or default-lr metric moved) are not redrawn."""
     if previous is None:
         return sweep_figures(snapshot)
     before, figures = previous
-    same_trials = before.trials is snapshot.trials and before.analysis is snapshot.analysis
-    if not same_trials or before.labels != snapshot.labels:
+    if not isinstance(figures, SweepFigures):
         return sweep_figures(snapshot)
-    return {**figures, **sweep_figures(snapshot, only=CURVE_FIGURES)}
+    same_trials = before.trials is snapshot.trials and before.analysis is snapshot.analysis
+    if same_trials and before.labels == snapshot.labels:
+        curves = _draw(_figure_calls(snapshot, CURVE_FIGURES), user_text(snapshot), figures)
+        return SweepFigures({**figures, **curves}, {**figures.inputs, **curves.inputs})
+    return _draw(_figure_calls(snapshot, None), user_text(snapshot), figures)
 
 
 def _tables_context(snapshot: SweepSnapshot) -> dict[str, Any]:
@@ -422,6 +474,7 @@ __all__ = [
     "render_sweep_page",
     "render_sweeps_page",
     "render_trial_page",
+    "SweepFigures",
     "sweep_figures",
     "sweep_update",
     "trial_figures",

@@ -5,9 +5,9 @@ the progress bar of the sweep list and pages (:func:`progress_bar`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -76,31 +76,53 @@ def sweep_progress_info(trials: pd.DataFrame | None, *, max_points: int = MAX_CU
     )
 
 
-def plot_sweep_progress(info: ProgressInfo, *, title: str = "Trials by status over time") -> go.Figure:
-    """A stacked area of the number of trials in each status against wall-clock time (UTC)."""
-    if not info.times:
-        return drawing.empty_figure(info.note or "No trials yet", title=title)
-    fig = drawing.new_figure()
+def _progress_traces(info: ProgressInfo) -> list[drawing.PanelTrace]:
     times = [time.isoformat() for time in info.times]
+    traces: list[drawing.PanelTrace] = []
     for status in STATUS_ORDER:
         values = info.counts.get(status, ())
         if not any(values):
             continue
-        fig.add_trace(
-            go.Scatter(
-                x=times,
-                y=list(values),
-                mode="lines",
-                name=status,
-                stackgroup="trials",
-                line={"shape": "hv", "width": 0.5, "color": STATUS_COLORS[status]},
-                fillcolor=drawing.rgba(STATUS_COLORS[status], 0.75),
-                hovertemplate=f"{status}: %{{y}}<extra></extra>",
-            )
-        )
+        props = {
+            "x": times,
+            "y": list(values),
+            "mode": "lines",
+            "name": status,
+            "stackgroup": "trials",
+            "line": {"shape": "hv", "width": 0.5, "color": STATUS_COLORS[status]},
+            "fillcolor": drawing.rgba(STATUS_COLORS[status], 0.75),
+            "hovertemplate": f"{status}: %{{y}}<extra></extra>",
+        }
+        traces.append(("scatter", props, None, None))
+    return traces
+
+
+def _progress_layout(total: int, title: str) -> tuple[go.Figure, int]:
+    fig = drawing.new_figure()
     fig.update_xaxes(title_text="time (UTC)")
-    fig.update_yaxes(title_text=f"trials (of {info.total})", rangemode="tozero")
-    return drawing.finish_layout(fig, title=title, height=drawing.PANEL_HEIGHT + 40)
+    fig.update_yaxes(title_text=f"trials (of {total})", rangemode="tozero")
+    return drawing.finish_layout(fig, title=title, height=drawing.PANEL_HEIGHT + 40), 1
+
+
+def plot_sweep_progress(info: ProgressInfo, *, title: str = "Trials by status over time") -> go.Figure:
+    """A stacked area of the number of trials in each status against wall-clock time (UTC)."""
+    if not info.times:
+        return drawing.empty_figure(info.note or "No trials yet", title=title)
+    fig, _ = _progress_layout(info.total, title)
+    return drawing.draw_panel_traces(fig, _progress_traces(info))
+
+
+def sweep_progress_figure(
+    info: ProgressInfo, *, title: str = "Trials by status over time", user_text: Iterable[str] = ()
+) -> dict[str, Any]:
+    """``figure_to_dict(plot_sweep_progress(...))`` without Plotly objects for the traces, the layout kept by
+    its arguments (:func:`~dashboards.drawing.panel_figure_json`): what the sweep page draws."""
+    if not info.times:
+        return drawing.figure_to_dict(plot_sweep_progress(info, title=title), user_text=user_text)
+    layout = (info.total, title)
+    return drawing.panel_figure_json(
+        layout, lambda: _progress_layout(*layout), _progress_traces(info), user_text=user_text
+    )
 
 
 class ProgressSegment(NamedTuple):
@@ -141,5 +163,6 @@ __all__ = [
     "ProgressSegment",
     "plot_sweep_progress",
     "progress_bar",
+    "sweep_progress_figure",
     "sweep_progress_info",
 ]

@@ -86,10 +86,11 @@ ratio means no finite ratio: the optimiser never beat chance on that task, or di
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -415,14 +416,21 @@ def _registry_lower_is_better(task: str) -> bool:
 
 def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
     """The Student-t interval of the mean of ``values`` at ``level``; (NaN, NaN) with fewer than two."""
-    from scipy import stats
-
     n = len(values)
     if n < 2:
         return math.nan, math.nan
     mean = float(np.mean(values))
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * float(np.std(values, ddof=1)) / math.sqrt(n)
+    half = _t_quantile(0.5 + level / 2, n - 1) * float(np.std(values, ddof=1)) / math.sqrt(n)
     return mean - half, mean + half
+
+
+@functools.lru_cache(maxsize=1024)
+def _t_quantile(probability: float, degrees: int) -> float:
+    """Student's t quantile (scipy's ``t.ppf``), kept per (probability, degrees of freedom): a sweep asks for
+    the same few values once per optimiser and comparison, and each scipy call costs about a millisecond."""
+    from scipy import stats
+
+    return float(stats.t.ppf(probability, degrees))
 
 
 def binomial_standard_error(error_rate: float, test_set_size: int) -> float:
@@ -553,21 +561,27 @@ def normalised_regret(m: float, m0: float, best_all: float) -> float:
     return (m - best_all) / (m0 - best_all)
 
 
-def analyze_sweep(
-    trials: Any,
-    *,
-    chance: Mapping[str, float] | None = None,
-    tau_max: float = TAU_MAX,
-    protocol: str | None = None,
-) -> SweepAnalysis:
-    """Compute a sweep's robustness metrics (conventions in the module docstring).
+class _Gathered(NamedTuple):
+    """What :func:`analyze_sweep` reads from the trials, before any metric (see its body for each part)."""
 
-    ``trials``: records or a DataFrame (columns in the module docstring). ``chance``: m0 per task in the
-    task's orientation, overriding the median initial metric. ``protocol``: the sweep's protocol (read
-    from the trials' phases when not given). No finished trials give an empty analysis.
-    """
-    chance = dict(chance or {})
-    all_rows = _records(trials)
+    protocol: str
+    task_order: list[str]
+    sign: dict[str, float]
+    metric_name: dict[str, str]
+    m0: dict[str, float]
+    error_rates: dict[str, tuple[bool, int | None]]
+    pair_order: list[tuple[str, str]]
+    per_lr: dict[tuple[str, str], dict[float, list[tuple[int | None, float]]]]
+    diverged: dict[tuple[str, str], dict[float, int]]
+    optimizer_of: dict[tuple[str, str], str]
+    default_of: dict[tuple[str, str], float]
+    first_seed: dict[tuple[str, str], int | None]
+    failed_at: dict[tuple[str, str], dict[float, int]]
+    failed_trials: int
+
+
+def _gather_records(all_rows: list[dict[str, Any]], chance: dict[str, float], protocol: str | None) -> _Gathered:
+    """The trials' orientation, m0, and oriented values per (task, label) and lr, one record at a time."""
     for row in all_rows:
         missing = [key for key in _REQUIRED if key not in row]
         if missing or not ("label" in row or "optimizer" in row):
@@ -651,6 +665,173 @@ def analyze_sweep(
         if row["status"] == "failed":
             by_lr = failed_at.setdefault((row["task"], _label(row)), {})
             by_lr[float(row["lr"])] = by_lr.get(float(row["lr"]), 0) + 1
+
+    failed_trials = sum(1 for row in finished if row["status"] == "failed")
+    return _Gathered(
+        resolved, task_order, sign, metric_name, m0, error_rates, pair_order, per_lr, diverged, optimizer_of,
+        default_of, first_seed, failed_at, failed_trials,
+    )  # fmt: skip
+
+
+#: The columns of a trials frame that the analysis reads (the others are left unread).
+_READ_COLUMNS = (
+    *_REQUIRED, "label", "optimizer", "seed", "initial_metric", "default_lr", "metric_name", "phase",
+    "test_set_size", "metric_is_error_rate",
+)  # fmt: skip
+
+
+def _gather_columns(frame: pd.DataFrame, chance: dict[str, float], protocol: str | None) -> _Gathered:
+    """:func:`_gather_records` of a DataFrame's rows, read column by column: the same Python values as the
+    frame's records (``Series.tolist()``), the same steps in the same order, without a dict per row, and with
+    the rows grouped by task once (a big sweep has 10,000 rows)."""
+    present = {str(name): name for name in frame.columns if str(name) in _READ_COLUMNS}
+    if len(frame):
+        missing = [key for key in _REQUIRED if key not in present]
+        if missing or not ("label" in present or "optimizer" in present):
+            raise ValueError(
+                f"A trial record lacks {', '.join(missing) or 'label/optimizer'}; records need "
+                f"{', '.join(_REQUIRED)}, label or optimizer, and optionally seed, initial_metric, default_lr"
+            )
+    count = len(frame)
+
+    def column(name: str) -> list[Any]:
+        return frame[present[name]].tolist() if name in present else [None] * count
+
+    status, task_of = column("status"), column("task")
+    finished = [i for i, value in enumerate(status) if value in FINISHED_STATUSES]
+    rows = [i for i in finished if status[i] != "failed"]
+    phase = column("phase")
+    resolved = resolve_protocol([{"phase": value} for value in {phase[i] for i in rows}], protocol)
+
+    # Per task: orientation and m0 (oriented so that lower is better).
+    task_order: list[str] = list(dict.fromkeys(task_of[i] for i in rows))
+    sign: dict[str, float] = {}
+    metric_name: dict[str, str] = {}
+    lower_of, name_of = column("lower_is_better"), column("metric_name")
+    isnan, isfinite = math.isnan, math.isfinite
+    for i in finished:
+        task, lower = task_of[i], lower_of[i]
+        if isinstance(name_of[i], str) and task not in metric_name:
+            metric_name[task] = name_of[i]
+        if lower is None or (isinstance(lower, float) and isnan(lower)):  # e.g. failed before its task was known
+            continue
+        row_sign = 1.0 if bool(lower) else -1.0
+        if sign.setdefault(task, row_sign) != row_sign:
+            raise ValueError(f"Task {task!r} has trials with different lower_is_better values")
+    for task in task_order:
+        if task not in sign:
+            sign[task] = 1.0 if _registry_lower_is_better(task) else -1.0
+    rows_of: dict[Any, list[int]] = {task: [] for task in task_order}
+    for i in rows:
+        rows_of[task_of[i]].append(i)
+    metric_of, initial_of = column("metric"), column("initial_metric")
+    m0: dict[str, float] = {}
+    for task in task_order:
+        if task in chance:
+            m0[task] = sign[task] * float(chance[task])
+            continue
+        initial = [
+            v if v.__class__ is float and isfinite(v) else _finite(v)
+            for v in map(initial_of.__getitem__, rows_of[task])
+        ]
+        initial = [value for value in initial if not math.isnan(value)]
+        if initial:
+            m0[task] = sign[task] * float(np.median(initial))
+            continue
+        finals = [sign[task] * _finite(metric_of[i]) for i in rows_of[task] if status[i] == "succeeded"]
+        finals = [value for value in finals if not math.isnan(value)]
+        m0[task] = max(finals) if finals else math.nan
+
+    error_rates: dict[str, tuple[bool, int | None]] = {}
+    size_of, flag_of = column("test_set_size"), column("metric_is_error_rate")
+    for task in task_order:
+        declared = None
+        if "test_set_size" in present:
+            declared = next((i for i in rows_of[task] if not _is_missing(size_of[i])), None)
+        if declared is not None:  # results from elsewhere declare it per row
+            flag = flag_of[declared]
+            error_rates[task] = (True if _is_missing(flag) else bool(flag), int(size_of[declared]))
+        else:
+            error_rates[task] = _registry_error_rate(task)
+
+    # Per (task, label): oriented values per lr and seed (failed trials left out, counted).
+    label_of, optimizer_col, default_col = column("label"), column("optimizer"), column("default_lr")
+    lr_of, seed_of = column("lr"), column("seed")
+    labels: dict[tuple[type, Any, type, Any], str] = {}
+
+    def label(i: int) -> str:
+        optimizer, name = optimizer_col[i], label_of[i]
+        known = (type(optimizer), optimizer, type(name), name)
+        found = labels.get(known)
+        if found is None:
+            found = labels[known] = _label({"optimizer": optimizer, "label": name})
+        return found
+
+    pair_order: list[tuple[str, str]] = []
+    per_lr: dict[tuple[str, str], dict[float, list[tuple[int | None, float]]]] = {}
+    diverged: dict[tuple[str, str], dict[float, int]] = {}
+    optimizer_of: dict[tuple[str, str], str] = {}
+    default_of: dict[tuple[str, str], float] = {}
+    first_seed: dict[tuple[str, str], int | None] = {}
+    for i in rows:
+        task = task_of[i]
+        key = (task, label(i))
+        if key not in per_lr:
+            pair_order.append(key)
+            per_lr[key], diverged[key] = {}, {}
+            optimizer = optimizer_col[i]
+            optimizer_of[key] = "" if _is_missing(optimizer) else str(optimizer)
+            default = _finite(default_col[i])
+            default_of[key] = default if not isnan(default) else _registry_default_lr(optimizer_of[key])
+        metric = metric_of[i]
+        metric = metric if metric.__class__ is float and isfinite(metric) else _finite(metric)
+        ok = status[i] == "succeeded" and not isnan(metric)
+        lr = float(lr_of[i])
+        raw_seed = seed_of[i]
+        seed = None if raw_seed is None or (isinstance(raw_seed, float) and isnan(raw_seed)) else int(raw_seed)
+        per_lr[key].setdefault(lr, []).append((seed, sign[task] * metric if ok else m0[task]))
+        counts = diverged[key]
+        counts[lr] = counts.get(lr, 0) + (0 if ok else 1)
+        row_phase = phase[i]
+        unset = row_phase is None or (isinstance(row_phase, float) and isnan(row_phase))
+        if seed is not None and (unset or row_phase == "grid"):  # phase 1 of the paper protocol
+            previous = first_seed.get(key)
+            first_seed[key] = seed if previous is None else min(seed, previous)
+    failed_at: dict[tuple[str, str], dict[float, int]] = {}
+    failed_trials = 0
+    for i in finished:
+        if status[i] == "failed":
+            failed_trials += 1
+            by_lr = failed_at.setdefault((task_of[i], label(i)), {})
+            by_lr[float(lr_of[i])] = by_lr.get(float(lr_of[i]), 0) + 1
+    return _Gathered(
+        resolved, task_order, sign, metric_name, m0, error_rates, pair_order, per_lr, diverged, optimizer_of,
+        default_of, first_seed, failed_at, failed_trials,
+    )  # fmt: skip
+
+
+def analyze_sweep(
+    trials: Any,
+    *,
+    chance: Mapping[str, float] | None = None,
+    tau_max: float = TAU_MAX,
+    protocol: str | None = None,
+) -> SweepAnalysis:
+    """Compute a sweep's robustness metrics (conventions in the module docstring).
+
+    ``trials``: records or a DataFrame (columns in the module docstring). ``chance``: m0 per task in the
+    task's orientation, overriding the median initial metric. ``protocol``: the sweep's protocol (read
+    from the trials' phases when not given). No finished trials give an empty analysis.
+    """
+    chance = dict(chance or {})
+    if isinstance(trials, pd.DataFrame):
+        gathered = _gather_columns(trials, chance, protocol)
+    else:
+        gathered = _gather_records(_records(trials), chance, protocol)
+    (
+        resolved, task_order, sign, metric_name, m0, error_rates, pair_order, per_lr, diverged, optimizer_of,
+        default_of, first_seed, failed_at, failed_trials,
+    ) = gathered  # fmt: skip
 
     # First pass: eta_star, best (mean over the repeats at eta_star) and the values the grid metrics use.
     chosen: dict[tuple[str, str], _Choice] = {}
@@ -748,7 +929,6 @@ def analyze_sweep(
                 value = math.nan if summary is None else (summary.ootb if kind == "ootb" else summary.best)
                 ratios[label][task] = performance_ratio(sign[task] * value, m0[task], best_all[task], kinds[task])
         profiles[kind] = _profile(kind, tuple(task_order), labels, ratios, kinds, tau_max)  # type: ignore[arg-type]
-    failed_trials = sum(1 for row in finished if row["status"] == "failed")
     comparisons = tuple(
         _compare(task, best_label[task], key[1], chosen[(task, best_label[task])], chosen[key])
         for task in task_order

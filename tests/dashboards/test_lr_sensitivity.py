@@ -277,3 +277,4 @@ def test_lr_sensitivity_log_metric_axis_for_wide_positive_ranges() -> None:
     )
     fig = plot_lr_sensitivity(lr_sensitivity_info(frame))
     assert fig.layout.yaxis.type == "log"  # 200 / 5 >= 20
+

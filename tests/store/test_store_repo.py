@@ -262,6 +262,51 @@ def test_trials_frame_has_one_row_per_trial_with_faithful_floats(session):
     assert frame["hyperparameters"].iloc[0] == {"beta": 0.999}
 
 
+def _frame_through_types(session, sweep_id):
+    """The trials frame as read through every column's type (each value by the ORM, one row at a time): the
+    reference that ``repo.trials_frame`` must equal."""
+    import pandas as pd
+
+    columns = [getattr(Trial, name) for name in repo.TRIAL_FRAME_COLUMNS]
+    session.rollback()
+    rows = session.execute(sa.select(*columns).where(Trial.sweep_id == sweep_id).order_by(Trial.id)).all()
+    session.rollback()
+    frame = pd.DataFrame([tuple(row) for row in rows], columns=list(repo.TRIAL_FRAME_COLUMNS))
+    for name in ("lr", "metric", "best_metric", "initial_metric", "wall_s"):
+        frame[name] = frame[name].astype("float64")
+    return frame
+
+
+def _assert_same_frame(frame, reference):
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(frame, reference, check_exact=True)
+    assert frame.dtypes.to_dict() == reference.dtypes.to_dict()
+    for name in reference.columns:  # the same values of the same types, cell by cell (NaN as NaN)
+        got, want = frame[name].tolist(), reference[name].tolist()
+        assert [type(value) for value in got] == [type(value) for value in want], name
+        assert repr(got) == repr(want), name
+
+
+def test_trials_frame_equals_reading_each_value_through_its_type(session):
+    sweep = repo.create_sweep(session, spec=SPEC, name="s")[0]
+    _assert_same_frame(repo.trials_frame(session, sweep_id=sweep.id), _frame_through_types(session, sweep.id))
+    rows = repo.add_trials(session, sweep_id=sweep.id, trials=trial_dicts())
+    # Only pending trials: no start or finish times, no metrics (columns of None).
+    _assert_same_frame(repo.trials_frame(session, sweep_id=sweep.id), _frame_through_types(session, sweep.id))
+    repo.mark_trial_running(session, trial_id=rows[0].id, attempt=1)
+    repo.finish_trial(
+        session, trial_id=rows[0].id, status="diverged", metric=math.nan, best_metric=-math.inf, initial_metric=2.5,
+        metric_name="loss", lower_is_better=True, wall_s=1.25, steps=7, device="cpu",
+    )  # fmt: skip
+    repo.finish_trial(
+        session, trial_id=rows[1].id, status="succeeded", metric=5e-324, best_metric=math.inf,
+        metric_name="return", lower_is_better=False, error="a note",
+    )  # fmt: skip
+    repo.finish_trial(session, trial_id=rows[2].id, status="failed", error="out of memory")
+    _assert_same_frame(repo.trials_frame(session, sweep_id=sweep.id), _frame_through_types(session, sweep.id))
+
+
 def test_list_trials_filters_and_pages(session):
     sweep = repo.create_sweep(session, spec=SPEC, name="s")[0]
     rows = repo.add_trials(session, sweep_id=sweep.id, trials=trial_dicts())

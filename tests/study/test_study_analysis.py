@@ -535,3 +535,69 @@ def test_a_frame_gives_the_same_records_as_pandas_to_dict() -> None:
     assert [list(row) for row in fast] == [list(row) for row in reference]
     assert all(same(fast[i][key], reference[i][key]) for i in range(3) for key in frame.columns), (fast, reference)
     assert _records(frame.iloc[0:0]) == []
+
+
+def _varied_sweeps() -> dict[str, list[dict]]:
+    """Sweeps with what a store or an import can hold: NaN/inf metrics, failed trials without an orientation,
+    a missing seed, an empty label, unfinished trials, declared test-set sizes, the paper protocol's phases,
+    and a bigger random grid (3 tasks x 3 optimisers x 5 lrs x 4 seeds, ~20% diverged, ~5% failed)."""
+    import random
+
+    edge = [
+        *fixture(),
+        {**trial("A", "sgd", 0.1, 2, math.inf), "status": "succeeded"},
+        {**trial("A", "adam", 0.01, 3, math.nan, status="failed"), "lower_is_better": None},
+        {**trial("A", "nero", 0.01, 0, 0.2), "seed": math.nan},
+        {**trial("A", "lamb", 0.1, 1, 0.3), "label": ""},
+        {**trial("B", "sgd", 0.01, 1, 60.0, lower=False, initial=10.0), "metric_name": None},
+    ]
+    declared = [
+        {**one_point("D", label, metric, seed=seed), "test_set_size": 357, "metric_is_error_rate": flag}
+        for label, metric, flag in (("sgd", 0.2, True), ("adam", 0.1, None))
+        for seed in (0, 1)
+    ]
+    paper = [
+        paper_row("sgd", 0.01, 0, 0.20, "grid"), paper_row("sgd", 0.1, 0, 0.15, "grid"),
+        paper_row("sgd", 0.1, 1, 0.25, "seeds"), paper_row("sgd", 0.1, 2, 0.26, "seeds"),
+        paper_row("adam", 0.01, 0, 0.18, "grid"), paper_row("adam", 0.1, 0, math.nan, "grid"),
+        {**paper_row("adam", 0.01, 1, 0.19, "seeds"), "status": "diverged"},
+        # Two seeds in phase 1: the first (lowest) seed's choice counts (lr 0.1 at seed 0, lr 0.01 at seed 1).
+        paper_row("nero", 0.01, 1, 0.12, "grid"), paper_row("nero", 0.1, 1, 0.30, "grid"),
+        paper_row("nero", 0.01, 0, 0.40, "grid"), paper_row("nero", 0.1, 0, 0.10, "grid"),
+    ]  # fmt: skip
+    rng = random.Random(7)
+    grid = []
+    for task, lower in (("T1", True), ("T2", False), ("T3", True)):
+        for optimizer in ("nero", "sgd", "adam"):
+            for lr in (1e-3, 3.16e-3, 1e-2, 3.16e-2, 0.1):
+                for seed in range(4):
+                    draw = rng.random()
+                    status = "failed" if draw < 0.05 else "diverged" if draw < 0.25 else "succeeded"
+                    metric = math.nan if status != "succeeded" else rng.uniform(0.05, 0.9)
+                    grid.append(trial(task, optimizer, lr, seed, metric, status=status, lower=lower))
+    return {"edge": edge, "declared": declared, "paper": paper, "grid": grid}
+
+
+@pytest.mark.parametrize("name", ["edge", "declared", "paper", "grid"])
+def test_a_frame_is_analysed_exactly_as_its_records(name):
+    """A DataFrame is read column by column (``_gather_columns``, for big sweeps), records one at a time: the
+    same analysis, to the last bit (repr of every number, NaN included) and in the same order."""
+    frame = pd.DataFrame(_varied_sweeps()[name])
+    from_frame, from_records = analyze_sweep(frame), analyze_sweep(frame.to_dict("records"))
+    assert from_frame.per_optimizer  # something was analysed
+    assert repr(from_frame) == repr(from_records)
+    assert json.dumps(from_frame.to_dict()) == json.dumps(from_records.to_dict())
+    chance = {"T1": 0.95, "A": 0.9}
+    assert repr(analyze_sweep(frame, chance=chance)) == repr(analyze_sweep(frame.to_dict("records"), chance=chance))
+
+
+def test_a_frame_is_refused_as_its_records_are():
+    mixed = pd.DataFrame([trial("A", "sgd", 0.1, 0, 0.2), trial("A", "sgd", 0.01, 0, 0.3, lower=False)])
+    lacking = pd.DataFrame([trial("A", "sgd", 0.1, 0, 0.2)]).drop(columns=["status"])
+    for frame in (mixed, lacking):
+        with pytest.raises(ValueError) as from_frame:
+            analyze_sweep(frame)
+        with pytest.raises(ValueError) as from_records:
+            analyze_sweep(frame.to_dict("records"))
+        assert str(from_frame.value) == str(from_records.value)
+    assert repr(analyze_sweep(lacking.iloc[0:0])) == repr(analyze_sweep([]))
