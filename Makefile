@@ -9,7 +9,7 @@ LOCK := requirements.lock
 STAMP := $(VENV)/.installed
 LOCK_VENV := .venv-lock
 
-.PHONY: install run test test-cluster test-all lint bench lock clean cluster
+.PHONY: install run test test-processes test-cluster test-all lint bench lock clean cluster
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ run: install
 
 test: install
 	$(PY) -m pytest -q
+
+# Tests that start real service and worker processes (serve, workers, signals, a killed CLI sweep): kept out of
+# the default suite for their time (tens of seconds each); CI runs them after `make test`.
+test-processes: install
+	$(PY) -m pytest -q -m process
 
 # The cluster and fault tests (a local multi-node cluster; a few minutes). CI runs them after `make test`.
 test-cluster: install

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+
+pytestmark = pytest.mark.process  # starts real service/worker processes: run by `make test-processes` (CI runs it)
 
 
 def free_port() -> int:

@@ -25,6 +25,8 @@ from nero_study.client import NeroStudyClient
 from nero_study.store import db, repo
 from nero_study.vocabulary import SWEEP_FINISHED
 
+pytestmark = pytest.mark.process  # starts real service/worker processes: run by `make test-processes` (CI runs it)
+
 TOKEN = "service-test-token"
 POSTGRES_URL = os.environ.get("NERO_STUDY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

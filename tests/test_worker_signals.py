@@ -18,6 +18,8 @@ import pytest
 
 from nero_study.store import db, repo
 
+pytestmark = pytest.mark.process  # starts real service/worker processes: run by `make test-processes` (CI runs it)
+
 LONG_SWEEP = {
     "name": "long enough to be running when the signal comes",
     "tasks": ["digits-mlp"],

@@ -12,6 +12,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -66,6 +67,7 @@ def test_workers_command_lists_alive_and_dead_workers(database_url: str) -> None
     assert table.exit_code == 0 and "alive" in table.stdout and "dead" in table.stdout
 
 
+@pytest.mark.process  # a real worker process: `make test-processes`
 def test_a_real_worker_process_is_alive_while_it_runs_and_gone_when_it_stops(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'workers.db'}"
     db.upgrade(url)

@@ -140,6 +140,7 @@ def test_cancel_stops_the_sweep(tmp_path: Path) -> None:
     assert finished < 12
 
 
+@pytest.mark.process  # a real worker process: `make test-processes`
 def test_killed_cli_sweep_resumes_and_stores_each_trial_once(tmp_path: Path) -> None:
     """`nero-study sweep` killed with SIGKILL mid-run, then run again: it finishes, no duplicates."""
     spec_path = tmp_path / "spec.yaml"
