@@ -5,6 +5,7 @@ real sockets standing in for the head's GCS port."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from pathlib import Path
@@ -136,6 +137,51 @@ def test_a_worker_waits_for_an_absent_head_and_stops_when_told(
         again.listen()
         worker.stopping.clear()
         assert worker.cluster_ready()  # the head answers: the worker goes on
+
+
+class _Said(logging.Handler):
+    """Sets ``event`` when a log record's message contains ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text, self.event = text, threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.event.set()
+
+
+def test_a_connected_worker_claims_nothing_while_its_head_is_silent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, head: socket.socket
+) -> None:
+    """Connected to a head that has just gone, a worker waits (its watch then ends it) rather than claim the sweep
+    another worker gave back: a claim there only ends in another release, one attempt later."""
+    import ray
+
+    worker = make_worker(tmp_path, monkeypatch, ray_address(head))
+    worker.warm = False  # straight to the claim loop
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)  # connected to this head before it went
+    ran: list[str] = []
+    worker.process = lambda sweep_id, *args, **kwargs: ran.append(sweep_id)  # a claim would get this far
+    spec = SweepSpec.model_validate({"tasks": ["digits-mlp"], "optimizers": ["nero"], "lrs": [0.01], "budget": "smoke"})
+    with worker.session_factory() as session:
+        sweep_id = repo.create_sweep(session, spec=spec.model_dump(mode="json"), name="given back")[0].id
+    head.close()
+    said = _Said("waiting for the Ray cluster")
+    logging.getLogger().addHandler(said)
+    try:
+        running = threading.Thread(target=lambda: worker.run_forever(once=True))
+        running.start()
+        said.event.wait(timeout=60)  # or the worker claimed the sweep and ended (once=True)
+        worker.stopping.set()
+        running.join(timeout=60)
+    finally:
+        logging.getLogger().removeHandler(said)
+    assert not running.is_alive()
+    assert ran == []
+    with worker.session_factory() as session:
+        sweep = repo.get_sweep(session, sweep_id=sweep_id)
+        assert (sweep.status, sweep.attempts, sweep.lease_owner) == ("queued", 0, None)  # never claimed
 
 
 def test_a_ray_error_is_not_a_lost_cluster_on_a_local_ray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

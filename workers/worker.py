@@ -247,11 +247,13 @@ class SweepWorker:
         return True
 
     def cluster_ready(self) -> bool:
-        """Whether Ray can be used: connected already, a local Ray, or a cluster whose head answers (waited for)."""
-        import ray
+        """Whether Ray can be used: a local Ray, or a cluster whose head answers now (waited for).
 
+        Probed before every claim, connected or not: a worker connected to a head that has just gone must not
+        claim the sweep another worker gave back on seeing the head go (it would only give it back again when
+        its own watch fires, one attempt later). While it waits here, its watch ends the process."""
         gcs = gcs_address()
-        return gcs is None or ray.is_initialized() or self.wait_for_cluster(*gcs)
+        return gcs is None or self.wait_for_cluster(*gcs)
 
     def wait_for_cluster(self, host: str, port: int) -> bool:
         """Wait (backing off to 10 s between probes) until the Ray head answers; ``False`` if stopped first."""

@@ -397,6 +397,7 @@ def test_kill_9_the_ray_head_mid_sweep(cluster: LocalCluster, client: NeroStudyC
     assert codes == [EXIT_CLUSTER_LOST] * len(workers), [cluster.tail(w) for w in workers]
     assert any("is gone" in w.log.read_text() for w in workers)
     assert released["status"] == "queued", released  # back in the queue, not failed
+    assert released["attempts"] == before["attempts"], released  # no worker took it up while the head was away
     sweep_row, _ = store_rows(cluster, sweep_id)
     assert sweep_row["lease_owner"] is None
     ended_before = {k: v for k, v in before["by_status"].items() if k in ENDED}
