@@ -101,6 +101,15 @@ class SweepPublic(BaseModel):
     error: str | None
     execution: str | None = Field(description="How trials were executed: separate, packed, batched")
     attempts: int = Field(description="How many times a worker has claimed the sweep")
+    busy_slot_seconds: float | None = Field(
+        None, description="Slot-seconds in which a slot ran one of the sweep's bundles (summed over attempts)"
+    )
+    slot_seconds: float | None = Field(
+        None, description="Slot-seconds the sweep had: its slots (trials at once) x the time its trials ran"
+    )
+    slot_utilisation: float | None = Field(
+        None, description="busy_slot_seconds / slot_seconds (0..1); null until an attempt has run trials"
+    )
     links: SweepLinks
 
 

@@ -98,6 +98,16 @@ class SweepSnapshot:
     #: ``Sweep.trials_version``: while it holds, ``trials`` and ``analysis`` are current).
     store_version: int = 0
     trials_version: int = 0
+    #: (busy, available) slot-seconds summed over the sweep's attempts (``None``: not measured).
+    busy_slot_s: float | None = None
+    slot_s: float | None = None
+
+    @property
+    def slot_utilisation(self) -> float | None:
+        """Busy over available slot-seconds (0..1), ``None`` when not measured."""
+        if self.busy_slot_s is None or not self.slot_s:
+            return None
+        return min(1.0, self.busy_slot_s / self.slot_s)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -177,6 +187,8 @@ def load_sweep_snapshot(
         curves=tuple(curves),
         store_version=int(sweep.version or 0),
         trials_version=trials_version,
+        busy_slot_s=sweep.busy_slot_s,
+        slot_s=sweep.slot_s,
     )
 
 

@@ -253,6 +253,8 @@ def progress_line(sweep: Mapping[str, Any]) -> str:
     )
     if counts.get("cancelled"):
         text += f", {counts['cancelled']} cancelled"
+    if sweep.get("slot_utilisation") is not None:
+        text += f"; slot use {100 * sweep['slot_utilisation']:.0f}%"
     if sweep.get("error"):
         text += f"; error: {sweep['error']}"
     return text

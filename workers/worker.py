@@ -427,6 +427,7 @@ class SweepWorker:
 
         heartbeat.start()
         status, error, execution = "failed", None, None
+        slot_use: tuple[float, float] | None = None
         store_down = False
         pool: WarmPool | None = None
         try:
@@ -447,7 +448,7 @@ class SweepWorker:
                 give_up=heartbeat.stalled.is_set,
             )
             outcome = engine.run()
-            execution = outcome.execution
+            execution, slot_use = outcome.execution, outcome.slot_use
             status = outcome.status
             if heartbeat.stalled.is_set():
                 status, error = "failed", heartbeat.stall_error
@@ -482,7 +483,7 @@ class SweepWorker:
             if store_down or (status == "stopped" and not heartbeat.cancel_requested.is_set()):
                 # Shutting down (not cancelled by a user), or the store failed: back to the queue.
                 with self.session_factory() as session:
-                    repo.release_sweep(session, sweep_id=sweep_id, owner=self.owner)
+                    repo.release_sweep(session, sweep_id=sweep_id, owner=self.owner, slot_use=slot_use)
                 logger.info("worker %s: sweep %s released back to the queue", self.owner, sweep_id)
                 return "released"
             if status == "stopped":
@@ -491,7 +492,13 @@ class SweepWorker:
                     repo.cancel_pending_trials(session, sweep_id=sweep_id)
             with self.session_factory() as session:
                 repo.finish_sweep(
-                    session, sweep_id=sweep_id, owner=self.owner, status=status, error=error, execution=execution
+                    session,
+                    sweep_id=sweep_id,
+                    owner=self.owner,
+                    status=status,
+                    error=error,
+                    execution=execution,
+                    slot_use=slot_use,
                 )
                 stored = repo.get_sweep(session, sweep_id=sweep_id)
                 status = stored.status if stored is not None else status  # trials_failed when some trials failed

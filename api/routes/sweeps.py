@@ -85,6 +85,9 @@ def sweep_public(sweep: Sweep, *, counts: dict[str, int], planned_trials: int | 
         error=sweep.error,
         execution=sweep.execution,
         attempts=sweep.attempts or 0,
+        busy_slot_seconds=sweep.busy_slot_s,
+        slot_seconds=sweep.slot_s,
+        slot_utilisation=sweep.slot_utilisation,
         links=SweepLinks(
             self=base,
             trials=f"{base}/trials",

@@ -152,10 +152,21 @@ class Sweep(Base):
     version: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
     #: Raised (with ``version``) only by writes that change the sweep's trial rows, not by curve points.
     trials_version: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    #: Slot-seconds in which a slot ran one of the sweep's bundles, and slot-seconds it had (slots times the
+    #: time its trials ran), summed over its attempts; ``None`` until an attempt has run trials (and before 0007).
+    busy_slot_s: Mapped[float | None] = mapped_column(sa.Double)
+    slot_s: Mapped[float | None] = mapped_column(sa.Double)
 
     trials: Mapped[list[Trial]] = relationship(
         back_populates="sweep", cascade="all, delete-orphan", passive_deletes=True
     )
+
+    @property
+    def slot_utilisation(self) -> float | None:
+        """Busy slot-seconds over available slot-seconds (0..1); ``None`` when not measured."""
+        if self.busy_slot_s is None or not self.slot_s:
+            return None
+        return min(1.0, self.busy_slot_s / self.slot_s)
 
     def __repr__(self) -> str:
         return f"Sweep(id={self.id!r}, name={self.name!r}, status={self.status!r})"

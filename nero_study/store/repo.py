@@ -27,6 +27,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -488,9 +489,13 @@ def finish_sweep(
     status: str,
     error: str | None = None,
     execution: str | None = None,
+    slot_use: tuple[float, float] | None = None,
     now: datetime | None = None,
 ) -> bool:
     """End ``owner``'s run of the sweep with ``status`` (succeeded/failed/cancelled) and release the lease.
+
+    ``slot_use``: (busy slot-seconds, available slot-seconds) of this run, added to the sweep's (see
+    :attr:`Sweep.slot_utilisation`).
 
     ``succeeded`` is stored as ``trials_failed`` when any of the sweep's trials failed (the error then says how
     many), so a sweep never says plain ``succeeded`` about failed work. A ``failed`` sweep's pending and running
@@ -509,6 +514,7 @@ def finish_sweep(
     }
     if execution is not None:
         values["execution"] = execution
+    values.update(_slot_use_values(slot_use))
     with _write(session):
         if status == "succeeded":
             failed = session.scalar(
@@ -530,17 +536,45 @@ def finish_sweep(
     return result.rowcount == 1
 
 
+def _slot_use_values(slot_use: tuple[float, float] | None) -> dict[str, Any]:
+    """The sweep columns that add one run's (busy, available) slot-seconds to what is stored."""
+    if slot_use is None:
+        return {}
+    busy, available = slot_use
+    if not (math.isfinite(busy) and math.isfinite(available)) or busy < 0 or available <= 0:
+        return {}
+    return {
+        "busy_slot_s": sa.func.coalesce(Sweep.busy_slot_s, 0.0) + busy,
+        "slot_s": sa.func.coalesce(Sweep.slot_s, 0.0) + available,
+    }
+
+
 @retried
-def release_sweep(session: Session, *, sweep_id: str, owner: str, now: datetime | None = None) -> bool:
+def release_sweep(
+    session: Session,
+    *,
+    sweep_id: str,
+    owner: str,
+    slot_use: tuple[float, float] | None = None,
+    now: datetime | None = None,
+) -> bool:
     """Put a running sweep back in the queue at once (a worker shutting down, or its Ray cluster gone); keeps its
     finished trials. Trials it was running when it let go wait as ``pending`` again (a queued sweep runs nothing),
-    and run afresh when a worker takes the sweep up."""
+    and run afresh when a worker takes the sweep up. ``slot_use`` as in :func:`finish_sweep`."""
     now = now or utc_now()
+    values: dict[str, Any] = {
+        "status": "queued",
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "updated_at": now,
+        "version": Sweep.version + 1,
+        **_slot_use_values(slot_use),
+    }
     with _write(session):
         result = session.execute(
             sa.update(Sweep)
             .where(Sweep.id == sweep_id, Sweep.lease_owner == owner, Sweep.status == "running")
-            .values(status="queued", lease_owner=None, lease_expires_at=None, updated_at=now, version=Sweep.version + 1)
+            .values(**values)
             .execution_options(synchronize_session=False)
         )
         if result.rowcount == 1:
@@ -763,6 +797,26 @@ def get_trial(session: Session, *, trial_id: int) -> Trial | None:
     with _read(session):
         trial = session.get(Trial, trial_id, populate_existing=True)
     return trial
+
+
+def mean_trial_seconds(session: Session, *, tasks: Sequence[str], budget: str) -> dict[str, float]:
+    """Mean wall time of the ``succeeded`` trials of each of ``tasks`` at ``budget``, over every sweep stored (what
+    the scheduler orders bundles by); tasks with no such trial are absent."""
+    if not tasks:
+        return {}
+    query = (
+        sa.select(Trial.task, sa.func.avg(Trial.wall_s))
+        .where(
+            Trial.task.in_(list(tasks)),
+            Trial.budget == budget,
+            Trial.status == "succeeded",
+            Trial.wall_s.is_not(None),
+        )
+        .group_by(Trial.task)
+    )
+    with _read(session):
+        rows = session.execute(query).all()
+    return {task: float(mean) for task, mean in rows if mean is not None and math.isfinite(mean) and mean > 0}
 
 
 def pending_trials(session: Session, *, sweep_id: str) -> list[Trial]:

@@ -22,7 +22,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ray.tune import Stopper
 from sqlalchemy.orm import Session, sessionmaker
@@ -66,6 +66,17 @@ def choose_bundle_size(
     return max(1, math.ceil(pending_in_task / (2 * slots)))
 
 
+def longest_first(bundles: Sequence[Bundle], seconds: dict[str, float]) -> list[Bundle]:
+    """``bundles`` by expected length, longest first: members x their task's mean trial seconds (``seconds``;
+    a task not measured yet counts as the mean of those measured, or 1 s when none is). Ties keep their order.
+
+    Longest-processing-time-first: whatever slot frees up takes the longest bundle left, so the last bundles
+    to start are the short ones and the slots end close together.
+    """
+    default = sum(seconds.values()) / len(seconds) if seconds else 1.0
+    return sorted(bundles, key=lambda b: -len(b.trial_ids) * seconds.get(b.specs[0].task, default))
+
+
 def make_bundles(members: Sequence[tuple[int, TrialSpec]], size: int, execution: ExecutionMode) -> list[Bundle]:
     """``members`` (store id, spec) of one task dealt round-robin into bundles of at most ``size``.
 
@@ -82,6 +93,13 @@ def make_bundles(members: Sequence[tuple[int, TrialSpec]], size: int, execution:
         )
         for first in range(count)
     ]
+
+
+#: How a sweep's bundles are ordered. ``longest-first``: by expected length, and on warm runners the paper
+#: protocol's seed repeats of a task start once its grid has ended. ``fifo``: in plan order, repeats after the
+#: whole grid (the schedule before slot use was measured; kept so that the benchmark compares the two).
+Schedule = Literal["longest-first", "fifo"]
+SCHEDULES: tuple[Schedule, ...] = ("longest-first", "fifo")
 
 
 class _CancelStopper(Stopper):
@@ -119,6 +137,8 @@ class SweepOutcome:
     counts: dict[str, int]
     execution: str
     wall_s: float
+    #: (busy, available) slot-seconds of this run, ``None`` when it ran nothing (see ``Sweep.slot_utilisation``).
+    slot_use: tuple[float, float] | None = None
 
 
 class SweepEngine:
@@ -137,7 +157,11 @@ class SweepEngine:
         attempt: int = 1,
         pool: WarmPool | None = None,
         give_up: Callable[[], bool] | None = None,
+        schedule: Schedule = "longest-first",
     ) -> None:
+        if schedule not in SCHEDULES:
+            raise ValueError(f"Invalid schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+        self.schedule = schedule
         self.pool = pool
         # Stop without waiting for trials in flight (the warm runners' path; a stalled sweep's runners may hang).
         self.give_up = give_up
@@ -150,19 +174,25 @@ class SweepEngine:
         self.max_failures = max_failures
         self.progress = SweepProgress()
         self.execution_used: set[ExecutionUsed] = set()
+        self.busy_slot_s = 0.0  # slot-seconds in which a slot ran one of this run's bundles
+        self.slot_s = 0.0  # slot-seconds this run had: slots x the time its trials ran
+        self._phase_of: dict[int, str] = {}  # store trial id -> phase, of the unfinished trials last read
 
     # -- planning -------------------------------------------------------------------------------
-    def _store_plan(self, planned: Sequence[PlannedTrial]) -> None:
+    def _store_plan(self, planned: Sequence[PlannedTrial]) -> list[tuple[int, TrialSpec]]:
+        """Store ``planned`` (what is stored already is kept); returns those of them that are still to run."""
         with self.session_factory() as session:
-            repo.add_trials(
+            rows = repo.add_trials(
                 session,
                 sweep_id=self.sweep_id,
                 trials=[{**item.spec.to_dict(), "phase": item.phase} for item in planned],
             )
+            return [(row.id, _row_spec(row)) for row in rows if row.status not in TRIAL_FINISHED]
 
     def _unfinished(self) -> list[tuple[int, TrialSpec]]:
         with self.session_factory() as session:
             rows = repo.pending_trials(session, sweep_id=self.sweep_id)
+            self._phase_of = {row.id: row.phase for row in rows}
             return [(row.id, _row_spec(row)) for row in rows]
 
     def _refresh_counts(self) -> None:
@@ -181,8 +211,11 @@ class SweepEngine:
             self._run_bracket()
         else:
             self._store_plan(plan_trials(self.spec))
-            self._run_pending()
-            if self.spec.protocol == "paper" and not self.stopper.cancelled:
+            paper = self.spec.protocol == "paper"
+            # On warm runners a task's seed repeats start as soon as its grid is done; on a per-sweep Tune
+            # experiment (or whatever that left), after the whole grid.
+            self._run_pending(with_repeats=paper and self.pool is not None and self.schedule == "longest-first")
+            if paper and not self.stopper.cancelled:
                 with self.session_factory() as session:
                     records = repo.trials_frame(session, sweep_id=self.sweep_id).to_dict("records")
                 self._store_plan(plan_seed_repeats(self.spec, records))
@@ -193,7 +226,8 @@ class SweepEngine:
         with self.session_factory() as session:
             counts = repo.sweep_counts(session, sweep_id=self.sweep_id)
         execution = "+".join(sorted(self.execution_used)) or "none"
-        return SweepOutcome(self.sweep_id, status, dict(counts), execution, time.perf_counter() - start)
+        slot_use = (self.busy_slot_s, self.slot_s) if self.slot_s > 0 else None
+        return SweepOutcome(self.sweep_id, status, dict(counts), execution, time.perf_counter() - start, slot_use)
 
     def _run_bracket(self) -> None:
         """Round 0 (the coarse grid, every seed), then one round after another: each (task, optimiser) adds the lr
@@ -218,41 +252,96 @@ class SweepEngine:
         """Per-trial resources, how many trials run at once, torch threads per trial."""
         return pool_shape(self.spec.resources, self.spec.max_concurrency)
 
-    def _run_pending(self) -> int:
-        """Run the sweep's unfinished trials; returns how many there were."""
+    def _run_pending(self, *, with_repeats: bool = False) -> int:
+        """Run the sweep's unfinished trials; returns how many there were.
+
+        ``with_repeats`` (the paper protocol on warm runners): each task's seed repeats join the queue as soon as
+        that task's grid trials have all ended, so that the runners never wait for the slowest task's grid.
+        """
         pending = self._unfinished()
         self._refresh_counts()
         self.progress.total = self.progress.done + len(pending)
         if not pending:
             return 0
         shape = self._shape()
-        by_task: dict[str, list[tuple[int, TrialSpec]]] = {}
-        for trial_id, trial_spec in pending:
-            by_task.setdefault(trial_spec.task, []).append((trial_id, trial_spec))
-        bundles: list[Bundle] = []
         modes: set[str] = set()
-        for members in by_task.values():
-            execution = self._execution_mode(members)
-            modes.add(execution)
-            size = choose_bundle_size(self.spec, len(members), shape.slots, execution, warm=self.pool is not None)
-            bundles.extend(make_bundles(members, size, execution))
+        bundles = self._bundles(pending, shape, modes)
         self.progress.execution = "+".join(sorted(modes))
         sink = self._sink()
+        started = time.monotonic()
         if self.pool is not None:
-            self.pool.run(bundles, sink, self.stopper.stop_all, self.give_up)
+            refill = self._repeats_when_grid_done(pending, sink, shape, modes) if with_repeats else None
+            if refill is not None:
+                bundles += refill()  # tasks whose grid ended in an earlier attempt
+            self.pool.run(bundles, sink, self.stopper.stop_all, self.give_up, refill=refill)
+            busy = self.pool.last_busy_s
             if self.give_up is not None and self.give_up():
                 self.stopper.cancelled = True
         else:
             from ray import tune
 
+            callback = TuneStoreCallback(sink)
             self._fit(
                 tune.with_resources(bundle_trainable, shape.resources),
                 param_space={"bundle": tune.grid_search([b.to_wire() for b in bundles]), "threads": shape.threads},
-                callback=TuneStoreCallback(sink),
+                callback=callback,
                 slots=shape.slots,
             )
+            busy = callback.busy_s
+        if busy is not None:
+            self.busy_slot_s += busy
+            self.slot_s += shape.slots * (time.monotonic() - started)
+        self.progress.execution = "+".join(sorted(modes))
         self.execution_used |= sink.execution_used
         return len(pending)
+
+    def _bundles(self, members: Sequence[tuple[int, TrialSpec]], shape: PoolShape, modes: set[str]) -> list[Bundle]:
+        """``members`` in bundles, per task, longest first (by the tasks' measured trial times): the slots then
+        end together instead of one of them running a long bundle alone at the end. Adds the modes to ``modes``."""
+        by_task: dict[str, list[tuple[int, TrialSpec]]] = {}
+        for trial_id, trial_spec in members:
+            by_task.setdefault(trial_spec.task, []).append((trial_id, trial_spec))
+        bundles: list[Bundle] = []
+        for task_members in by_task.values():
+            execution = self._execution_mode(task_members)
+            modes.add(execution)
+            size = choose_bundle_size(
+                self.spec, len(task_members), shape.slots, execution, warm=self.pool is not None
+            )
+            bundles.extend(make_bundles(task_members, size, execution))
+        if self.schedule == "fifo":
+            return bundles
+        with self.session_factory() as session:
+            seconds = repo.mean_trial_seconds(session, tasks=list(by_task), budget=self.spec.budget)
+        return longest_first(bundles, seconds)
+
+    def _repeats_when_grid_done(
+        self, pending: Sequence[tuple[int, TrialSpec]], sink: StoreSink, shape: PoolShape, modes: set[str]
+    ) -> Callable[[], list[Bundle]]:
+        """The pool's ``refill`` for the paper protocol: the seed repeats of each task whose grid trials (those
+        of ``pending`` in phase ``grid``) have all ended, once per task, as bundles."""
+        grid_left: dict[str, set[int]] = {task: set() for task in self.spec.tasks}
+        for trial_id, trial_spec in pending:
+            if self._phase_of.get(trial_id, "grid") == "grid":
+                grid_left.setdefault(trial_spec.task, set()).add(trial_id)
+
+        def refill() -> list[Bundle]:
+            done = [task for task, left in grid_left.items() if not (left - sink.finished)]
+            if not done:
+                return []
+            for task in done:
+                del grid_left[task]
+            with self.session_factory() as session:
+                records = repo.trials_frame(session, sweep_id=self.sweep_id).to_dict("records")
+            planned = [item for item in plan_seed_repeats(self.spec, records) if item.spec.task in done]
+            more = self._store_plan(planned) if planned else []
+            if not more:
+                return []
+            self.progress.total += len(more)
+            logger.info("sweep %s: seed repeats of %s start (%d trials)", self.sweep_id, ", ".join(done), len(more))
+            return self._bundles(more, shape, modes)
+
+        return refill
 
     def _sink(self) -> StoreSink:
         return StoreSink(

@@ -66,6 +66,10 @@ class Dispatcher:
         self.notices: list[tuple[str, str, int]] = []  # (bundle id, what happened, runner)
         self.runners: dict[int, Any] = {}  # runner -> its Tune trial actor (to kill a hung runner)
         self.closed = False
+        # Slot use: when each runner took its bundle, and each bundle's seconds on a runner (retries included),
+        # by this actor's clock (one clock, wherever the runners are).
+        self.taken_at: dict[int, float] = {}
+        self.busy: dict[str, float] = {}
 
     async def register(self, runner: int, actor: Any) -> None:
         self.runners[runner] = actor
@@ -78,12 +82,18 @@ class Dispatcher:
             self.attempts[bundle["bundle_id"]] = 0
             self.queue.put_nowait(bundle)
 
+    def _busy_until_now(self, runner: int, bundle_id: str) -> None:
+        taken = self.taken_at.pop(runner, None)
+        if taken is not None:
+            self.busy[bundle_id] = self.busy.get(bundle_id, 0.0) + time.monotonic() - taken
+
     def _interrupted(self, runner: int) -> None:
         """``runner`` died mid-bundle: run the bundle again (another runner may take it) or give it up."""
         interrupted = self.in_flight.pop(runner, None)
         if interrupted is None:
             return
         bundle_id = interrupted["bundle_id"]
+        self._busy_until_now(runner, bundle_id)
         if bundle_id in self.withdrawn:
             self.notices.append((bundle_id, "stopped", runner))
         elif self.attempts[bundle_id] < self.max_retries:
@@ -104,6 +114,7 @@ class Dispatcher:
             if bundle["bundle_id"] in self.withdrawn:
                 continue
             self.in_flight[runner] = bundle
+            self.taken_at[runner] = time.monotonic()
             return bundle
 
     async def runner_gone(self, runner: int) -> None:
@@ -113,6 +124,17 @@ class Dispatcher:
     async def finish(self, runner: int, bundle_id: str) -> None:
         if self.in_flight.get(runner, {}).get("bundle_id") == bundle_id:
             del self.in_flight[runner]
+            self._busy_until_now(runner, bundle_id)
+
+    async def busy_seconds(self, bundle_ids: list[str]) -> float:
+        """Runner-seconds spent on ``bundle_ids`` (those still running: until now); forgets the finished ones."""
+        now = time.monotonic()
+        wanted = set(bundle_ids)
+        total = sum(self.busy.pop(bundle_id, 0.0) for bundle_id in wanted)
+        for runner, bundle in self.in_flight.items():
+            if bundle["bundle_id"] in wanted and runner in self.taken_at:
+                total += now - self.taken_at[runner]
+        return total
 
     async def is_withdrawn(self, bundle_id: str) -> bool:
         return bundle_id in self.withdrawn
@@ -210,6 +232,7 @@ class WarmPool:
         self.gone: set[int] = set()
         self.last_used = time.monotonic()
         self.retries = 0  # bundles run again after their runner died
+        self.last_busy_s: float | None = None  # runner-seconds of the last run()'s bundles
         self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
         self._thread.start()
 
@@ -263,20 +286,30 @@ class WarmPool:
         sink: StoreSink,
         should_stop: Callable[[], bool],
         give_up: Callable[[], bool] | None = None,
+        refill: Callable[[], Sequence[Bundle]] | None = None,
     ) -> bool:
         """Run ``bundles`` on the runners, handing their events to ``sink``; ``False`` if stopped.
 
         ``should_stop``: withdraw the queued bundles and wait for those in flight to stop at their next report.
         ``give_up``: return at once, without waiting for bundles in flight (their runners may hang: the caller
         then ends the pool with :meth:`kill`).
+        ``refill``: asked for more bundles each time one ends (the paper protocol's seed repeats of a task whose
+        grid is done); what it returns joins the queue, so the runners go on without waiting for the rest.
+        :attr:`last_busy_s` is then the runner-seconds this call's bundles took.
         """
         import ray
 
-        works = {bundle.bundle_id: bundle for bundle in bundles}
-        for bundle in bundles:
-            sink.register(bundle.bundle_id, bundle.trial_ids)
-        ray.get(self.dispatcher.put.remote([bundle.to_wire() for bundle in bundles]))
-        pending = set(works)
+        works: dict[str, Bundle] = {}
+        pending: set[str] = set()
+
+        def put(more: Sequence[Bundle]) -> None:
+            for bundle in more:
+                works[bundle.bundle_id] = bundle
+                pending.add(bundle.bundle_id)
+                sink.register(bundle.bundle_id, bundle.trial_ids)
+            ray.get(self.dispatcher.put.remote([bundle.to_wire() for bundle in more]))
+
+        put(bundles)
         stopped = False
         next_notice_check = time.monotonic() + 0.5
         while pending:
@@ -299,6 +332,10 @@ class WarmPool:
                         pending.discard(bundle_id)
                         if not stopped:
                             sink.fail_unfinished(bundle_id, "the bundle ended without a result for this trial")
+                            if refill is not None and not should_stop():
+                                more = refill()
+                                if more:
+                                    put(more)
             elif kind == "runner_gone":
                 self.gone.add(payload)
                 ray.get(self.dispatcher.runner_gone.remote(payload))
@@ -328,6 +365,10 @@ class WarmPool:
             reason = repr(self.error) if self.error else "every runner of the warm pool is gone"
             for bundle_id in pending:
                 sink.fail_unfinished(bundle_id, f"Ray Tune runner failed after retries: {reason}")
+        try:
+            self.last_busy_s = ray.get(self.dispatcher.busy_seconds.remote(list(works)), timeout=10)
+        except Exception:  # noqa: BLE001 - a dead dispatcher: this run's slot use is not measured
+            self.last_busy_s = None
         self.last_used = time.monotonic()
         return not stopped
 

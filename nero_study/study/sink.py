@@ -164,13 +164,21 @@ class TuneStoreCallback(Callback):
         self.sink = sink
         self.new_trial = new_trial
         self.bundle_of: dict[str, str] = {}  # Tune trial id -> bundle id
+        self.started_at: dict[str, float] = {}  # Tune trial id -> when it started (driver's clock)
+        self.busy_s = 0.0  # slot-seconds of the Tune trials that have ended (each holds one slot)
 
     def __getstate__(self) -> dict[str, Any]:
         return {}  # Tune pickles its callbacks into the experiment state; this one lives only in the driver
 
+    def _ended(self, trial: Any) -> None:
+        started = self.started_at.pop(trial.trial_id, None)
+        if started is not None:
+            self.busy_s += time.monotonic() - started
+
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         if trial.trial_id in self.bundle_of:
             return
+        self.started_at[trial.trial_id] = time.monotonic()
         if "bundle" in trial.config:
             bundle = trial.config["bundle"]
             self.sink.register(bundle["bundle_id"], bundle["trial_ids"])
@@ -189,11 +197,13 @@ class TuneStoreCallback(Callback):
             self.sink.write(self.bundle_of[trial.trial_id], events)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._ended(trial)
         if trial.trial_id in self.bundle_of:
             message = f"Ray Tune trial failed after retries: {tune_trial_error(trial) or 'see Ray logs'}"
             self.sink.fail_unfinished(self.bundle_of[trial.trial_id], message)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._ended(trial)
         if trial.trial_id in self.bundle_of:
             message = "the bundle ended without a result for this trial"
             self.sink.fail_unfinished(self.bundle_of[trial.trial_id], message)

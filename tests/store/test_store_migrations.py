@@ -27,9 +27,9 @@ def test_upgrade_from_empty_creates_the_tables_at_head(empty_db_url, tmp_path, m
         assert TABLES.isdisjoint(sa.inspect(engine).get_table_names())
         db.upgrade(empty_db_url)
         assert TABLES <= set(sa.inspect(engine).get_table_names())
-        assert db.current_revision(engine) == db.head_revision() == "0006"
+        assert db.current_revision(engine) == db.head_revision() == "0007"
         db.upgrade(empty_db_url)  # a second upgrade is a no-op
-        assert db.current_revision(engine) == "0006"
+        assert db.current_revision(engine) == "0007"
     finally:
         engine.dispose()
 
@@ -206,7 +206,7 @@ def test_alembic_command_line_uses_the_packaged_ini(tmp_path):
     assert completed.returncode == 0, completed.stderr
     engine = db.make_engine(url)
     try:
-        assert db.current_revision(engine) == "0006"
+        assert db.current_revision(engine) == "0007"
     finally:
         engine.dispose()
 

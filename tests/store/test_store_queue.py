@@ -83,6 +83,27 @@ def test_release_puts_a_sweep_back_in_the_queue(session):
     assert again.id == sweep_id and again.attempts == 2
 
 
+def test_slot_use_adds_up_over_the_attempts_that_report_it(session):
+    (sweep_id,) = make_sweeps(session, 1)
+    assert repo.get_sweep(session, sweep_id=sweep_id).slot_utilisation is None  # not measured yet
+    repo.claim_next_sweep(session, owner="a", lease_seconds=30)
+    assert repo.release_sweep(session, sweep_id=sweep_id, owner="a", slot_use=(3.0, 4.0))  # a shutdown mid-sweep
+    repo.claim_next_sweep(session, owner="b", lease_seconds=30)
+    assert not repo.finish_sweep(session, sweep_id=sweep_id, owner="a", status="succeeded", slot_use=(9.0, 9.0))
+    assert repo.finish_sweep(session, sweep_id=sweep_id, owner="b", status="succeeded", slot_use=(6.0, 8.0))
+    sweep = repo.get_sweep(session, sweep_id=sweep_id)
+    # Sums of small integers: exact in binary floating point.
+    assert (sweep.busy_slot_s, sweep.slot_s, sweep.slot_utilisation) == (9.0, 12.0, 0.75)
+
+
+def test_a_run_that_had_no_slot_time_leaves_the_slot_use_as_it_was(session):
+    (sweep_id,) = make_sweeps(session, 1)
+    repo.claim_next_sweep(session, owner="a", lease_seconds=30)
+    assert repo.finish_sweep(session, sweep_id=sweep_id, owner="a", status="succeeded", slot_use=(0.0, 0.0))
+    sweep = repo.get_sweep(session, sweep_id=sweep_id)
+    assert (sweep.busy_slot_s, sweep.slot_s, sweep.slot_utilisation) == (None, None, None)
+
+
 def test_a_released_sweep_keeps_its_results_and_its_interrupted_trials_wait_again(session):
     (sweep_id,) = make_sweeps(session, 1)
     repo.claim_next_sweep(session, owner="a", lease_seconds=30)

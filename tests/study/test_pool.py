@@ -51,7 +51,7 @@ def _run(factory, spec: SweepSpec, **kwargs):
     outcome = SweepEngine(session_factory=factory, sweep_id=sweep.id, spec=spec, **kwargs).run()
     with factory() as session:
         trials, _ = repo.list_trials(session, sweep_id=sweep.id, limit=1000)
-    return outcome, {(t.label, t.lr, t.seed): t for t in trials}
+    return outcome, {(t.task, t.label, t.lr, t.seed): t for t in trials}
 
 
 def _seeds(count: int) -> SweepSpec:
@@ -176,3 +176,88 @@ def test_the_dispatcher_reruns_a_dead_runners_bundle_elsewhere_then_gives_it_up(
         assert await dispatcher.take(3) is None
 
     asyncio.run(scenario())
+
+
+def test_the_dispatcher_counts_each_bundles_runner_seconds_by_its_own_clock(monkeypatch) -> None:
+    """Slot use: a bundle is busy from the take to the finish (or to its runner's death), retries included; one
+    still running counts until now. A fake clock makes every figure exact."""
+    import asyncio
+
+    from nero_study.study import pool as pool_module
+    from nero_study.study.pool import Dispatcher
+
+    now = [100.0]
+    monkeypatch.setattr(pool_module.time, "monotonic", lambda: now[0])
+
+    async def scenario() -> None:
+        dispatcher = Dispatcher(max_retries=1)
+        await dispatcher.put([{"bundle_id": "a"}, {"bundle_id": "b"}, {"bundle_id": "c"}])
+        await dispatcher.take(0)  # a, at 100
+        await dispatcher.take(1)  # b, at 100
+        now[0] = 103.0
+        await dispatcher.finish(0, "a")  # a: 3 s
+        now[0] = 104.0
+        await dispatcher.runner_gone(1)  # b's runner dies: 4 s so far, b queued again behind c
+        await dispatcher.take(0)  # c, at 104
+        now[0] = 105.0
+        await dispatcher.take(1)  # b again, at 105
+        now[0] = 107.0
+        await dispatcher.finish(1, "b")  # b: 4 + 2 s
+        assert await dispatcher.busy_seconds(["a", "b", "c"]) == 3.0 + 6.0 + 3.0  # c still running: until now
+        assert await dispatcher.busy_seconds(["a", "b"]) == 0.0  # counted once, then forgotten
+        now[0] = 108.0
+        await dispatcher.finish(0, "c")
+        assert await dispatcher.busy_seconds(["c"]) == 4.0
+
+    asyncio.run(scenario())
+
+
+def test_longest_bundles_go_first_by_their_tasks_measured_seconds() -> None:
+    from nero_study.study.engine import longest_first
+    from nero_study.study.protocol import Bundle
+    from nero_study.tasks.base import TrialSpec
+
+    def bundle(name: str, task: str, members: int) -> Bundle:
+        spec = TrialSpec(task=task, optimizer="sgd", lr=0.1, seed=0, budget="smoke")
+        return Bundle(bundle_id=name, trial_ids=tuple(range(members)), specs=(spec,) * members, execution="packed")
+
+    bundles = [bundle("short", "fast", 4), bundle("long", "slow", 2), bundle("mid", "fast", 6), bundle("new", "x", 1)]
+    measured = {"fast": 1.0, "slow": 10.0}  # "x": not measured, counts as their mean (5.5 s)
+    assert [b.bundle_id for b in longest_first(bundles, measured)] == ["long", "mid", "new", "short"]
+    assert [b.bundle_id for b in longest_first(bundles, {})] == ["mid", "short", "long", "new"]  # by size alone
+
+
+def test_paper_protocol_repeats_start_per_task_on_the_runners_and_match_the_fresh_path(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On warm runners each task's seed repeats join the queue when that task's grid has ended (said once per
+    task); what is run and found is what the per-sweep Tune experiment, phase after phase, runs and finds."""
+    import logging
+
+    factory = _factory(tmp_path)
+    spec = SweepSpec.model_validate(
+        {
+            "tasks": ["digits-mlp", "text-lm"],
+            "optimizers": ["sgd"],
+            "lrs": [0.01, 1.0],
+            "seeds": [0, 1],
+            "protocol": "paper",
+            "budget": "smoke",
+            "execution": "packed",
+        }
+    )
+    fresh, fresh_trials = _run(factory, spec)  # before the runners hold the slots
+    pool = WarmPool(pool_shape(Resources()))
+    try:
+        with caplog.at_level(logging.INFO, logger="nero_study.study.engine"):
+            warm, warm_trials = _run(factory, spec, pool=pool)
+    finally:
+        pool.close()
+    assert fresh.status == warm.status == "succeeded"
+    started = [r.getMessage() for r in caplog.records if "seed repeats of" in r.getMessage()]
+    assert sorted(m.split("seed repeats of ")[1].split(" start")[0] for m in started) == ["digits-mlp", "text-lm"]
+    _same_results(warm_trials, fresh_trials)  # the same trials, repeats included, with the same results
+    assert {key[0] for key in warm_trials if key[3] == 1} == {"digits-mlp", "text-lm"}
+    for outcome in (fresh, warm):  # slot use measured on both paths: busy within what the slots had
+        busy, available = outcome.slot_use
+        assert 0 < busy <= available
