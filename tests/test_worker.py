@@ -44,6 +44,7 @@ def test_worker_runs_queued_sweeps_on_the_same_warm_runners_and_closes_them_on_e
         for sweep_id in ids:
             sweep = repo.get_sweep(session, sweep_id=sweep_id)
             assert sweep.status == "succeeded" and sweep.execution == "packed"
+            assert 0 < sweep.busy_slot_s <= sweep.slot_s  # its slot use, measured and stored by the worker
             counts = repo.sweep_counts(session, sweep_id=sweep_id)
             assert counts["succeeded"] + counts["diverged"] == 4  # both defaults (0.01, 0.1) are in the grid
     first, second = pools_seen

@@ -63,3 +63,23 @@ def test_the_report_shows_the_status(
     assert "status trials_failed" in result.output and "1 trial(s) failed" in result.output
     result = CliRunner().invoke(app, ["report", sweep["id"], "--db", database_url, "--format", "json"])
     assert '"status": "trials_failed"' in result.output
+
+
+def test_slot_use_is_shown_by_the_api_the_page_and_the_status_line(
+    client: TestClient, session: Session, submit: Callable[..., dict[str, Any]], finished_trials: Callable[..., Any]
+) -> None:
+    from nero_study.client import progress_line
+
+    sweep = submit()
+    shown = client.get(f"/api/sweeps/{sweep['id']}").json()
+    assert (shown["busy_slot_seconds"], shown["slot_seconds"], shown["slot_utilisation"]) == (None, None, None)
+    assert "slot use" not in client.get(f"/sweeps/{sweep['id']}").text  # not measured: not shown
+    repo.claim_next_sweep(session, owner="w", lease_seconds=30)
+    finished_trials(sweep["id"], {("nero", 0.01): ("succeeded", 0.1), ("adam", 0.01): ("succeeded", 0.2)})
+    assert repo.finish_sweep(session, sweep_id=sweep["id"], owner="w", status="succeeded", slot_use=(45.0, 60.0))
+
+    shown = client.get(f"/api/sweeps/{sweep['id']}").json()
+    assert (shown["busy_slot_seconds"], shown["slot_seconds"], shown["slot_utilisation"]) == (45.0, 60.0, 0.75)
+    page = client.get(f"/sweeps/{sweep['id']}").text
+    assert "<b>slot use</b> 75% <span class=\"muted\">(45 of 60 slot-s)</span>" in page
+    assert progress_line(shown).endswith("; slot use 75%")
