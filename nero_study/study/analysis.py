@@ -389,6 +389,28 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def _orient_tasks(
+    finished: Iterable[tuple[Any, Any, Any]], task_order: Sequence[str]
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Per task, the sign that makes lower better (+1 or -1) and the metric's name, from the finished trials'
+    ``(task, lower_is_better, metric_name)``; a task none of whose trials says gets its registry's orientation.
+    Raises ``ValueError`` when a task's trials disagree."""
+    sign: dict[str, float] = {}
+    metric_name: dict[str, str] = {}
+    for task, lower, name in finished:
+        if isinstance(name, str) and task not in metric_name:
+            metric_name[task] = name
+        if _is_missing(lower):  # e.g. a trial that failed before its task was known
+            continue
+        row_sign = 1.0 if bool(lower) else -1.0
+        if sign.setdefault(task, row_sign) != row_sign:
+            raise ValueError(f"Task {task!r} has trials with different lower_is_better values")
+    for task in task_order:
+        if task not in sign:
+            sign[task] = 1.0 if _registry_lower_is_better(task) else -1.0
+    return sign, metric_name
+
+
 def _finite(value: Any) -> float:
     """``value`` as a float, NaN when it is missing or not finite."""
     if _is_missing(value):
@@ -595,20 +617,9 @@ def _gather_records(all_rows: list[dict[str, Any]], chance: dict[str, float], pr
 
     # Per task: orientation and m0 (oriented so that lower is better).
     task_order: list[str] = list(dict.fromkeys(row["task"] for row in rows))
-    sign: dict[str, float] = {}
-    metric_name: dict[str, str] = {}
-    for row in finished:
-        task, lower = row["task"], row["lower_is_better"]
-        if isinstance(row.get("metric_name"), str) and task not in metric_name:
-            metric_name[task] = row["metric_name"]
-        if _is_missing(lower):  # e.g. a trial that failed before its task was known
-            continue
-        row_sign = 1.0 if bool(lower) else -1.0
-        if sign.setdefault(task, row_sign) != row_sign:
-            raise ValueError(f"Task {task!r} has trials with different lower_is_better values")
-    for task in task_order:
-        if task not in sign:
-            sign[task] = 1.0 if _registry_lower_is_better(task) else -1.0
+    sign, metric_name = _orient_tasks(
+        ((row["task"], row["lower_is_better"], row.get("metric_name")) for row in finished), task_order
+    )
     m0: dict[str, float] = {}
     for task in task_order:
         task_rows = [row for row in rows if row["task"] == task]
@@ -705,22 +716,9 @@ def _gather_columns(frame: pd.DataFrame, chance: dict[str, float], protocol: str
 
     # Per task: orientation and m0 (oriented so that lower is better).
     task_order: list[str] = list(dict.fromkeys(task_of[i] for i in rows))
-    sign: dict[str, float] = {}
-    metric_name: dict[str, str] = {}
     lower_of, name_of = column("lower_is_better"), column("metric_name")
     isnan, isfinite = math.isnan, math.isfinite
-    for i in finished:
-        task, lower = task_of[i], lower_of[i]
-        if isinstance(name_of[i], str) and task not in metric_name:
-            metric_name[task] = name_of[i]
-        if lower is None or (isinstance(lower, float) and isnan(lower)):  # e.g. failed before its task was known
-            continue
-        row_sign = 1.0 if bool(lower) else -1.0
-        if sign.setdefault(task, row_sign) != row_sign:
-            raise ValueError(f"Task {task!r} has trials with different lower_is_better values")
-    for task in task_order:
-        if task not in sign:
-            sign[task] = 1.0 if _registry_lower_is_better(task) else -1.0
+    sign, metric_name = _orient_tasks(((task_of[i], lower_of[i], name_of[i]) for i in finished), task_order)
     rows_of: dict[Any, list[int]] = {task: [] for task in task_order}
     for i in rows:
         rows_of[task_of[i]].append(i)

@@ -321,6 +321,7 @@ class SweepEngine:
         """The pool's ``refill`` for the paper protocol: the seed repeats of each task whose grid trials (those
         of ``pending`` in phase ``grid``) have all ended, once per task, as bundles."""
         grid_left: dict[str, set[int]] = {task: set() for task in self.spec.tasks}
+        queued = {trial_id for trial_id, _ in pending}  # repeats stored by an earlier attempt are among them
         for trial_id, trial_spec in pending:
             if self._phase_of.get(trial_id, "grid") == "grid":
                 grid_left.setdefault(trial_spec.task, set()).add(trial_id)
@@ -334,7 +335,8 @@ class SweepEngine:
             with self.session_factory() as session:
                 records = repo.trials_frame(session, sweep_id=self.sweep_id).to_dict("records")
             planned = [item for item in plan_seed_repeats(self.spec, records) if item.spec.task in done]
-            more = self._store_plan(planned) if planned else []
+            more = [member for member in self._store_plan(planned) if member[0] not in queued] if planned else []
+            queued.update(trial_id for trial_id, _ in more)
             if not more:
                 return []
             self.progress.total += len(more)

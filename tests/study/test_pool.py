@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from nero_study.store import db, repo
+from nero_study.store.models import Trial
 from nero_study.study.cluster import pool_shape
 from nero_study.study.engine import SweepEngine
 from nero_study.study.pool import WarmPool
@@ -251,10 +253,28 @@ def test_paper_protocol_repeats_start_per_task_on_the_runners_and_match_the_fres
     try:
         with caplog.at_level(logging.INFO, logger="nero_study.study.engine"):
             warm, warm_trials = _run(factory, spec, pool=pool)
+        started = [r.getMessage() for r in caplog.records if "seed repeats of" in r.getMessage()]
+        # Taken up again after a crash that left the stored repeats unfinished: each runs once, none is planned
+        # again (the grids ended in the earlier attempt), and what they find is what they found.
+        repeats = {t.id: key for key, t in warm_trials.items() if key[3] == 1}
+        with factory() as session:
+            session.execute(sa.update(Trial).where(Trial.id.in_(repeats)).values(status="running"))
+            session.commit()
+        caplog.clear()
+        sweep_id = next(iter(warm_trials.values())).sweep_id
+        resumed = SweepEngine(session_factory=factory, sweep_id=sweep_id, spec=spec, pool=pool, attempt=2)
+        with caplog.at_level(logging.INFO, logger="nero_study.study.engine"):
+            assert resumed.run().status == "succeeded"
+        assert not [r for r in caplog.records if "seed repeats of" in r.getMessage()]
+        assert resumed.progress.total == len(warm_trials)  # nothing queued twice
+        with factory() as session:
+            again = {t.id: t for t in repo.list_trials(session, sweep_id=sweep_id, limit=1000)[0]}
+        assert {again[i].attempt for i in repeats} == {2}
+        before = {key: warm_trials[key] for key in repeats.values()}
+        _same_results({key: again[i] for i, key in repeats.items()}, before)
     finally:
         pool.close()
     assert fresh.status == warm.status == "succeeded"
-    started = [r.getMessage() for r in caplog.records if "seed repeats of" in r.getMessage()]
     assert sorted(m.split("seed repeats of ")[1].split(" start")[0] for m in started) == ["digits-mlp", "text-lm"]
     _same_results(warm_trials, fresh_trials)  # the same trials, repeats included, with the same results
     assert {key[0] for key in warm_trials if key[3] == 1} == {"digits-mlp", "text-lm"}
