@@ -372,12 +372,17 @@ def read_sweep_analysis(sweep_id: SweepId, request: Request, session: SessionDep
         )
         return JSONResponse(public.model_dump(mode="json")).body
 
-    answer = sweep_answer(
+    return _answer_or_404(
         request, session, sweep_id=sweep_id, representation="analysis", render=render, media_type="application/json"
     )
-    if answer is None:
+
+
+def _answer_or_404(request: Request, session: Session, *, sweep_id: str, **answer: Any) -> Response:
+    """:func:`api.cache.sweep_answer`, or a 404 naming the sweep when there is no such sweep."""
+    found = sweep_answer(request, session, sweep_id=sweep_id, **answer)
+    if found is None:
         raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"Sweep {sweep_id[:64]!r} not found")
-    return answer
+    return found
 
 
 EXPORT_MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
@@ -467,7 +472,7 @@ def _table(request: Request, session: Session, sweep_id: str, kind: str) -> Resp
             return latex_table(snapshot.analysis, caption=f"nero-study sweep {snapshot.id} ({snapshot.name})").encode()
         return markdown_table(snapshot.analysis).encode()
 
-    answer = sweep_answer(
+    return _answer_or_404(
         request,
         session,
         sweep_id=sweep_id,
@@ -476,9 +481,6 @@ def _table(request: Request, session: Session, sweep_id: str, kind: str) -> Resp
         media_type=TABLE_MEDIA_TYPES[kind],
         headers={"Content-Disposition": f'inline; filename="{sweep_id}-table.{kind}"'},
     )
-    if answer is None:
-        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"Sweep {sweep_id[:64]!r} not found")
-    return answer
 
 
 @router.get(
@@ -562,7 +564,7 @@ def read_sweep_figure(sweep_id: SweepId, figure_file: FigureFile, request: Reque
             logger.warning("figure %s of sweep %s not rendered: %s", figure_file, snapshot.id, exc)
             raise HTTPException(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
 
-    answer = sweep_answer(
+    return _answer_or_404(
         request,
         session,
         sweep_id=sweep_id,
@@ -571,6 +573,3 @@ def read_sweep_figure(sweep_id: SweepId, figure_file: FigureFile, request: Reque
         media_type=FIGURE_FORMATS[file_format],
         headers={"Content-Disposition": f'attachment; filename="{figure_filename(sweep_id, name, file_format)}"'},
     )
-    if answer is None:
-        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"Sweep {sweep_id[:64]!r} not found")
-    return answer
