@@ -295,7 +295,7 @@ def test_downgrades_keep_every_trial_and_curve_point(empty_db_url):
     try:
         before = counts()
         assert before[1] == 1 and before[2] >= 1
-        for revision in ("0004", "0003", "0002", "0001"):
+        for revision in ("0006", "0005", "0004", "0003", "0002", "0001"):
             with engine.begin() as connection:
                 config.attributes["connection"] = connection
                 command.downgrade(config, revision)
