@@ -338,3 +338,26 @@ def test_tokens_are_stored_hashed_and_verified(session):
     assert not repo.verify_token(session, token=clear)
     _, second = repo.create_token(session, name="other")
     assert second != clear and repo.verify_token(session, token=second)
+
+
+def test_mean_trial_seconds_counts_succeeded_trials_of_the_task_and_budget(session):
+    """What the scheduler orders bundles by: per task, the mean wall time of its succeeded trials at one budget,
+    over every sweep; diverged and failed trials (which end early) and other budgets do not count."""
+    rows = [
+        ("a", "smoke", "succeeded", 1.0),
+        ("a", "smoke", "succeeded", 3.0),
+        ("a", "smoke", "diverged", 100.0),
+        ("a", "proxy", "succeeded", 50.0),
+        ("b", "smoke", "failed", 7.0),
+        ("c", "smoke", "succeeded", 0.5),
+    ]
+    for index, (task, budget, status, wall_s) in enumerate(rows):
+        sweep = repo.create_sweep(session, spec=SPEC, name=f"s{index}")[0]
+        (trial,) = repo.add_trials(
+            session, sweep_id=sweep.id, trials=[{"task": task, "optimizer": "sgd", "lr": 0.1, "budget": budget}]
+        )
+        repo.finish_trial(session, trial_id=trial.id, status=status, metric=0.5, wall_s=wall_s, attempt=1)
+    # Means of small binary fractions: exact in floating point.
+    assert repo.mean_trial_seconds(session, tasks=["a", "b", "c"], budget="smoke") == {"a": 2.0, "c": 0.5}
+    assert repo.mean_trial_seconds(session, tasks=["a"], budget="proxy") == {"a": 50.0}
+    assert repo.mean_trial_seconds(session, tasks=[], budget="smoke") == {}
