@@ -1,37 +1,40 @@
 """Time one optimiser step on the parameter shapes of a CIFAR ResNet-18, side by side in one run.
 
-Optimisers: Nero fast path, Nero per-tensor loop, Adam(foreach=True), SGD(foreach=True), LAMB (fast path).
-Each gets its own copy of the same random parameters and fixed random gradients (no forward/backward is
-timed). Rounds are interleaved (one step of each optimiser per round) so that load from other processes
-hits all of them alike. Prints the median and minimum time per step (ms) and, from the medians and from the
-minima of the same run, the ratios Nero-fast / SGD-foreach (target <= 2.2: Nero must read the gradient for its
-per-neuron norms and then read both tensors again for the update, about two SGD steps of memory traffic),
-Nero-fast / Adam-foreach (target <= 0.4) and Nero-loop / Nero-fast (target >= 1.5).
+Optimisers: Nero fused (the default on CPU: the numba kernels of ``nero_study.optim.fused``), Nero foreach
+(``fused=False``), Nero per-tensor loop, Adam(foreach=True), SGD(foreach=True), LAMB (fast path). Each gets its
+own copy of the same random parameters and fixed random gradients (no forward/backward is timed). Rounds are
+interleaved (one step of each optimiser per round) so that load from other processes hits all of them alike.
+Prints the median and minimum time per step (ms) and, from the medians and from the minima of the same run, the
+ratios Nero / SGD-foreach (target <= 2.2: Nero must read the gradient for its per-neuron norms and then read
+both tensors again for the update, about two SGD steps of memory traffic), Nero / Adam-foreach (target <= 0.4)
+and Nero-loop / Nero-foreach (target >= 1.5). ``--only NAME ...`` times a subset.
 
-    .venv/bin/python benchmarks/optim_step.py [--threads N] [--repeats N] [--device cpu|cuda]
+    .venv/bin/python benchmarks/optim_step.py [--threads N] [--repeats N] [--device cpu|cuda] [--only ...]
 
-Measured (2-core AMD EPYC VM shared with other sessions, load average 9-15 throughout, torch 2.13 CPU,
-30 repeats, ``.venv/bin/python benchmarks/optim_step.py --threads 1``: one thread, which is not held up
-waiting for a preempted second one; each line one run, ratios from that run's medians / minima):
+Measured on a quiet 2-core AMD EPYC VM (load average < 1), torch 2.13 CPU, numba 0.68, 40 repeats, each line
+one run (``--threads 2``, then ``--threads 1``; ratios from that run's medians):
 
-    --threads 1   nero-fast ms (med/min)  sgd-foreach  adam-foreach  nero/sgd (med/min)  nero/adam (med/min)
-    run 1         27.31 / 15.54           8.00 / 2.66  65.3 / 26.4   3.41 / 5.84         0.42 / 0.59
-    run 2         27.42 / 11.52           6.71 / 2.63  67.6 / 22.7   4.09 / 4.38         0.41 / 0.51
-    run 3         26.25 /  9.84           5.57 / 2.78  80.6 / 32.1   4.71 / 3.54         0.33 / 0.31
+    run                     nero fused ms  nero foreach  sgd foreach  adam foreach  fused/sgd  fused/adam  foreach/sgd
+    --threads 2             3.14           6.81          2.25         24.15         1.40       0.13        3.03
+    --threads 1             3.12           6.57          2.20         13.71         1.42       0.23        3.02
+    --threads 2             3.10           6.64          2.19         13.62         1.42       0.23        3.04
+    --only fused sgd adam   3.09           -             1.97         13.27         1.57       0.23        -
 
-With ``--threads 2`` (the default on that machine) the same load made the figures meaningless (SGD's
-median 15-58 ms against a minimum of 1.5-3.2 ms; Nero/SGD 5.0-8.5 from medians). So Nero's fast path is
-about 3.5-5 SGD steps here, not the 2.2 targeted, and about 0.3-0.6 Adam steps. What bounds it: the fast
-path makes six full passes over a weight tensor (the gradient's row norms; the fused update; the row mean;
-the centring; the row norm; the division), each costing (1.4-1.9 ms single-threaded for all weight tensors
-here) half to two thirds of a whole SGD step (2.2-2.8 ms), and no eager torch op tried does two of them in
-one (minima over all weight tensors, single thread): ``torch.var_mean`` over rows (mean and norm in one
-pass) took 79 ms, layer norm (mean, norm and division in one kernel) 19 ms,
-``torch.addcmul(shift, rows, scale, out=rows)`` 10 ms. ``torch.compile`` of the whole per-tensor step
-(``fullgraph=True, dynamic=True``) compiled for 90 s, then ran the weight tensors in 28 ms against eager's
-15-21 ms (single thread); with static shapes it hit dynamo's recompilation limit (more than 8 distinct
-shapes). Neither is used. Processing the weight tensors in cache-sized chunks (gradients re-read from
-cache) made no difference measurable under this load and was not kept.
+SGD's own step is not stable on this VM: between runs of the same command it took 1.0-2.3 ms (the same
+11.2 M floats), so only ratios from one run are meaningful. In a run where SGD took 1.06 ms, the kernels
+before their last change (per-tensor launches, two passes for the centred norm) took 2.98 ms, 2.8x; the
+numbers above are for the kernels as they are.
+
+What the fused step does: each neuron is finished while it is in cache (its gradient's squared norm; the
+update, summing the new row and its squares; one more pass that centres and normalises), all weight matrices
+in one parallel launch and all 1-D tensors in one serial launch, with the views of weights and state kept
+between steps. Before it, the foreach path's six full passes over each weight tensor and its dozen foreach
+calls (about 0.5 ms of Python and dispatch per step on these 62 tensors; the fused step's is about 0.3 ms)
+bounded Nero at about 3 SGD steps. Earlier attempts, kept for the record (single thread, all weight
+tensors, a loaded machine): ``torch.var_mean`` over rows took 79 ms, layer norm 19 ms,
+``torch.addcmul(shift, rows, scale, out=rows)`` 10 ms; ``torch.compile`` of the per-tensor step
+(``fullgraph=True, dynamic=True``) compiled for 90 s, then ran slower than eager, and with static shapes hit
+dynamo's recompilation limit. None is used.
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30, help="timed steps per optimiser")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per optimiser first")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--only", nargs="*", help="time only these optimisers (names as printed)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -92,13 +96,17 @@ def main() -> None:
         return params
 
     builders: dict[str, Callable[[list[torch.Tensor]], torch.optim.Optimizer]] = {
-        "nero (fast path)": lambda params: Nero(params, lr=0.01, foreach=True),
+        "nero (fused)": lambda params: Nero(params, lr=0.01, fused=True),
+        "nero (foreach)": lambda params: Nero(params, lr=0.01, foreach=True, fused=False),
         "nero (per-tensor loop)": lambda params: Nero(params, lr=0.01, foreach=False),
         "adam (foreach)": lambda params: torch.optim.Adam(params, lr=1e-3, foreach=True),
         "sgd (foreach)": lambda params: torch.optim.SGD(params, lr=0.1, foreach=True),
         "lamb (fast path)": lambda params: Lamb(params, lr=0.01, foreach=True),
     }
-    optimizers = {name: build(fresh_params()) for name, build in builders.items()}
+    if args.device != "cpu":
+        del builders["nero (fused)"]  # the kernel is for CPU tensors
+    chosen = args.only or list(builders)
+    optimizers = {name: builders[name](fresh_params()) for name in chosen}
     for optimizer in optimizers.values():
         for _ in range(args.warmup):
             optimizer.step()
@@ -129,12 +137,18 @@ def main() -> None:
     # Ratios of the same run's figures: medians, and minima (the least disturbed step of each, which on a
     # shared machine is the better estimate of what the step itself costs).
     for label, figures in (("median", medians), ("min", minima)):
-        nero = figures["nero (fast path)"]
-        print(
-            f"[{label:>6}] nero-fast / sgd-foreach = {nero / figures['sgd (foreach)']:.2f} (target <= 2.2)   "
-            f"nero-fast / adam-foreach = {nero / figures['adam (foreach)']:.2f} (target <= 0.4)   "
-            f"nero-loop / nero-fast = {figures['nero (per-tensor loop)'] / nero:.2f} (target >= 1.5)"
-        )
+        parts = []
+        for nero in ("nero (fused)", "nero (foreach)"):
+            if nero not in figures:
+                continue
+            if "sgd (foreach)" in figures:
+                parts.append(f"{nero} / sgd = {figures[nero] / figures['sgd (foreach)']:.2f} (target <= 2.2)")
+            if "adam (foreach)" in figures:
+                parts.append(f"{nero} / adam = {figures[nero] / figures['adam (foreach)']:.2f} (target <= 0.4)")
+        if "nero (per-tensor loop)" in figures and "nero (foreach)" in figures:
+            ratio = figures["nero (per-tensor loop)"] / figures["nero (foreach)"]
+            parts.append(f"nero loop / foreach = {ratio:.2f} (target >= 1.5)")
+        print(f"[{label:>6}] " + "   ".join(parts))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from nero_study.optim import fused as fused_kernel
+
 CONSTRAINT_MODES: dict[str, tuple[bool, bool]] = {
     "both": (True, True),
     "mean": (True, False),
@@ -148,6 +150,8 @@ def nero(
     center: bool,
     normalize: bool,
     foreach: bool = False,
+    fused: bool = False,
+    fused_plans: dict | None = None,
 ) -> None:
     """One Nero step (Liu et al. 2021, Algorithm 1) for every tensor, in place.
 
@@ -163,9 +167,24 @@ def nero(
     into the weights; here that neuron's update is 0, as for 0/0.
     ``exp_avg_sqs`` hold v (shape (rows,) for >1-D tensors, the tensor's own shape otherwise), ``scales`` the
     per-tensor 0-d scale and ``steps`` the per-tensor step counts (CPU tensors, incremented here).
+
+    ``fused`` hands the step to the kernels of :mod:`nero_study.optim.fused` (each neuron whole while it is in
+    cache) when they take all the tensors (CPU, float32 or float64), else it takes the foreach path;
+    ``fused_plans`` is a dict the caller keeps per parameter group, in which the kernels keep their views of
+    the weights and state from step to step.
     """
-    step_fn = _nero_foreach if foreach else _nero_loop
-    step_fn(params, grads, exp_avg_sqs, scales, steps, lr=lr, beta=beta, center=center, normalize=normalize)
+    settings = {"lr": lr, "beta": beta, "center": center, "normalize": normalize}
+    if any(not param.numel() for param in params):  # nothing to update, and no rows to view
+        keep = [i for i, param in enumerate(params) if param.numel()]
+        params, grads, exp_avg_sqs, scales, steps = (
+            [values[i] for i in keep] for values in (params, grads, exp_avg_sqs, scales, steps)
+        )
+    if fused and fused_kernel.can_step(params, exp_avg_sqs, scales, steps):
+        fused_kernel.nero_step_(params, grads, exp_avg_sqs, scales, steps, plans=fused_plans, **settings)
+    elif fused or foreach:
+        _nero_foreach(params, grads, exp_avg_sqs, scales, steps, **settings)
+    else:
+        _nero_loop(params, grads, exp_avg_sqs, scales, steps, **settings)
 
 
 def _nero_loop(

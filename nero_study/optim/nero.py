@@ -15,7 +15,8 @@ constraints on) are the paper's out-of-the-box settings (its Algorithm 1 and the
 ``constraints`` switch covers the paper's ablation: ``'mean'`` only centres, ``'norm'`` only normalises,
 ``False``/``'none'`` does neither.
 
-The math lives in :mod:`nero_study.optim.functional` (a per-tensor loop and a foreach fast path).
+The math lives in :mod:`nero_study.optim.functional` (a per-tensor loop and a foreach fast path) and, for
+CPU tensors, :mod:`nero_study.optim.fused` (kernels that do each neuron whole while it is in cache).
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import ParamsT
 
 from nero_study.optim import functional
+from nero_study.optim import fused as fused_kernel
 from nero_study.optim.functional import nero_scale, parse_constraints, project_neurons_
 
 
-def _check_settings(lr: Any, beta: Any, constraints: Any, foreach: Any) -> None:
+def _check_settings(lr: Any, beta: Any, constraints: Any, foreach: Any, fused: Any = None) -> None:
     if not (isinstance(lr, numbers.Real) and 0.0 <= lr < math.inf):
         raise ValueError(f"Invalid learning rate: {lr}")
     if not (isinstance(beta, numbers.Real) and 0.0 <= beta < 1.0):
@@ -42,11 +44,34 @@ def _check_settings(lr: Any, beta: Any, constraints: Any, foreach: Any) -> None:
     parse_constraints(constraints)
     if foreach not in (None, True, False):
         raise ValueError(f"Invalid foreach: {foreach!r}; valid: None, True, False")
+    if fused not in (None, True, False):
+        raise ValueError(f"Invalid fused: {fused!r}; valid: None, True, False")
+    if fused and foreach:
+        raise ValueError(
+            "foreach=True and fused=True together: choose one (fused already takes the foreach path "
+            "for the tensors its kernel does not)"
+        )
+    if fused and not fused_kernel.available():
+        raise ValueError("fused=True needs numba, which does not import here; valid without it: fused=None or False")
 
 
 def default_foreach(params: list[Tensor]) -> bool:
     """Whether to take the fast path when ``foreach`` is None: yes for CPU and CUDA tensors."""
     return all(param.device.type in ("cpu", "cuda") for param in params)
+
+
+def default_fused(params: list[Tensor], foreach: bool | None) -> bool:
+    """Whether to take the fused kernels when ``fused`` is None: where numba imports, for CPU tensors of
+    float32 or float64, unless ``foreach=False`` asked for the per-tensor loop."""
+    return foreach is not False and all(fused_kernel.supports(param) for param in params) and fused_kernel.available()
+
+
+def _check_fusable(params: list[Tensor]) -> None:
+    for param in params:
+        if (reason := fused_kernel.why_not(param)) is not None:
+            raise RuntimeError(
+                f"Nero(fused=True) got {reason}; use fused=None to take the kernel only where it applies"
+            )
 
 
 class Nero(Optimizer):
@@ -60,6 +85,9 @@ class Nero(Optimizer):
             (normalise only), False/'none' (neither).
         foreach: True for the fast path over lists of tensors, False for the per-tensor loop, None to pick
             the fast path for CPU and CUDA tensors.
+        fused: True for the CPU kernels of :mod:`nero_study.optim.fused` (each neuron whole while it is in
+            cache; CPU tensors of float32 or float64, anything else refused), False never, None
+            (the default) for it wherever it applies and numba imports, unless ``foreach=False``.
 
     Building Nero changes the weights (the projection), once: rebuilding it on weights that already satisfy
     the constraints leaves them bit-for-bit unchanged, so a checkpoint resumes exactly with
@@ -74,9 +102,13 @@ class Nero(Optimizer):
         constraints: bool | str = True,
         *,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
-        _check_settings(lr, beta, constraints, foreach)
-        defaults = {"lr": lr, "beta": beta, "constraints": constraints, "foreach": foreach}
+        _check_settings(lr, beta, constraints, foreach, fused)
+        defaults = {"lr": lr, "beta": beta, "constraints": constraints, "foreach": foreach, "fused": fused}
+        # Per group, the fused kernels' views of the weights and state (not part of the optimizer's state:
+        # rebuilt after unpickling, and whenever a weight's storage or a state tensor changes).
+        self._fused_plans: dict[int, dict] = {}
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -84,11 +116,15 @@ class Nero(Optimizer):
         for group in self.param_groups:
             group.setdefault("constraints", True)
             group.setdefault("foreach", None)
+            group.setdefault("fused", None)
+        self._fused_plans = {}
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group: validate its settings, project its neurons and record each tensor's scale."""
         settings = {**self.defaults, **{key: value for key, value in param_group.items() if key != "params"}}
-        _check_settings(settings["lr"], settings["beta"], settings["constraints"], settings["foreach"])
+        _check_settings(
+            settings["lr"], settings["beta"], settings["constraints"], settings["foreach"], settings["fused"]
+        )
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         for param in group["params"]:
@@ -115,14 +151,19 @@ class Nero(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             params, grads, (exp_avg_sqs, scales, steps) = functional.gather_group(
                 self, group, ("exp_avg_sq", "scale", "step"), self._init_state
             )
             if not params:
                 continue
             center, normalize = parse_constraints(group["constraints"])
-            foreach = group["foreach"]
+            foreach, fused = group["foreach"], group["fused"]
+            plans = self._fused_plans.setdefault(index, {})
+            if fused is None:
+                fused = default_fused(params, foreach)
+            elif fused:
+                _check_fusable(params)
             if foreach is None:
                 foreach = default_foreach(params)
             functional.nero(
@@ -136,5 +177,7 @@ class Nero(Optimizer):
                 center=center,
                 normalize=normalize,
                 foreach=foreach,
+                fused=fused,
+                fused_plans=plans,
             )
         return loss

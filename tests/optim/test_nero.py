@@ -121,15 +121,19 @@ def max_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max(float((x.detach() - y.detach()).abs().max()) for x, y in zip(a, b, strict=True))
 
 
-@pytest.mark.parametrize("foreach", [False, True], ids=["loop", "fast"])
+PATHS = {"loop": {"foreach": False}, "fast": {"foreach": True, "fused": False}, "fused": {"fused": True}}
+"""Nero's three code paths: the per-tensor loop, the foreach fast path and the fused CPU kernel."""
+
+
+@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("constraints", [True, "mean", "norm", "none"])
-def test_matches_float64_reference_over_30_steps(foreach: bool, constraints: bool | str) -> None:
+def test_matches_float64_reference_over_30_steps(path: str, constraints: bool | str) -> None:
     model = make_model()
     reference_model = copy.deepcopy(model)
     center, normalize = MODES[constraints]
     lr, beta = 0.05, 0.99
     reference = ReferenceNero(list(reference_model.parameters()), lr, beta, center, normalize)
-    optimizer = Nero(model.parameters(), lr=lr, beta=beta, constraints=constraints, foreach=foreach)
+    optimizer = Nero(model.parameters(), lr=lr, beta=beta, constraints=constraints, **PATHS[path])
     assert max_difference(list(model.parameters()), reference.weights) <= 1e-10
     start = [p.detach().clone() for p in model.parameters()]
 
@@ -210,12 +214,13 @@ def _random_params(dtype: torch.dtype) -> list[nn.Parameter]:
     return params
 
 
+@pytest.mark.parametrize("path", ["fast", "fused"])
 @pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float64, 1e-12), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("constraints", [True, "mean", "norm", False])
-def test_fast_path_agrees_with_loop(dtype: torch.dtype, tolerance: float, constraints: bool | str) -> None:
+def test_fast_path_agrees_with_loop(path: str, dtype: torch.dtype, tolerance: float, constraints: bool | str) -> None:
     loop_params, fast_params = _random_params(dtype), _random_params(dtype)
-    loop = Nero(loop_params, lr=0.05, beta=0.9, constraints=constraints, foreach=False)
-    fast = Nero(fast_params, lr=0.05, beta=0.9, constraints=constraints, foreach=True)
+    loop = Nero(loop_params, lr=0.05, beta=0.9, constraints=constraints, **PATHS["loop"])
+    fast = Nero(fast_params, lr=0.05, beta=0.9, constraints=constraints, **PATHS[path])
     generator = torch.Generator().manual_seed(4)
     for step in range(12):
         for a, b in zip(loop_params, fast_params, strict=True):
@@ -230,11 +235,12 @@ def test_fast_path_agrees_with_loop(dtype: torch.dtype, tolerance: float, constr
     assert fast_params[7].is_contiguous(memory_format=torch.channels_last)
 
 
-def test_fast_path_handles_mixed_dtypes_in_one_group() -> None:
+@pytest.mark.parametrize("path", ["fast", "fused"])
+def test_fast_path_handles_mixed_dtypes_in_one_group(path: str) -> None:
     params = [nn.Parameter(torch.randn(4, 3, dtype=torch.float64)), nn.Parameter(torch.randn(4, 3))]
     reference = [nn.Parameter(p.detach().clone()) for p in params]
-    fast = Nero(params, foreach=True)
-    loop = Nero(reference, foreach=False)
+    fast = Nero(params, **PATHS[path])
+    loop = Nero(reference, **PATHS["loop"])
     for p, q in zip(params, reference, strict=True):
         p.grad = torch.ones_like(p)
         q.grad = torch.ones_like(q)
@@ -251,12 +257,12 @@ def _train(model: nn.Module, optimizer: torch.optim.Optimizer, batches: list) ->
         optimizer.step()
 
 
-@pytest.mark.parametrize("foreach", [False, True], ids=["loop", "fast"])
+@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("constraints", [True, "mean", "none"])
-def test_state_dict_round_trip_continues_bit_identically(foreach: bool, constraints: bool | str) -> None:
+def test_state_dict_round_trip_continues_bit_identically(path: str, constraints: bool | str) -> None:
     batches = make_batches(10, torch.float32)
     model = make_model(torch.float32)
-    optimizer = Nero(model.parameters(), lr=0.05, constraints=constraints, foreach=foreach)
+    optimizer = Nero(model.parameters(), lr=0.05, constraints=constraints, **PATHS[path])
     _train(model, optimizer, batches[:5])
 
     buffer = io.BytesIO()
@@ -267,7 +273,7 @@ def test_state_dict_round_trip_continues_bit_identically(foreach: bool, constrai
     checkpoint = torch.load(buffer, weights_only=True)
     resumed = make_model(torch.float32, seed=123)
     resumed.load_state_dict(checkpoint["model"])
-    resumed_optimizer = Nero(resumed.parameters(), lr=0.05, constraints=constraints, foreach=foreach)
+    resumed_optimizer = Nero(resumed.parameters(), lr=0.05, constraints=constraints, **PATHS[path])
     # Building Nero on weights it trained leaves them exactly as they are.
     for name, value in resumed.state_dict().items():
         assert torch.equal(value, checkpoint["model"][name]), name
@@ -376,6 +382,8 @@ def test_sparse_gradients_are_refused() -> None:
         ({"constraints": "centre"}, "Invalid constraints: 'centre'; valid: True, False, 'both', 'mean', 'norm'"),
         ({"constraints": 1}, "Invalid constraints: 1"),
         ({"foreach": "yes"}, "Invalid foreach: 'yes'"),
+        ({"fused": 1.5}, "Invalid fused: 1.5"),
+        ({"fused": True, "foreach": True}, "foreach=True and fused=True together"),
     ],
 )
 def test_invalid_settings_name_the_bad_value(kwargs: dict, message: str) -> None:
@@ -520,14 +528,14 @@ def _check_nonfinite_trajectory(
     assert max_difference(got[-1], got[0]) > 1e-2
 
 
-@pytest.mark.parametrize("foreach", [False, True], ids=["loop", "fast"])
+@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("constraints", [True, "none"])
-def test_nonfinite_gradients_freeze_their_neurons_as_the_reference_does(foreach: bool, constraints: bool | str) -> None:
+def test_nonfinite_gradients_freeze_their_neurons_as_the_reference_does(path: str, constraints: bool | str) -> None:
     grads = _nonfinite_grads(12, poison=True)
     want = _reference_trajectory(_nonfinite_weights(), grads, constraints)
     params = [nn.Parameter(w) for w in _nonfinite_weights()]
     params[1].data = params[1].data.to(memory_format=torch.channels_last)  # conv weights as convolutions keep them
-    optimizer = Nero(params, lr=0.1, beta=0.9, constraints=constraints, foreach=foreach)
+    optimizer = Nero(params, lr=0.1, beta=0.9, constraints=constraints, **PATHS[path])
     got = []
     for step_grads in grads:
         for param, grad in zip(params, step_grads, strict=True):
@@ -568,3 +576,147 @@ def test_nonfinite_gradients_in_the_batched_form_freeze_only_that_members_neuron
         _check_nonfinite_trajectory(got[member], want, none=constraints == "none", poisoned=member == 0)
     if masked:
         assert all(torch.equal(p[2], s[2]) for p, s in zip(batched.params, start, strict=True))
+
+
+# The fused CPU kernel (nero_study.optim.fused): when it is taken, what it refuses, and threads.
+
+
+def _count_kernel_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    """Record the shape of every tensor the real kernels are called on (they still run)."""
+    from nero_study.optim import fused
+
+    calls: list[tuple[int, ...]] = []
+    real = fused.nero_step_
+
+    def spy(params: list[torch.Tensor], *args, **kwargs) -> None:
+        calls.extend(tuple(param.shape) for param in params)
+        real(params, *args, **kwargs)
+
+    monkeypatch.setattr(fused, "nero_step_", spy)
+    return calls
+
+
+def test_the_default_takes_the_kernels_for_cpu_tensors(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _count_kernel_calls(monkeypatch)
+    model = make_model(torch.float32)
+    optimizer = Nero(model.parameters())
+    _train(model, optimizer, make_batches(1, torch.float32))
+    assert sorted(calls) == sorted(tuple(p.shape) for p in model.parameters())
+    calls.clear()
+    loop = Nero(model.parameters(), foreach=False)  # an explicit loop stays the loop
+    _train(model, loop, make_batches(1, torch.float32))
+    assert calls == []
+
+
+def test_a_group_with_a_dtype_the_kernels_lack_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _count_kernel_calls(monkeypatch)
+    params = [nn.Parameter(torch.randn(4, 6, dtype=torch.bfloat16)), nn.Parameter(torch.randn(5, 3))]
+    reference = [nn.Parameter(p.detach().clone()) for p in params]
+    optimizer, loop = Nero(params), Nero(reference, foreach=False)
+    for p, q in zip(params, reference, strict=True):
+        p.grad = torch.ones_like(p)
+        q.grad = torch.ones_like(q)
+    optimizer.step()
+    loop.step()
+    assert calls == []  # not all its tensors can take the kernels: the whole group takes the fast path
+    assert max_difference(params, reference) <= 1e-2  # bfloat16 rounding on the fast path
+
+
+def test_fused_true_refuses_a_dtype_it_cannot_run_naming_it() -> None:
+    param = nn.Parameter(torch.randn(4, 6, dtype=torch.float16))
+    param.grad = torch.ones_like(param)
+    optimizer = Nero([param], fused=True)
+    with pytest.raises(RuntimeError, match=r"torch.float16 tensor .*torch.float32, torch.float64.*fused=None"):
+        optimizer.step()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_kernel_gives_no_update_where_the_squared_gradient_norm_underflows(dtype: torch.dtype) -> None:
+    """As the loop: v_hat == 0 (here from a gradient whose squares underflow in v's dtype) is 0/0 -> 0."""
+    tiny = torch.finfo(dtype).tiny
+    loop_params, fused_params = _random_params(dtype)[2:3], _random_params(dtype)[2:3]
+    loop, fused = Nero(loop_params, **PATHS["loop"]), Nero(fused_params, **PATHS["fused"])
+    before = fused_params[0].detach().clone()
+    for params in (loop_params, fused_params):
+        params[0].grad = torch.full(params[0].shape, tiny * 1e-3, dtype=dtype)
+    loop.step()
+    fused.step()
+    assert float(fused.state[fused_params[0]]["exp_avg_sq"].abs().max()) == 0.0
+    # Both only re-project the row (their roundings differ: the kernel multiplies by the inverse norm).
+    assert max_difference(fused_params, [before]) <= 4 * torch.finfo(dtype).eps
+    assert max_difference(loop_params, [before]) <= 4 * torch.finfo(dtype).eps
+
+
+def test_fused_steps_from_two_threads_at_once_agree_with_steps_one_after_the_other() -> None:
+    import threading
+
+    def train(model: nn.Module, barrier: threading.Barrier | None) -> None:
+        optimizer = Nero(model.parameters(), lr=0.05, fused=True)
+        for batch in make_batches(40):
+            optimizer.zero_grad()
+            loss_of(model, batch).backward()
+            if barrier is not None:
+                barrier.wait()  # both threads step at the same moment
+            optimizer.step()
+
+    alone = [make_model(seed=seed) for seed in (0, 1)]
+    for model in alone:
+        train(model, None)
+    together = [make_model(seed=seed) for seed in (0, 1)]
+    barrier = threading.Barrier(2)
+    threads = [threading.Thread(target=train, args=(model, barrier)) for model in together]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # float64: torch's own backward may split its reductions differently with two threads at work.
+    for a, b in zip(alone, together, strict=True):
+        assert max_difference(list(a.parameters()), list(b.parameters())) <= 1e-12
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_empty_tensors_are_stepped_over(path: str) -> None:
+    empty = [nn.Parameter(torch.zeros(shape)) for shape in [(0, 3), (3, 0), (0,), (2, 0, 3)]]
+    weight = nn.Parameter(torch.randn(3, 4))
+    optimizer = Nero([*empty, weight], **PATHS[path])
+    for param in [*empty, weight]:
+        param.grad = torch.ones_like(param)
+    before = weight.detach().clone()
+    optimizer.step()
+    assert [tuple(p.shape) for p in empty] == [(0, 3), (3, 0), (0,), (2, 0, 3)]
+    assert not torch.equal(weight, before) and torch.isfinite(weight).all()
+
+
+def test_fused_steps_follow_weights_and_state_replaced_between_steps() -> None:
+    """The kernels keep views of the weights and state between steps: a weight given new storage
+    (``param.data = ...``) and state loaded again (``load_state_dict``) must be what the next step changes."""
+    fused_model, loop_model = make_model(), make_model()
+    fused = Nero(fused_model.parameters(), lr=0.05, fused=True)
+    loop = Nero(loop_model.parameters(), lr=0.05, foreach=False)
+    batches = iter(make_batches(9))
+    for _ in range(3):
+        batch = next(batches)
+        _train(fused_model, fused, [batch])
+        _train(loop_model, loop, [batch])
+    for model in (fused_model, loop_model):
+        for param in model.parameters():
+            param.data = param.data.clone()
+    for _ in range(3):
+        batch = next(batches)
+        _train(fused_model, fused, [batch])
+        _train(loop_model, loop, [batch])
+    for optimizer in (fused, loop):
+        optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))
+    batch = next(batches)
+    _train(fused_model, fused, [batch])
+    _train(loop_model, loop, [batch])
+    for optimizer in (fused, loop):
+        for state in optimizer.state.values():  # state tensors swapped by hand
+            for key in ("exp_avg_sq", "step"):
+                state[key] = state[key].clone()
+    for _ in range(2):
+        batch = next(batches)
+        _train(fused_model, fused, [batch])
+        _train(loop_model, loop, [batch])
+    assert max_difference(list(fused_model.parameters()), list(loop_model.parameters())) <= 1e-12
+    assert [float(fused.state[p]["step"]) for p in fused_model.parameters()] == [9.0] * 7
