@@ -11,26 +11,25 @@ and Nero-loop / Nero-foreach (target >= 1.5). ``--only NAME ...`` times a subset
 
     .venv/bin/python benchmarks/optim_step.py [--threads N] [--repeats N] [--device cpu|cuda] [--only ...]
 
-Measured on a quiet 2-core AMD EPYC VM (load average < 1), torch 2.13 CPU, numba 0.68, 40 repeats, each line
-one run (``--threads 2``, then ``--threads 1``; ratios from that run's medians):
+Measured on a quiet 2-core AMD EPYC VM (load average 1.2), torch 2.13 CPU, numba 0.68, 40 repeats, each line one
+run, ratios from that run's medians (Adam's own step swung between 10 and 23 ms from run to run):
 
-    run                     nero fused ms  nero foreach  sgd foreach  adam foreach  fused/sgd  fused/adam  foreach/sgd
-    --threads 2             3.14           6.81          2.25         24.15         1.40       0.13        3.03
-    --threads 1             3.12           6.57          2.20         13.71         1.42       0.23        3.02
-    --threads 2             3.10           6.64          2.19         13.62         1.42       0.23        3.04
-    --only fused sgd adam   3.09           -             1.97         13.27         1.57       0.23        -
+    run           nero fused ms  nero foreach  sgd foreach  adam foreach  fused/sgd  fused/adam  foreach/sgd
+    --threads 2   2.78           6.10          1.54         10.30         1.80       0.27        3.95
+    --threads 1   2.74           5.92          1.53         10.25         1.79       0.27        3.87
+    --threads 2   2.83           6.13          1.58         22.76         1.79       0.12        3.88
+    --threads 2   2.75           6.04          1.56         10.38         1.77       0.27        3.88
+    --threads 1   2.78           12.86         1.59         21.52         1.74       0.13        8.06
 
-SGD's own step is not stable on this VM: between runs of the same command it took 1.0-2.3 ms (the same
-11.2 M floats), so only ratios from one run are meaningful. In a run where SGD took 1.06 ms, the kernels
-before their last change (per-tensor launches, two passes for the centred norm) took 2.98 ms, 2.8x; the
-numbers above are for the kernels as they are.
+SGD's own step is not stable on this VM either: in other runs of the same command it took 1.0-2.3 ms (the same
+11.2 M floats), so only ratios from one run mean anything. The fused step is about 1.8 SGD steps against
+the foreach path's 3.9.
 
 What the fused step does: each neuron is finished while it is in cache (its gradient's squared norm; the
 update, summing the new row and its squares; one more pass that centres and normalises), all weight matrices
-in one parallel launch and all 1-D tensors in one serial launch, with the views of weights and state kept
+in one parallel launch and all 1-D tensors in one serial launch, with the addresses of weights and state kept
 between steps. Before it, the foreach path's six full passes over each weight tensor and its dozen foreach
-calls (about 0.5 ms of Python and dispatch per step on these 62 tensors; the fused step's is about 0.3 ms)
-bounded Nero at about 3 SGD steps. Earlier attempts, kept for the record (single thread, all weight
+calls bounded Nero at about 4 SGD steps. Earlier attempts, kept for the record (single thread, all weight
 tensors, a loaded machine): ``torch.var_mean`` over rows took 79 ms, layer norm 19 ms,
 ``torch.addcmul(shift, rows, scale, out=rows)`` 10 ms; ``torch.compile`` of the per-tensor step
 (``fullgraph=True, dynamic=True``) compiled for 90 s, then ran slower than eager, and with static shapes hit

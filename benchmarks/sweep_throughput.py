@@ -59,7 +59,14 @@ def main() -> None:
     parser.add_argument("--optimizer", default="nero")
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument(
+        "--service", choices=["also", "only", "no"], default="also",
+        help="also time each mode through a warm `nero-study serve` (after the rows above), or only that",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.service == "only":
+        service_rows(args)
+        return
 
     from nero_study.optim.registry import get_optimizer
     from nero_study.study.cluster import pool_shape
@@ -140,6 +147,93 @@ def main() -> None:
               f"{median(packed, 1):.3f} s (target <= 0.1)")
         print(f"{batched}: throughput vs one by one {median(batched, 2):.2f}x for the whole n={small} run "
               f"(start-up included), {median(batched, 3):.2f}x marginal (target >= 1.5)")
+    if args.service == "also":
+        import ray
+
+        ray.shutdown()  # the service's worker starts its own Ray on these cores
+        service_rows(args)
+
+
+SERVICE_MODES = ("separate", "packed", "batched", "auto")
+
+
+def service_rows(args: argparse.Namespace) -> None:
+    """Each execution mode through a warm service, as a user meets it: `nero-study serve` (the API and one
+    worker on local Ray, SQLite) is started and warmed by an untimed sweep of the same task; then, per repeat,
+    a sweep of ``--trials`` lrs in each mode (the order rotated between repeats) is submitted over HTTP and
+    waited for. Times come from the store's own timestamps: submitted -> finished (what the user waits),
+    submitted -> claimed by the worker, claimed -> finished. Ratios are separate's time over each mode's, per
+    repeat (same machine state), and their medians."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from datetime import datetime
+    from pathlib import Path
+
+    from _server import TOKEN, free_port, wait_healthy
+
+    from nero_study.client import NeroStudyClient
+    from nero_study.optim.registry import get_optimizer
+
+    default = get_optimizer(args.optimizer).default_lr
+    grid = [lr for lr in lr_grid(args.trials, 1e-4, 1.0) if lr != default][: args.trials - 1]
+    folder = tempfile.mkdtemp(prefix="nero-bench-")
+    url = f"sqlite:///{Path(folder) / 'service.db'}"
+    port = free_port()
+    env = {**os.environ, "NERO_STUDY_DATABASE_URL": url, "NERO_STUDY_API_TOKENS": TOKEN}
+    command = [sys.executable, "-m", "nero_study.cli", "serve", "--port", str(port), "--workers", "1", "--no-demo"]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+
+    def seconds(sweep: dict, start: str, end: str) -> float:
+        return (datetime.fromisoformat(sweep[end]) - datetime.fromisoformat(sweep[start])).total_seconds()
+
+    try:
+        wait_healthy(base, server)  # 200 once the worker is alive (the service's health counts workers)
+        with NeroStudyClient(base, token=TOKEN) as client:
+
+            def run(mode: str, lrs: list[float]) -> dict:
+                spec = {"name": f"bench {mode}", "tasks": [args.task], "optimizers": [args.optimizer], "lrs": lrs,
+                        "budget": args.budget, "execution": mode, "resources": {"cpu": 1}}  # fmt: skip
+                sweep = client.wait(client.submit(spec)["id"], timeout=1800, poll=0.05)
+                if sweep["status"] != "succeeded":
+                    raise RuntimeError(f"the {mode} sweep ended {sweep['status']}: {sweep.get('error')}")
+                return sweep
+
+            warm = run("auto", grid[:3])
+            print(f"\nthrough a warm service ({args.task} / {args.optimizer}, {args.budget} budget, {len(grid) + 1}"
+                  f" trials per sweep, 1 worker, {os.cpu_count()} cores): warmed by an untimed "
+                  f"{seconds(warm, 'created_at', 'finished_at'):.2f} s sweep")  # fmt: skip
+            ratios: dict[str, list[float]] = {mode: [] for mode in SERVICE_MODES}
+            for repeat in range(args.repeats):
+                order = SERVICE_MODES[repeat % len(SERVICE_MODES) :] + SERVICE_MODES[: repeat % len(SERVICE_MODES)]
+                times: dict[str, tuple[float, float, float, str]] = {}
+                for mode in order:
+                    sweep = run(mode, grid)
+                    times[mode] = (
+                        seconds(sweep, "created_at", "finished_at"),
+                        seconds(sweep, "created_at", "started_at"),
+                        seconds(sweep, "started_at", "finished_at"),
+                        str(sweep.get("execution")),
+                    )
+                print(f"repeat {repeat + 1}/{args.repeats} (order {', '.join(order)})")
+                print(f"{'mode':<10}{'ran as':>10}{'submit->done s':>16}{'submit->claim s':>17}{'claim->done s':>15}"
+                      f"{'x separate':>12}")  # fmt: skip
+                for mode in SERVICE_MODES:
+                    total, claim, body, used = times[mode]
+                    ratio = times["separate"][0] / total
+                    ratios[mode].append(ratio)
+                    print(f"{mode:<10}{used:>10}{total:>16.2f}{claim:>17.2f}{body:>15.2f}{ratio:>12.2f}")
+            print(f"medians over {args.repeats} repeat(s), separate's time / each mode's: "
+                  + ", ".join(f"{mode} {statistics.median(values):.2f}x" for mode, values in ratios.items())
+                  + " (target for batched >= 1.5)")  # fmt: skip
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 if __name__ == "__main__":

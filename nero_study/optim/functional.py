@@ -179,7 +179,7 @@ def nero(
         params, grads, exp_avg_sqs, scales, steps = (
             [values[i] for i in keep] for values in (params, grads, exp_avg_sqs, scales, steps)
         )
-    if fused and fused_kernel.can_step(params, exp_avg_sqs, scales, steps):
+    if fused and fused_kernel.can_step(params, grads, exp_avg_sqs, scales, steps):
         fused_kernel.nero_step_(params, grads, exp_avg_sqs, scales, steps, plans=fused_plans, **settings)
     elif fused or foreach:
         _nero_foreach(params, grads, exp_avg_sqs, scales, steps, **settings)

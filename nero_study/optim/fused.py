@@ -7,7 +7,9 @@ neuron (row) is finished before the next starts: its gradient is read once for `
 the weights and, from cache, the gradient again, and sums the new row and its squares as it writes it; one more
 pass over the row, in cache, centres and normalises it. So the memory traffic is one SGD step's plus one read
 of the gradient. All weight matrices of a step go to one parallel launch (rows split between the threads by
-element count), all 1-D tensors to one serial launch: two calls into compiled code per step and dtype.
+element count), all 1-D tensors to one serial launch: two calls into compiled code per step and dtype. The
+kernels take the tensors by address (``data_ptr()``) with their shapes, so one compilation per dtype serves
+any model; the addresses of the weights and state are kept between steps while their storage stays the same.
 
 Arithmetic: the sums are accumulated in float64 whatever the tensor's dtype (``fastmath`` allows only
 reassociation and fused multiply-add, so they vectorise; NaN and inf keep their IEEE meaning), and element
@@ -18,16 +20,15 @@ compare every path with a float64 reference written from the paper's equations t
 and zero rows are handled as the per-tensor loop handles them: a neuron whose ``v_hat`` is 0, NaN or inf gets no
 update (it is still projected), and a row whose norm is 0 is left as it is.
 
-numba is imported and the kernels compiled on the first fused step, not on import (about a second per dtype and
-number of tensors, cached on disk beside this file or in numba's user cache; a cached load is ~0.4 s). Launches
-are serialised by a lock: numba's default thread pool aborts the process when two Python threads launch
-parallel kernels at once.
+numba is imported and the kernels compiled on the first fused step, not on import (a few seconds per dtype,
+cached on disk beside this file or in numba's user cache; loading them from there takes well under a second).
+Launches are serialised by a lock: numba's default thread pool aborts the process when two Python threads
+launch parallel kernels at once.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import threading
 from collections.abc import Callable, Sequence
 
@@ -67,67 +68,9 @@ def why_not(tensor: Tensor) -> str | None:
 
 @functools.cache
 def _kernels() -> tuple[Callable[..., None], Callable[..., None]]:
-    import numba
+    from nero_study.optim import _fused_kernels
 
-    @numba.njit(parallel=True, fastmath={"reassoc", "contract"}, cache=True, nogil=True)
-    def matrices(weights, grads, vs, scales, steps, lr, beta, center, normalize, rows, parts):  # noqa: ANN001, ANN202
-        # Per tensor t: weights[t] (rows, fan_in), v vs[t] (rows,), 1-element views of its scale and step.
-        # rows[r] = (tensor, row) of the r-th row of all tensors; parts[k]:parts[k + 1] are thread k's rows.
-        corrections = np.empty(len(weights))
-        for t in range(len(weights)):
-            steps[t][0] += 1
-            corrections[t] = 1.0 - beta ** np.float64(steps[t][0])
-        for part in numba.prange(len(parts) - 1):
-            for r in range(parts[part], parts[part + 1]):
-                t, i = rows[r, 0], rows[r, 1]
-                w = weights[t][i]
-                g = grads[t][i]
-                v = vs[t]
-                cast = w.dtype.type
-                fan_in = w.shape[0]
-                squares = 0.0
-                for j in range(fan_in):
-                    squares += np.float64(g[j]) * np.float64(g[j])
-                v[i] = beta * v[i] + (1.0 - beta) * squares
-                v_hat = np.float64(v[i]) / corrections[t]
-                total = 0.0
-                squares = 0.0
-                if v_hat > 0.0 and math.isfinite(v_hat):
-                    step = cast(-lr * np.float64(scales[t][0]) / math.sqrt(v_hat))
-                    for j in range(fan_in):
-                        x = w[j] + step * g[j]
-                        w[j] = x
-                        total += x
-                        squares += np.float64(x) * np.float64(x)
-                else:  # 0/0, or v NaN or inf: no update (the reference's NaN -> 0)
-                    for j in range(fan_in):
-                        total += w[j]
-                        squares += np.float64(w[j]) * np.float64(w[j])
-                mean = total / fan_in if center else 0.0
-                inverse = 1.0
-                if normalize:
-                    centred = squares - fan_in * mean * mean
-                    if centred > 0.0:
-                        inverse = 1.0 / math.sqrt(centred)
-                if center or inverse != 1.0:
-                    shift, factor = cast(mean), cast(inverse)
-                    for j in range(fan_in):
-                        w[j] = (w[j] - shift) * factor
-
-    @numba.njit(fastmath={"contract"}, cache=True, nogil=True)
-    def vectors(weights, grads, vs, scales, steps, lr, beta):  # noqa: ANN001, ANN202
-        for t in range(len(weights)):
-            steps[t][0] += 1
-            correction = 1.0 - beta ** np.float64(steps[t][0])
-            w, g, v = weights[t], grads[t], vs[t]
-            scale = np.float64(scales[t][0])
-            for j in range(w.shape[0]):
-                v[j] = beta * v[j] + (1.0 - beta) * (np.float64(g[j]) * np.float64(g[j]))
-                v_hat = np.float64(v[j]) / correction
-                if v_hat > 0.0 and math.isfinite(v_hat):
-                    w[j] = w[j] - w.dtype.type(lr * scale * (g[j] / math.sqrt(v_hat)))
-
-    return matrices, vectors
+    return _fused_kernels.matrices, _fused_kernels.vectors
 
 
 @functools.lru_cache(maxsize=64)
@@ -142,8 +85,10 @@ def _row_plan(row_counts: tuple[int, ...], fan_ins: tuple[int, ...], threads: in
 
 
 class _Plan:
-    """The arrays one dtype's kernels read that stay the same from step to step (numpy views of the weights and
-    their v, scale and step tensors), kept while the weights' storage and the state tensors are the same."""
+    """What one dtype's kernels read that stays the same from step to step (the addresses of the weights and
+    of their v, scale and step tensors, and their shapes), kept while the weights' storage and the state
+    tensors are the same. Holds the storage behind every address it keeps (detached views), so that none is
+    freed while the plan lives, even if a tensor is given other storage (``param.data = ...``)."""
 
     def __init__(self, params: list[Tensor], vs: list[Tensor], scales: list[Tensor], steps: list[Tensor]) -> None:
         self.params, self.vs, self.scales, self.steps = params, vs, scales, steps
@@ -153,11 +98,22 @@ class _Plan:
         # Non-contiguous weights (e.g. channels-last convolutions) are stepped in contiguous copies, copied back.
         self.works = [param if param.is_contiguous() else param.contiguous() for param in params]
         self.copies = [(param, work) for param, work in zip(params, self.works, strict=True) if work is not param]
-        self.m_weights = tuple(self.works[k].detach().view(params[k].shape[0], -1).numpy() for k in self.matrix)
-        self.e_weights = tuple(self.works[k].detach().view(-1).numpy() for k in self.vector)
-        self.shapes = (tuple(w.shape[0] for w in self.m_weights), tuple(w.shape[1] for w in self.m_weights))
-        self.m_state = tuple(_state_views(vs, scales, steps, self.matrix))
-        self.e_state = tuple(_state_views(vs, scales, steps, self.vector))
+        self.m_at = self._addresses(self.matrix)
+        self.e_at = self._addresses(self.vector)
+        self.row_counts = tuple(params[k].shape[0] for k in self.matrix)
+        self.fan_ins = tuple(params[k].numel() // params[k].shape[0] for k in self.matrix)
+        self.m_shapes = np.array(list(zip(self.row_counts, self.fan_ins, strict=True)), dtype=np.int64).reshape(-1, 2)
+        self.e_sizes = np.array([params[k].numel() for k in self.vector], dtype=np.int64)
+        self.like = np.empty(0, dtype=torch.empty(0, dtype=params[0].dtype).numpy().dtype)
+        self.storage = [tensor.detach() for tensor in (*self.works, *vs, *scales, *steps)]
+
+    def _addresses(self, indices: list[int]) -> np.ndarray:
+        """Per tensor: weights, gradient (filled in each step), v, scale and step addresses."""
+        at = np.zeros((len(indices), 5), dtype=np.int64)
+        for row, k in enumerate(indices):
+            at[row] = (self.works[k].data_ptr(), 0, self.vs[k].data_ptr(), self.scales[k].data_ptr(),
+                       self.steps[k].data_ptr())  # fmt: skip
+        return at
 
     def holds(self, params: list[Tensor], vs: list[Tensor], scales: list[Tensor], steps: list[Tensor]) -> bool:
         """Whether this plan is still right for these tensors (copies are made again every step)."""
@@ -173,28 +129,26 @@ def _storage_key(params: list[Tensor]) -> list[tuple[int, torch.Size]]:
     return [(param.data_ptr(), param.shape) for param in params]
 
 
-def _state_views(
-    vs: list[Tensor], scales: list[Tensor], steps: list[Tensor], indices: list[int]
-) -> tuple[tuple[np.ndarray, ...], ...]:
-    return (
-        tuple(vs[k].view(-1).numpy() for k in indices),
-        tuple(scales[k].view(1).numpy() for k in indices),
-        tuple(steps[k].view(1).numpy() for k in indices),
-    )
-
-
 def can_step(
-    params: Sequence[Tensor], exp_avg_sqs: Sequence[Tensor], scales: Sequence[Tensor], steps: Sequence[Tensor]
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    exp_avg_sqs: Sequence[Tensor],
+    scales: Sequence[Tensor],
+    steps: Sequence[Tensor],
 ) -> bool:
-    """Whether :func:`nero_step_` takes these tensors: all on CPU in float32 or float64, none empty, with
-    Nero's state as Nero makes it (v of the weight's dtype, contiguous; a 0-d scale of its dtype; a 0-d
-    float32 step)."""
-    for param, v, scale, step in zip(params, exp_avg_sqs, scales, steps, strict=True):
+    """Whether :func:`nero_step_` takes these tensors: all on CPU in float32 or float64, none empty, gradients
+    of their weights' dtype and shape, and Nero's state as Nero makes it (contiguous v of the weight's dtype;
+    a one-element scale of its dtype; a one-element float32 step), all on CPU."""
+    for param, grad, v, scale, step in zip(params, grads, exp_avg_sqs, scales, steps, strict=True):
         if not supports(param) or not param.numel():
+            return False
+        if grad.dtype != param.dtype or grad.shape != param.shape or grad.device.type != "cpu":
             return False
         if v.dtype != param.dtype or not v.is_contiguous() or v.device.type != "cpu":
             return False
-        if scale.dtype != param.dtype or scale.numel() != 1 or step.dtype != torch.float32 or step.numel() != 1:
+        if scale.dtype != param.dtype or scale.numel() != 1 or scale.device.type != "cpu":
+            return False
+        if step.dtype != torch.float32 or step.numel() != 1 or step.device.type != "cpu":
             return False
     return True
 
@@ -213,8 +167,8 @@ def nero_step_(
     plans: dict[torch.dtype, _Plan] | None = None,
 ) -> None:
     """One Nero step in place, step counts included, for tensors :func:`can_step` takes (see the module's
-    docstring). ``plans`` (one dict per parameter group, kept by the caller) saves rebuilding the views of
-    the weights and their state every step."""
+    docstring). ``plans`` (one dict per parameter group, kept by the caller) saves collecting the addresses
+    of the weights and their state every step."""
     matrices, vectors = _kernels()
     plans = {} if plans is None else plans
     by_dtype: dict[torch.dtype, list[int]] = {}
@@ -228,32 +182,24 @@ def nero_step_(
         plan = plans.get(dtype)
         if plan is None or not plan.holds(d_params, d_vs, d_scales, d_steps):
             plan = plans[dtype] = _Plan(d_params, d_vs, d_scales, d_steps)
+        # Gradients as contiguous tensors (kept referenced here until the kernels have run).
+        contiguous = [grad if grad.is_contiguous() else grad.contiguous() for grad in d_grads]
         with _LOCK:
             if plan.matrix:
                 threads = _set_threads()
-                rows, parts = _row_plan(*plan.shapes, threads)
-                m_grads = tuple(_grad_view(d_grads[k], matrix=True) for k in plan.matrix)
-                matrices(
-                    plan.m_weights,
-                    m_grads,
-                    *plan.m_state,
-                    float(lr),
-                    float(beta),
-                    bool(center),
-                    bool(normalize),
-                    rows,
-                    parts,
-                )
+                rows, parts = _row_plan(plan.row_counts, plan.fan_ins, threads)
+                plan.m_at[:, 1] = [contiguous[k].data_ptr() for k in plan.matrix]
+                matrices(plan.m_at, plan.m_shapes, plan.like, _COUNTER, float(lr), float(beta), bool(center),
+                         bool(normalize), rows, parts)  # fmt: skip
             if plan.vector:
-                e_grads = tuple(_grad_view(d_grads[k], matrix=False) for k in plan.vector)
-                vectors(plan.e_weights, e_grads, *plan.e_state, float(lr), float(beta))
+                plan.e_at[:, 1] = [contiguous[k].data_ptr() for k in plan.vector]
+                vectors(plan.e_at, plan.e_sizes, plan.like, _COUNTER, float(lr), float(beta))
         for param, work in plan.copies:
             param.copy_(work)
 
 
-def _grad_view(grad: Tensor, *, matrix: bool) -> np.ndarray:
-    rows = grad.reshape(grad.shape[0], -1) if matrix else grad.reshape(-1)
-    return (rows if rows.is_contiguous() else rows.contiguous()).numpy()
+#: The dtype of Nero's step counters (torch.optim keeps them as float32 tensors).
+_COUNTER = np.empty(0, dtype=np.float32)
 
 
 _THREADS = threading.local()

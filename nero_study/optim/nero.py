@@ -48,8 +48,8 @@ def _check_settings(lr: Any, beta: Any, constraints: Any, foreach: Any, fused: A
         raise ValueError(f"Invalid fused: {fused!r}; valid: None, True, False")
     if fused and foreach:
         raise ValueError(
-            "foreach=True and fused=True together: choose one (fused already takes the foreach path "
-            "for the tensors its kernel does not)"
+            "foreach=True and fused=True together: choose one (fused falls back to the foreach path "
+            "by itself where its kernels cannot take a group's tensors)"
         )
     if fused and not fused_kernel.available():
         raise ValueError("fused=True needs numba, which does not import here; valid without it: fused=None or False")
@@ -62,8 +62,8 @@ def default_foreach(params: list[Tensor]) -> bool:
 
 def default_fused(params: list[Tensor], foreach: bool | None) -> bool:
     """Whether to take the fused kernels when ``fused`` is None: where numba imports, for CPU tensors of
-    float32 or float64, unless ``foreach=False`` asked for the per-tensor loop."""
-    return foreach is not False and all(fused_kernel.supports(param) for param in params) and fused_kernel.available()
+    float32 or float64, unless ``foreach`` asked for a path (True the foreach path, False the loop)."""
+    return foreach is None and all(fused_kernel.supports(param) for param in params) and fused_kernel.available()
 
 
 def _check_fusable(params: list[Tensor]) -> None:
@@ -87,7 +87,7 @@ class Nero(Optimizer):
             the fast path for CPU and CUDA tensors.
         fused: True for the CPU kernels of :mod:`nero_study.optim.fused` (each neuron whole while it is in
             cache; CPU tensors of float32 or float64, anything else refused), False never, None
-            (the default) for it wherever it applies and numba imports, unless ``foreach=False``.
+            (the default) for it wherever it applies and numba imports, unless ``foreach`` is given.
 
     Building Nero changes the weights (the projection), once: rebuilding it on weights that already satisfy
     the constraints leaves them bit-for-bit unchanged, so a checkpoint resumes exactly with

@@ -605,6 +605,8 @@ def test_the_default_takes_the_kernels_for_cpu_tensors(monkeypatch: pytest.Monke
     calls.clear()
     loop = Nero(model.parameters(), foreach=False)  # an explicit loop stays the loop
     _train(model, loop, make_batches(1, torch.float32))
+    fast = Nero(model.parameters(), foreach=True)  # and an explicit foreach the foreach path
+    _train(model, fast, make_batches(1, torch.float32))
     assert calls == []
 
 
