@@ -67,10 +67,10 @@ def why_not(tensor: Tensor) -> str | None:
 
 
 @functools.cache
-def _kernels() -> tuple[Callable[..., None], Callable[..., None]]:
+def _kernels() -> tuple[Callable[..., None], Callable[..., None], Callable[..., None]]:
     from nero_study.optim import _fused_kernels
 
-    return _fused_kernels.matrices, _fused_kernels.vectors
+    return _fused_kernels.matrices, _fused_kernels.matrices_serial, _fused_kernels.vectors
 
 
 @functools.lru_cache(maxsize=64)
@@ -169,7 +169,7 @@ def nero_step_(
     """One Nero step in place, step counts included, for tensors :func:`can_step` takes (see the module's
     docstring). ``plans`` (one dict per parameter group, kept by the caller) saves collecting the addresses
     of the weights and their state every step."""
-    matrices, vectors = _kernels()
+    matrices, matrices_serial, vectors = _kernels()
     plans = {} if plans is None else plans
     by_dtype: dict[torch.dtype, list[int]] = {}
     for k, param in enumerate(params):
@@ -189,8 +189,11 @@ def nero_step_(
                 threads = _set_threads()
                 rows, parts = _row_plan(plan.row_counts, plan.fan_ins, threads)
                 plan.m_at[:, 1] = [contiguous[k].data_ptr() for k in plan.matrix]
-                matrices(plan.m_at, plan.m_shapes, plan.like, _COUNTER, float(lr), float(beta), bool(center),
-                         bool(normalize), rows, parts)  # fmt: skip
+                settings = (float(lr), float(beta), bool(center), bool(normalize), rows)
+                if threads > 1:
+                    matrices(plan.m_at, plan.m_shapes, plan.like, _COUNTER, *settings, parts)
+                else:
+                    matrices_serial(plan.m_at, plan.m_shapes, plan.like, _COUNTER, *settings)
             if plan.vector:
                 plan.e_at[:, 1] = [contiguous[k].data_ptr() for k in plan.vector]
                 vectors(plan.e_at, plan.e_sizes, plan.like, _COUNTER, float(lr), float(beta))
@@ -206,12 +209,13 @@ _THREADS = threading.local()
 
 
 def _set_threads() -> int:
-    """As many kernel threads as torch uses for its own CPU ops (``torch.set_num_threads``); returns it. numba's
+    """As many kernel threads as torch uses for its own CPU ops (``torch.set_num_threads``); returns it. With one,
+    numba's thread pool is not touched (setting its size starts it): the serial kernel runs instead. numba's
     setting is per calling thread, and so is the record of what it was last set to."""
     import numba
 
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    if getattr(_THREADS, "value", None) != threads:
+    if threads > 1 and getattr(_THREADS, "value", None) != threads:
         numba.set_num_threads(threads)
         _THREADS.value = threads
     return threads

@@ -722,3 +722,41 @@ def test_fused_steps_follow_weights_and_state_replaced_between_steps() -> None:
         _train(loop_model, loop, [batch])
     assert max_difference(list(fused_model.parameters()), list(loop_model.parameters())) <= 1e-12
     assert [float(fused.state[p]["step"]) for p in fused_model.parameters()] == [9.0] * 7
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_serial_and_the_parallel_kernel_agree_with_the_loop(monkeypatch: pytest.MonkeyPatch, threads: int) -> None:
+    """One torch thread takes the serial kernel (no thread pool woken), more the parallel one; both as the loop."""
+    from nero_study.optim import fused
+
+    parallel, serial, vectors = fused._kernels()
+    used: list[str] = []
+
+    def spy(name: str, kernel):  # noqa: ANN001, ANN202
+        def call(*args):  # noqa: ANN002, ANN202
+            used.append(name)
+            return kernel(*args)
+
+        return call
+
+    monkeypatch.setattr(fused, "_kernels", lambda: (spy("parallel", parallel), spy("serial", serial), vectors))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        loop_params, fused_params = _random_params(torch.float64), _random_params(torch.float64)
+        loop = Nero(loop_params, lr=0.05, beta=0.9, **PATHS["loop"])
+        fused_nero = Nero(fused_params, lr=0.05, beta=0.9, **PATHS["fused"])
+        generator = torch.Generator().manual_seed(6)
+        for _ in range(5):
+            for a, b in zip(loop_params, fused_params, strict=True):
+                grad = torch.randn(a.shape, generator=generator, dtype=torch.float64)
+                a.grad, b.grad = grad.clone(), grad.clone()
+            loop.step()
+            fused_nero.step()
+    finally:
+        torch.set_num_threads(before)
+    assert max_difference(loop_params, fused_params) <= 1e-12
+    import numba
+
+    parallel_possible = min(threads, numba.config.NUMBA_NUM_THREADS) > 1  # numba's pool: one thread per core
+    assert set(used) == {"parallel" if parallel_possible else "serial"} and len(used) == 5
