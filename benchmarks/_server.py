@@ -47,3 +47,13 @@ def wait_healthy(base_url: str, server: subprocess.Popen[bytes], timeout: float 
             pass
         time.sleep(0.25)
     raise TimeoutError(f"the server did not answer /healthz within {timeout:.0f} s")
+
+
+def stop_server(server: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
+    server.terminate()
+    try:
+        server.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()

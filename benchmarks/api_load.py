@@ -25,7 +25,6 @@ import math
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,7 +38,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _server import free_port, start_server, wait_healthy  # noqa: E402
+from _server import free_port, start_server, stop_server, wait_healthy  # noqa: E402
 
 from nero_study.store import db, repo  # noqa: E402
 from nero_study.store.models import Trial  # noqa: E402
@@ -258,11 +257,7 @@ def main() -> None:
             cores = os.cpu_count() or 1
             print(f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {cores} cores")
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_server(server, timeout=15)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _server import free_port, start_server, wait_healthy  # noqa: E402
+from _server import free_port, start_server, stop_server, wait_healthy  # noqa: E402
 
 from nero_study.store import db, repo  # noqa: E402
 from nero_study.study.queue import queue_sweep  # noqa: E402
@@ -254,8 +254,7 @@ def main() -> None:
                     elapsed, _ = timed_get(http, f"{paths['figures.json']}?version={answer['version']}")
                     version_poll.append(elapsed)
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            stop_server(server)
 
     print(
         f"\n{args.trials} trials, min of {args.repeats}, ms (targets: after a change <= {TARGET_CHANGED_MS:.0f}, "

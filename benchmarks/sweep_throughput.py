@@ -30,7 +30,24 @@ over a whole 16-trial run, packed: fresh 0.35-0.39 s (of which ~6 s is one-off s
 A bundle size of 1 on warm runners came from a prototype: 16-trial packed sweeps on one pool cost 0.064-0.075 s
 per trial with bundles of 4 (end-of-run imbalance) and 0.011 s with bundles of 1.
 
+Through a warm service (``--service only`` runs just these rows; ``also``, the default, runs them after the
+rows above): ``nero-study serve`` with one worker on a temporary SQLite store, warmed by an untimed sweep of the
+task; then per repeat one 16-lr sweep in each execution mode, submitted over HTTP, times from the store's
+timestamps. Measured 2026-12-02 on this 2-core machine, nothing else running, Nero on its fused CPU step
+(``--service only --repeats 2``; "x separate" is separate's submit->done time over each mode's, same repeat):
+
+    task / optimiser     separate s     packed s       batched s      auto (ran as)        batched x separate
+    digits-mlp / nero    6.06, 4.96     5.26, 5.54     5.86, 5.55     5.64, 5.82 (batched)  1.03, 0.89
+    digits-vgg / nero    25.30, 24.08   25.29, 28.02   23.89, 24.22   25.40, 23.94 (batched) 1.06, 0.99
+    digits-mlp / sgd     4.20           4.10           4.10           3.80 (batched)        1.03 (one repeat)
+
+About 1 s of each is the worker's poll for new sweeps (``submit->claim``; the sweeps here come back to back).
+Stacking does not pay off on warm CPU runners: both slots are busy either way, and these models' steps are
+compute, not per-step overhead, once the runners are warm and Nero's step is fused. The issue's target
+(batched >= 1.5x separate) is not met.
+
     .venv/bin/python benchmarks/sweep_throughput.py [--trials 16] [--budget proxy] [--slots 2] [--repeats 1]
+                                                    [--task digits-mlp] [--optimizer nero] [--service also|only|no]
 """
 
 from __future__ import annotations
@@ -171,7 +188,7 @@ def service_rows(args: argparse.Namespace) -> None:
     from datetime import datetime
     from pathlib import Path
 
-    from _server import TOKEN, free_port, wait_healthy
+    from _server import TOKEN, free_port, stop_server, wait_healthy
 
     from nero_study.client import NeroStudyClient
     from nero_study.optim.registry import get_optimizer
@@ -229,11 +246,7 @@ def service_rows(args: argparse.Namespace) -> None:
                   + ", ".join(f"{mode} {statistics.median(values):.2f}x" for mode, values in ratios.items())
                   + " (target for batched >= 1.5)")  # fmt: skip
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server, timeout=60)
 
 
 if __name__ == "__main__":
