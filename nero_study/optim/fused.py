@@ -68,9 +68,9 @@ def why_not(tensor: Tensor) -> str | None:
 
 @functools.cache
 def _kernels() -> tuple[Callable[..., None], Callable[..., None], Callable[..., None]]:
-    from nero_study.optim import _fused_kernels
+    from nero_study.optim import kernels
 
-    return _fused_kernels.matrices, _fused_kernels.matrices_serial, _fused_kernels.vectors
+    return kernels.matrices, kernels.matrices_serial, kernels.vectors
 
 
 @functools.lru_cache(maxsize=64)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,6 +150,11 @@ def test_a_killed_runner_is_restarted_and_its_bundle_run_again(tmp_path: Path, p
     assert outcome.status == "succeeded"
     assert sorted(t.seed for t in trials.values()) == list(range(8))
     assert all(t.status == "succeeded" for t in trials.values())
+    # The victim's replacement starts whether or not the sweep still needs it; the sweep may end first
+    # (its bundle rerun on the other runner), so wait for the replacement to report its pid (a failsafe limit).
+    deadline = time.monotonic() + 60
+    while len(pool.runner_pids()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
     pids = pool.runner_pids()
     assert victim in pids and len(pids) == 3  # the two first runners and the victim's replacement
     assert pool.retries == 1
