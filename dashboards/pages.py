@@ -36,6 +36,8 @@ from dashboards.tables import paper_tables, profile_score_rows, robustness_rows
 from dashboards.templating import inline_assets, render, render_fragments, served_assets
 from nero_study.study.bracket import stored_bracket_summaries
 from nero_study.study.findings import Findings
+from nero_study.study.plan import auto_execution_by_task
+from nero_study.study.spec import SweepSpec
 from nero_study.study.verdict import EDGE_ADVICE, sweep_verdict
 from nero_study.tasks.registry import task_caveats
 from nero_study.vocabulary import BUDGETS, PRESETS, TRIAL_ENDED
@@ -207,9 +209,22 @@ def _recent_trials(snapshot: SweepSnapshot, limit: int = RECENT_TRIALS) -> list[
     return [trial_record(row) for row in picked.head(limit).to_dict("records")]
 
 
+def _auto_execution(spec: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(task, mode, why) of what ``execution: auto`` runs, for an auto sweep's page; empty for other sweeps and
+    for a stored spec that no longer validates."""
+    if spec.get("execution", "auto") != "auto":
+        return []
+    try:
+        choices = auto_execution_by_task(SweepSpec.model_validate(spec))
+    except (ValueError, KeyError):
+        return []
+    return [(task, mode, why) for task, (mode, why) in choices.items()]
+
+
 def _sweep_context(snapshot: SweepSnapshot) -> dict[str, Any]:
     return {
         "sweep": snapshot,
+        "auto_execution": _auto_execution(snapshot.spec),
         "caveats": task_caveats(snapshot.spec.get("tasks", []) or []),
         "progress": snapshot.progress,
         "recent_trials": _recent_trials(snapshot),

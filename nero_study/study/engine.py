@@ -28,7 +28,7 @@ from ray.tune import Stopper
 from sqlalchemy.orm import Session, sessionmaker
 
 from nero_study.store import repo
-from nero_study.study.batched import supports_batched
+from nero_study.study.batched import auto_execution
 from nero_study.study.cluster import PoolShape, ensure_ray, pool_shape
 from nero_study.study.plan import PlannedTrial, plan_bracket_round, plan_seed_repeats, plan_trials, tpe_space
 from nero_study.study.pool import WarmPool
@@ -355,10 +355,15 @@ class SweepEngine:
         )
 
     def _execution_mode(self, members: list[tuple[int, TrialSpec]]) -> ExecutionMode:
-        """The spec's mode; ``auto`` picks batched where a task's trials can share stacked runs, else packed."""
+        """The spec's mode; ``auto`` as :func:`~nero_study.study.batched.auto_execution` rules for the task."""
         if self.spec.execution != "auto":
             return self.spec.execution
-        return "batched" if supports_batched([trial_spec for _, trial_spec in members]) else "packed"
+        by_label: dict[str, list[TrialSpec]] = {}
+        for _, trial_spec in members:
+            by_label.setdefault(trial_spec.optimizer_label, []).append(trial_spec)
+        mode, why = auto_execution(by_label)
+        logger.info("%s: auto runs %s %s: %s", self.spec.name, members[0][1].task, mode, why)
+        return mode
 
     def _fit(
         self,

@@ -80,6 +80,20 @@ def plan_trials(spec: SweepSpec) -> list[PlannedTrial]:
     ]
 
 
+def auto_execution_by_task(spec: SweepSpec) -> dict[str, tuple[str, str]]:
+    """Per task, what ``execution: auto`` runs for the grid of ``spec`` and why (the engine's rule,
+    :func:`nero_study.study.batched.auto_execution`, on the grid's trials with the first seed)."""
+    from nero_study.study.batched import auto_execution
+
+    return {
+        task: auto_execution(
+            {label: [make_trial_spec(spec, task, label, lr, spec.seeds[0]) for lr in spec.grid_for(label)]
+             for label in spec.labels}
+        )
+        for task in spec.tasks
+    }  # fmt: skip
+
+
 def _as_records(results: Any) -> list[Any]:
     """Results as a list of mappings or plain objects (a DataFrame gives its rows; a TrialResult its dict)."""
     if hasattr(results, "columns") and hasattr(results, "to_dict"):  # a pandas DataFrame
@@ -210,6 +224,7 @@ def _count_stored_spec(sweep_id: str, spec_json: str) -> int | None:
 
 __all__ = [
     "PlannedTrial",
+    "auto_execution_by_task",
     "best_lrs",
     "make_trial_spec",
     "plan_bracket_round",

@@ -83,3 +83,17 @@ def test_slot_use_is_shown_by_the_api_the_page_and_the_status_line(
     page = client.get(f"/sweeps/{sweep['id']}").text
     assert "<b>slot use</b> 75% <span class=\"muted\">(45 of 60 slot-s)</span>" in page
     assert progress_line(shown).endswith("; slot use 75%")
+
+
+def test_the_page_says_what_auto_execution_runs_per_task_and_why(
+    client: TestClient, submit: Callable[..., dict[str, Any]], quick_spec: dict[str, Any]
+) -> None:
+    """``execution: auto`` (the default) is explained per task on the page, by the engine's rule; a sweep that
+    chose its mode itself gets no such line."""
+    sweep = submit({**quick_spec, "tasks": ["digits-mlp", "digits-resnet"]})
+    page = client.get(f"/sweeps/{sweep['id']}").text
+    assert "<b>auto</b> digits-mlp: batched <span class=\"muted\">(the trials of nero, adam share stacked runs" in page
+    assert "digits-resnet: packed <span class=\"muted\">(task &#39;digits-resnet&#39; does not declare batched" in page
+    chosen = submit({**quick_spec, "execution": "packed"})
+    assert "<b>auto</b>" not in client.get(f"/sweeps/{chosen['id']}").text
+

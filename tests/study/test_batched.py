@@ -138,3 +138,17 @@ def test_unbatchable_tasks_and_settings_say_why() -> None:
     amsgrad = TrialSpec(task="digits-mlp", optimizer="adam", lr=0.001, hyperparameters={"amsgrad": True})
     assert "no batched form" in batched_support(amsgrad)
     assert batched_support(TrialSpec(task="digits-mlp", optimizer="nero", lr=0.01)) is None
+
+
+def test_auto_execution_is_the_engines_rule_with_its_reasons() -> None:
+    from nero_study.study.batched import auto_execution
+
+    def trials(task: str, optimizer: str) -> list[TrialSpec]:
+        return [TrialSpec(task=task, optimizer=optimizer, lr=lr) for lr in (0.01, 0.1)]
+
+    stackable = {"nero": trials("digits-mlp", "nero"), "sgd": trials("digits-mlp", "sgd")}
+    assert auto_execution(stackable) == ("batched", "the trials of nero, sgd share stacked runs (one per slot)")
+    assert supports_batched([spec for group in stackable.values() for spec in group])
+    mode, why = auto_execution({"nero": trials("digits-resnet", "nero")})
+    assert mode == "packed" and "'digits-resnet' does not declare batched support" in why
+    assert auto_execution({"nero": trials("digits-mlp", "nero")[:1]}) == ("packed", "fewer than two trials to stack")
