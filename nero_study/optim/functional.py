@@ -170,7 +170,7 @@ def nero(
 
     ``fused`` hands the step to the kernels of :mod:`nero_study.optim.fused` (each neuron whole while it is in
     cache) when they take all the tensors (CPU, float32 or float64), else it takes the foreach path;
-    ``fused_plans`` is a dict the caller keeps per parameter group, in which the kernels keep their views of
+    ``fused_plans`` is a dict the caller keeps per parameter group, in which the kernels keep the addresses of
     the weights and state from step to step.
     """
     settings = {"lr": lr, "beta": beta, "center": center, "normalize": normalize}

@@ -2,7 +2,7 @@
 
 The foreach path (:func:`nero_study.optim.functional.nero` with ``foreach=True``) makes six passes over every
 weight tensor (the gradient's row norms, the update, the row mean, the centring, the row norm, the division),
-each a full trip through memory, and a dozen foreach calls: about three SGD steps of time on CPU. Here each
+each a full trip through memory, and a dozen foreach calls: about four SGD steps of time on CPU. Here each
 neuron (row) is finished before the next starts: its gradient is read once for ``||g_i||^2``; the update reads
 the weights and, from cache, the gradient again, and sums the new row and its squares as it writes it; one more
 pass over the row, in cache, centres and normalises it. So the memory traffic is one SGD step's plus one read

@@ -48,8 +48,8 @@ def _check_settings(lr: Any, beta: Any, constraints: Any, foreach: Any, fused: A
         raise ValueError(f"Invalid fused: {fused!r}; valid: None, True, False")
     if fused and foreach:
         raise ValueError(
-            "foreach=True and fused=True together: choose one (fused falls back to the foreach path "
-            "by itself where its kernels cannot take a group's tensors)"
+            "foreach=True and fused=True together: choose one; valid: fused=True (the kernels), "
+            "foreach=True (the foreach path), or neither (the kernels where they apply)"
         )
     if fused and not fused_kernel.available():
         raise ValueError("fused=True needs numba, which does not import here; valid without it: fused=None or False")
@@ -106,7 +106,7 @@ class Nero(Optimizer):
     ) -> None:
         _check_settings(lr, beta, constraints, foreach, fused)
         defaults = {"lr": lr, "beta": beta, "constraints": constraints, "foreach": foreach, "fused": fused}
-        # Per group, the fused kernels' views of the weights and state (not part of the optimizer's state:
+        # Per group, the fused kernels' addresses of the weights and state (not part of the optimizer's state:
         # rebuilt after unpickling, and whenever a weight's storage or a state tensor changes).
         self._fused_plans: dict[int, dict] = {}
         super().__init__(params, defaults)
