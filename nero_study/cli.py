@@ -705,6 +705,7 @@ def serve(
     api_app = create_app(settings)
     if workers > 0:
         api_app.state.worker_status = supervisor.status  # /healthz reports them
+        api_app.state.wake_workers = supervisor.wake  # a submitted sweep is claimed at once
     try:
         uvicorn.run(api_app, host=settings.host, port=settings.port, log_level="info")
     finally:

@@ -90,3 +90,55 @@ def test_serve_restarts_a_dead_worker_and_takes_its_workers_with_it_when_killed(
         if serve.poll() is None:
             serve.kill()
             serve.wait()
+
+
+def test_a_sweep_submitted_to_serve_is_claimed_without_waiting_for_the_workers_poll(tmp_path: Path) -> None:
+    """The workers poll the queue once an hour here: both sweeps, the second submitted after the worker has found
+    the queue empty again, can only finish within the failsafe because the submission woke the worker."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "NERO_STUDY_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
+        "NERO_STUDY_API_TOKENS": "t",
+        "NERO_STUDY_POLL_SECONDS": "3600",
+        "RAY_AUTH_MODE": "disabled",
+    }
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "nero_study.cli", "serve", "--port", str(port), "--workers", "1", "--no-demo"],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    spec = {"tasks": ["digits-mlp"], "optimizers": ["sgd"], "lrs": [0.1], "budget": "smoke"}
+
+    def finished(sweep_id: str) -> str | None:
+        try:
+            status = httpx.get(f"{base}/api/sweeps/{sweep_id}", timeout=5).json()["status"]
+        except httpx.HTTPError:
+            return None
+        return status if status in ("succeeded", "failed", "trials_failed", "cancelled") else None
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{base}/healthz", timeout=5).status_code == 200  # 200: its worker is alive
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(healthy, "the service answering", log)
+        for name in ("first", "second"):
+            created = httpx.post(
+                f"{base}/api/sweeps", json={**spec, "name": name}, headers={"Authorization": "Bearer t"}, timeout=30
+            )
+            assert created.status_code == 201, created.text
+            sweep_id = created.json()["id"]
+            ended = wait_for(lambda sweep_id=sweep_id: finished(sweep_id), f"the {name} sweep finishing", log, 120)
+            assert ended == "succeeded"
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        try:
+            serve.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            serve.wait()

@@ -2,9 +2,11 @@
 
 Each child is a ``nero-study worker`` process. A monitor thread reaps a child that exits (no zombie) and starts
 a new one after a backoff that doubles with each quick death (1 s up to 60 s; a child that ran a minute resets
-it). On Linux each child also asks the kernel for SIGTERM when the process that started it ends, so a ``serve``
-killed by any signal, SIGKILL included, takes its workers (and, through their SIGTERM handling, their Ray) with
-it. ``status()`` is what ``/healthz`` reports of them, beside the heartbeat rows every worker writes.
+it). :meth:`WorkerSupervisor.wake` signals the children when a sweep is submitted, so that an idle one claims it
+at once rather than at its next poll of the queue. On Linux each child also asks the kernel for SIGTERM when
+the process that started it ends, so a ``serve`` killed by any signal, SIGKILL included, takes its workers (and,
+through their SIGTERM handling, their Ray) with it. ``status()`` is what ``/healthz`` reports of them, beside the
+heartbeat rows every worker writes.
 """
 
 from __future__ import annotations
@@ -41,10 +43,13 @@ _PRCTL = _load_prctl()
 _PR_SET_PDEATHSIG = 1
 
 
-def _end_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the thread that started it ends (Linux ``PR_SET_PDEATHSIG``)."""
+def _prepare_child() -> None:
+    """In the child, before exec: SIGTERM when the thread that started it ends (Linux ``PR_SET_PDEATHSIG``), and
+    SIGUSR1 ignored (kept across exec) until the worker installs its wake-up handler: a wake-up sent while the
+    child still starts would otherwise end it."""
     if _PRCTL is not None:
         _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
 @dataclass
@@ -77,7 +82,7 @@ class WorkerSupervisor:
         self.thread.start()
 
     def _start(self, child: _Child) -> None:
-        child.process = self.spawn(self.command, env=self.env, preexec_fn=_end_with_parent)
+        child.process = self.spawn(self.command, env=self.env, preexec_fn=_prepare_child)
         child.started = time.monotonic()
         child.restart_at = None
         logger.info("worker %d started (pid %d)", child.slot, child.process.pid)
@@ -114,6 +119,17 @@ class WorkerSupervisor:
             running = [c.process.pid for c in self.children if c.process is not None and c.process.poll() is None]
             return {"expected": self.count, "running": len(running), "pids": running,
                     "restarts": sum(c.restarts for c in self.children)}
+
+    def wake(self) -> None:
+        """SIGUSR1 to every running child: an idle worker claims at once instead of at its next poll (the API
+        calls this when a sweep is submitted)."""
+        with self.lock:
+            processes = [c.process for c in self.children if c.process is not None and c.process.poll() is None]
+        for process in processes:
+            try:
+                process.send_signal(signal.SIGUSR1)
+            except ProcessLookupError:  # it exited since: the monitor restarts it
+                pass
 
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM every child (each releases its sweep and stops its Ray), then SIGKILL what is left."""

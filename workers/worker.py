@@ -192,6 +192,8 @@ class SweepWorker:
         self.engine = db.make_engine(self.settings.database_url)
         self.session_factory = db.session_factory(self.engine)
         self.stopping = threading.Event()
+        #: Set by SIGUSR1 (``serve`` sends it when a sweep is submitted): an idle worker claims at once.
+        self.wakeup = threading.Event()
         # Trial processes kept warm between sweeps (nero_study.study.pool): a later sweep starts without Ray
         # Tune's start-up. Idle runners hold their slots: on a shared cluster they go after the idle time; on
         # the local Ray this worker starts for itself no one else wants those slots, so they stay warm.
@@ -223,6 +225,25 @@ class SweepWorker:
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
+        signal.signal(signal.SIGUSR1, lambda signum, frame: self.wakeup.set())
+
+    #: How often an idle worker looks at its stop and wake-up flags (in memory; the store is polled every
+    #: ``poll_seconds``).
+    WAKE_CHECK_S = 0.05
+
+    def wait_for_work(self, seconds: float) -> bool:
+        """Wait until the next poll of the queue: ``seconds``, or less when woken (SIGUSR1, :attr:`wakeup`) or
+        stopped. Returns whether it was woken."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping.is_set():
+            if self.wakeup.is_set():
+                self.wakeup.clear()
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.stopping.wait(min(self.WAKE_CHECK_S, remaining))
+        return False
 
     def connect_ray(self) -> bool:
         """Connect to Ray (once per process), then take SIGTERM/SIGINT back from Ray if this worker owns them.
@@ -346,7 +367,7 @@ class SweepWorker:
                     if once or (idle_timeout is not None and time.monotonic() - idle_since > idle_timeout):
                         break
                     self.close_pool_if_idle()
-                    self.stopping.wait(self.settings.poll_seconds)
+                    self.wait_for_work(self.settings.poll_seconds)
                     continue
                 self.process(*claimed)
                 processed += 1

@@ -129,14 +129,16 @@ def _get_or_404(session: Session, sweep_id: str) -> Sweep:
 def create_sweep(
     principal: TokenDep,
     spec: Annotated[SweepCreate, Depends(read_sweep_spec)],
+    request: Request,
     response: Response,
     session: SessionDep,
     idempotency_key: IdempotencyKey = None,
 ) -> SweepPublic:
     """Validate the spec, check its planned trial count against the limit, and queue it.
 
-    The API never trains: a worker claims the queued sweep. With an ``Idempotency-Key`` header, sending
-    the same request again returns the sweep already created, with status 200.
+    The API never trains: a worker claims the queued sweep (under ``nero-study serve`` its workers are woken
+    at once; others find it at their next poll). With an ``Idempotency-Key`` header, sending the same request
+    again returns the sweep already created, with status 200.
     """
     try:
         sweep, created = queue_sweep(session, spec, idempotency_key=idempotency_key)
@@ -144,6 +146,9 @@ def create_sweep(
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from None
     if created:
         logger.info("sweep %s queued by %s", sweep.id, principal.name)
+        wake_workers = getattr(request.app.state, "wake_workers", None)
+        if wake_workers is not None:
+            wake_workers()
     else:
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = f"/api/sweeps/{sweep.id}"
