@@ -114,11 +114,14 @@ class NeroStudyClient:
         self,
         sweep_id: str,
         timeout: float = 3600.0,
-        poll: float = 2.0,
+        poll: float = 0.5,
         *,
         on_update: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Poll every ``poll`` seconds until the sweep has finished; raises :class:`TimeoutError` after ``timeout``.
+
+        Every half second by default: one indexed read a poll on the server, and a short sweep is seen to end
+        within half a second of ending.
 
         ``on_update`` is called with the sweep after each poll (for progress output).
         """
@@ -268,7 +271,7 @@ def submit(
     idempotency_key: str | None = None,
     wait: bool = False,
     timeout: float = 3600.0,
-    poll: float = 2.0,
+    poll: float = 0.5,
     on_update: Callable[[dict[str, Any]], None] | None = None,
     http_client: httpx.Client | None = None,
 ) -> dict[str, Any]:
