@@ -34,14 +34,19 @@ Through a warm service (``--service only`` runs just these rows; ``also``, the d
 rows above): ``nero-study serve`` with one worker on a temporary SQLite store, warmed by an untimed sweep of the
 task; then per repeat one 16-lr sweep in each execution mode, submitted over HTTP, times from the store's
 timestamps. Measured 2026-12-02 on this 2-core machine, nothing else running, Nero on its fused CPU step
-(``--service only --repeats 2``; "x separate" is separate's submit->done time over each mode's, same repeat):
+(``--service only --repeats N``; "x separate" is separate's submit->done time over each mode's, same repeat).
+Before serve woke its workers on a submission (each sweep waited ~1 s for the worker's poll):
 
     task / optimiser     separate s     packed s       batched s      auto (ran as)        batched x separate
     digits-mlp / nero    6.06, 4.96     5.26, 5.54     5.86, 5.55     5.64, 5.82 (batched)  1.03, 0.89
     digits-vgg / nero    25.30, 24.08   25.29, 28.02   23.89, 24.22   25.40, 23.94 (batched) 1.06, 0.99
     digits-mlp / sgd     4.20           4.10           4.10           3.80 (batched)        1.03 (one repeat)
 
-About 1 s of each is the worker's poll for new sweeps (``submit->claim``; the sweeps here come back to back).
+After (submit->claim 0.00-0.05 s, was 0.94-0.99 s):
+
+    digits-mlp / nero    4.98, 4.24     4.18, 4.45     4.20, 4.45     4.17, 4.22 (batched)  1.18, 0.95
+    digits-vgg / nero    21.93          21.65          21.51          22.13 (batched)       1.02 (one repeat)
+
 Stacking does not pay off on warm CPU runners: both slots are busy either way, and these models' steps are
 compute, not per-step overhead, once the runners are warm and Nero's step is fused. The issue's target
 (batched >= 1.5x separate) is not met.
