@@ -45,14 +45,15 @@ def wait_for(condition: Callable[[], Any], what: str, log: Path, limit_s: float 
         time.sleep(0.2)
 
 
-def test_serve_restarts_a_dead_worker_and_takes_its_workers_with_it_when_killed(tmp_path: Path) -> None:
-    port = free_port()
+def start_serve(tmp_path: Path, port: int, **settings: str) -> tuple[subprocess.Popen, Path]:
+    """``nero-study serve`` with one worker on a SQLite file in ``tmp_path``, ``settings`` added to its
+    environment; returns the process and its log."""
     env = {
         **os.environ,
         "NERO_STUDY_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
         "NERO_STUDY_API_TOKENS": "t",
-        "NERO_STUDY_WARM_POOL_IDLE_SECONDS": "0",
         "RAY_AUTH_MODE": "disabled",
+        **settings,
     }
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
@@ -60,6 +61,12 @@ def test_serve_restarts_a_dead_worker_and_takes_its_workers_with_it_when_killed(
             [sys.executable, "-m", "nero_study.cli", "serve", "--port", str(port), "--workers", "1", "--no-demo"],
             env=env, stdout=out, stderr=subprocess.STDOUT,
         )
+    return serve, log
+
+
+def test_serve_restarts_a_dead_worker_and_takes_its_workers_with_it_when_killed(tmp_path: Path) -> None:
+    port = free_port()
+    serve, log = start_serve(tmp_path, port, NERO_STUDY_WARM_POOL_IDLE_SECONDS="0")
 
     def health() -> dict | None:
         try:
@@ -96,19 +103,7 @@ def test_a_sweep_submitted_to_serve_is_claimed_without_waiting_for_the_workers_p
     """The workers poll the queue once an hour here: both sweeps, the second submitted after the worker has found
     the queue empty again, can only finish within the failsafe because the submission woke the worker."""
     port = free_port()
-    env = {
-        **os.environ,
-        "NERO_STUDY_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
-        "NERO_STUDY_API_TOKENS": "t",
-        "NERO_STUDY_POLL_SECONDS": "3600",
-        "RAY_AUTH_MODE": "disabled",
-    }
-    log = tmp_path / "serve.log"
-    with open(log, "w") as out:
-        serve = subprocess.Popen(
-            [sys.executable, "-m", "nero_study.cli", "serve", "--port", str(port), "--workers", "1", "--no-demo"],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
+    serve, log = start_serve(tmp_path, port, NERO_STUDY_POLL_SECONDS="3600")
     base = f"http://127.0.0.1:{port}"
     spec = {"tasks": ["digits-mlp"], "optimizers": ["sgd"], "lrs": [0.1], "budget": "smoke"}
 
