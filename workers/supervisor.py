@@ -124,12 +124,9 @@ class WorkerSupervisor:
         """SIGUSR1 to every running child: an idle worker claims at once instead of at its next poll (the API
         calls this when a sweep is submitted)."""
         with self.lock:
-            processes = [c.process for c in self.children if c.process is not None and c.process.poll() is None]
+            processes = [c.process for c in self.children if c.process is not None]
         for process in processes:
-            try:
-                process.send_signal(signal.SIGUSR1)
-            except ProcessLookupError:  # it exited since: the monitor restarts it
-                pass
+            process.send_signal(signal.SIGUSR1)  # skips, by itself, a child that has exited
 
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM every child (each releases its sweep and stops its Ray), then SIGKILL what is left."""

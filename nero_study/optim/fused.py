@@ -42,8 +42,9 @@ SUPPORTED_DTYPES = (torch.float32, torch.float64)
 _LOCK = threading.Lock()
 
 
+@functools.cache
 def available() -> bool:
-    """Whether numba can be imported here (the fused path's only requirement beyond CPU tensors)."""
+    """Whether numba can be imported here (the fused path's only requirement beyond CPU tensors); asked once."""
     try:
         _kernels()
     except ImportError:

@@ -60,10 +60,11 @@ def default_foreach(params: list[Tensor]) -> bool:
     return all(param.device.type in ("cpu", "cuda") for param in params)
 
 
-def default_fused(params: list[Tensor], foreach: bool | None) -> bool:
-    """Whether to take the fused kernels when ``fused`` is None: where numba imports, for CPU tensors of
-    float32 or float64, unless ``foreach`` asked for a path (True the foreach path, False the loop)."""
-    return foreach is None and all(fused_kernel.supports(param) for param in params) and fused_kernel.available()
+def default_fused(foreach: bool | None) -> bool:
+    """Whether to offer the step to the fused kernels when ``fused`` is None: where numba imports, unless
+    ``foreach`` asked for a path (True the foreach path, False the loop). The kernels then take a group only
+    if all its tensors are CPU float32/float64 (``fused.can_step``); other groups take the foreach path."""
+    return foreach is None and fused_kernel.available()
 
 
 def _check_fusable(params: list[Tensor]) -> None:
@@ -161,7 +162,7 @@ class Nero(Optimizer):
             foreach, fused = group["foreach"], group["fused"]
             plans = self._fused_plans.setdefault(index, {})
             if fused is None:
-                fused = default_fused(params, foreach)
+                fused = default_fused(foreach)
             elif fused:
                 _check_fusable(params)
             if foreach is None:

@@ -94,7 +94,7 @@ def auto_execution(specs_by_label: Mapping[str, Sequence[TrialSpec]]) -> tuple[E
 
     The rule, stated: batched where two or more of the task's trials can share a stacked run (one stacked run
     per slot), else packed. Measured through a warm service on CPU (``benchmarks/sweep_throughput.py``),
-    stacking was 0.89-1.06x as fast as separate trials for digits-mlp and digits-vgg: it saves per-step
+    stacking was 0.89-1.18x as fast as separate trials for digits-mlp and digits-vgg: it saves per-step
     Python and launch costs, which on warm CPU runners are a small part of a step, so the rule picks it where
     it can run and does not promise more.
     """
