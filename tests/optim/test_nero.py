@@ -621,7 +621,8 @@ def test_a_group_with_a_dtype_the_kernels_lack_takes_the_fast_path(monkeypatch: 
     optimizer.step()
     loop.step()
     assert calls == []  # not all its tensors can take the kernels: the whole group takes the fast path
-    assert max_difference(params, reference) <= 1e-2  # bfloat16 rounding on the fast path
+    # Both paths round in bfloat16, in different orders: a few ulps of elements of unit-norm rows (|x| <= 1).
+    assert max_difference(params, reference) <= 4 * torch.finfo(torch.bfloat16).eps
 
 
 def test_fused_true_refuses_a_dtype_it_cannot_run_naming_it() -> None:
