@@ -55,15 +55,19 @@ HEAD_NODE_RESOURCE = "node:__internal_head__"
 
 
 def head_node_scheduling() -> Any:
-    """A scheduling strategy that places a small actor on the cluster's head node (softly: anywhere if the head
-    cannot take it). The head lives as long as the cluster does, so a driver's helper actors placed there are
-    not lost with a worker node (on a local single-node Ray, the one node is the head)."""
+    """A scheduling strategy that places a small (``num_cpus=0``) actor on the cluster's head node. The head lives
+    as long as the cluster does, so a driver's helper actors placed there are not lost with a worker node (on a
+    local single-node Ray, the one node is the head). ``"DEFAULT"`` where no live node is the head.
+
+    Hard affinity: Ray's soft affinity is a preference that its scheduler often does not follow. On a two-node
+    cluster (Ray 2.60), about half of the ``num_cpus=0`` actors asked for the head softly started on the other
+    node, and a warm pool whose dispatcher went there died with that node (``test_cluster``)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     for node in ray.nodes():
         if node.get("Alive") and HEAD_NODE_RESOURCE in node.get("Resources", {}):
-            return NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=True)
+            return NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
     return "DEFAULT"
 
 

@@ -71,7 +71,12 @@ def client(cluster: LocalCluster) -> Iterator[NeroStudyClient]:
 
 
 def sweep_spec(
-    name: str, lrs: list[float], resources: dict[str, float], budget: str = "smoke", optimizers: tuple = ("adam",)
+    name: str,
+    lrs: list[float],
+    resources: dict[str, float],
+    budget: str = "smoke",
+    optimizers: tuple = ("adam",),
+    execution: str = "auto",
 ) -> dict:
     return {
         "name": name,
@@ -82,6 +87,7 @@ def sweep_spec(
         "protocol": "grid",
         "budget": budget,
         "resources": resources,
+        "execution": execution,
     }
 
 
@@ -127,6 +133,34 @@ def test_a_driver_without_the_shared_token_is_refused(cluster: LocalCluster) -> 
     result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "connected" not in result.stdout
     assert "Failed to connect to Ray cluster" in result.stderr
+
+
+HEAD_AFFINITY_PROBE = """
+import json, ray
+from nero_study.study.cluster import head_node_scheduling
+ray.init(address=%r, log_to_driver=False)
+head = [node["NodeID"] for node in ray.nodes() if node["Alive"] and "node:__internal_head__" in node["Resources"]]
+
+@ray.remote(num_cpus=0)
+class Where:
+    def node(self):
+        return ray.get_runtime_context().get_node_id()
+
+print(json.dumps({"head": head, "nodes": [ray.get(Where.options(scheduling_strategy=head_node_scheduling())
+                                                   .remote().node.remote()) for _ in range(12)]}))
+"""
+
+
+def test_helper_actors_asked_for_the_head_start_on_the_head(cluster: LocalCluster) -> None:
+    """The warm pool's dispatcher is placed with ``head_node_scheduling``: every such actor is on the head, none
+    on the second node (whose loss would take the dispatcher and every queued bundle with it)."""
+    env = {**os.environ, **cluster.ray_env(), "HOME": str(cluster.root / "home")}
+    probe = HEAD_AFFINITY_PROBE % cluster.ray_address
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    placed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(placed["head"]) == 1 and len(placed["nodes"]) == 12
+    assert set(placed["nodes"]) == set(placed["head"]), placed
 
 
 PLACEMENT_PROBE = """
@@ -248,6 +282,10 @@ def summary(cluster: LocalCluster, sweep_id: str) -> dict:
 
 
 FAULT_LRS = [0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
+# The fault sweeps run packed: trials one at a time on warm runners, so they end one by one and "mid-sweep" (some
+# ended, some not) lasts most of the sweep. Under auto they would be batched, one stacked run per slot whose members
+# all end together: the two slots' runs can end within one poll, and no mid-sweep moment is ever seen.
+FAULT_EXECUTION = "packed"
 ENDED = {"succeeded", "diverged", "failed", "cancelled"}
 
 
@@ -255,6 +293,8 @@ def mid_sweep(cluster: LocalCluster, sweep_id: str) -> bool:
     """The sweep is running, at least one trial has ended and at least one has not (read from the store)."""
     sweep, trials = store_rows(cluster, sweep_id)
     ended = sum(trial["status"] in ENDED for trial in trials)
+    if sweep["status"] in ENDED:  # it can no longer be seen mid-sweep: say so now, not after the failsafe deadline
+        raise AssertionError(f"sweep ended ({sweep['status']}) before it was seen mid-sweep: {ended} trials ended")
     return sweep["status"] == "running" and 0 < ended < len(trials)
 
 
@@ -268,7 +308,9 @@ def test_kill_9_a_worker_mid_sweep_the_other_takes_the_sweep_over(
 ) -> None:
     import time
 
-    created = client.submit(sweep_spec("fault-worker", FAULT_LRS, {"cpu": 1}, budget="proxy"))
+    created = client.submit(
+        sweep_spec("fault-worker", FAULT_LRS, {"cpu": 1}, budget="proxy", execution=FAULT_EXECUTION)
+    )
     sweep_id = created["id"]
     wait_for("a trial ended, others not", lambda: mid_sweep(cluster, sweep_id), poll=0.2)
     owner = store_rows(cluster, sweep_id)[0]["lease_owner"]
@@ -302,7 +344,9 @@ def test_kill_9_the_second_node_mid_sweep(cluster: LocalCluster, client: NeroStu
 
     # 24 trials in several bundles (one per optimiser), so that both nodes run some.
     optimizers = ("adam", "sgd", "nero", "lamb")
-    created = client.submit(sweep_spec("fault-node", FAULT_LRS[:6], {"cpu": 1}, "proxy", optimizers))
+    created = client.submit(
+        sweep_spec("fault-node", FAULT_LRS[:6], {"cpu": 1}, "proxy", optimizers, execution=FAULT_EXECUTION)
+    )
     sweep_id = created["id"]
     wait_for("a trial ended, others not", lambda: mid_sweep(cluster, sweep_id), poll=0.2)
     wait_for("a trial process on the second node", trial_on_second_node, poll=0.0)
@@ -339,7 +383,9 @@ def test_restart_postgresql_mid_sweep(cluster: LocalCluster, client: NeroStudyCl
 
     import httpx
 
-    created = client.submit(sweep_spec("fault-postgres", FAULT_LRS, {"cpu": 1}, "proxy", ("adam", "sgd")))
+    created = client.submit(
+        sweep_spec("fault-postgres", FAULT_LRS, {"cpu": 1}, "proxy", ("adam", "sgd"), execution=FAULT_EXECUTION)
+    )
     sweep_id = created["id"]
     wait_for("a trial ended, others not", lambda: mid_sweep(cluster, sweep_id), poll=0.2)
     database = cluster.processes("postgres")[0]
@@ -381,7 +427,9 @@ def test_kill_9_the_ray_head_mid_sweep(cluster: LocalCluster, client: NeroStudyC
 
     from workers.worker import EXIT_CLUSTER_LOST
 
-    created = client.submit(sweep_spec("fault-head", FAULT_LRS, {"cpu": 1}, "proxy", ("adam", "sgd")))
+    created = client.submit(
+        sweep_spec("fault-head", FAULT_LRS, {"cpu": 1}, "proxy", ("adam", "sgd"), execution=FAULT_EXECUTION)
+    )
     sweep_id = created["id"]
     wait_for("a trial ended, others not", lambda: mid_sweep(cluster, sweep_id), poll=0.2)
     before = summary(cluster, sweep_id)
