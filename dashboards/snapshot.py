@@ -146,6 +146,7 @@ def load_sweep_snapshot(
     ``previous``: an earlier snapshot of the same sweep, loaded with its curves. When no trial row changed
     since (the same ``trials_version``: only curve points or the sweep's own status did), its trials, analysis
     and choice of curve trials are taken over and only the sweep, the counts and the curves are read again.
+    Otherwise only the trial rows changed since its ``trials_version`` are read and merged into its trials.
     """
     from nero_study.study.plan import stored_planned_trials  # lazily: it validates specs (torch)
 
@@ -161,7 +162,14 @@ def load_sweep_snapshot(
         trials, analysis, error = previous.trials, previous.analysis, previous.analysis_error
         chosen = [trial for trial, _ in previous.curves]
     else:
-        trials = repo.trials_frame(session, sweep_id=sweep.id)
+        # Only the trial rows changed since the previous snapshot are read (the frame is the same as a full read).
+        same_sweep = previous is not None and previous.id == sweep.id
+        trials = repo.trials_frame(
+            session,
+            sweep_id=sweep.id,
+            previous=previous.trials if same_sweep and previous is not None else None,
+            as_of=previous.trials_version if same_sweep and previous is not None else None,
+        )
         analysis, error = safe_analysis(trials)
         chosen = select_curve_trials(trials, analysis) if with_curves else []
     curves: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []

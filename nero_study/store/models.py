@@ -185,6 +185,7 @@ class Trial(Base):
         sa.UniqueConstraint("sweep_id", "task", "label", "lr", "seed", "params_key"),
         sa.Index("ix_trials_sweep_id_status", "sweep_id", "status"),
         sa.Index("ix_trials_sweep_id_id", "sweep_id", "id"),
+        sa.Index("ix_trials_sweep_id_changed_version", "sweep_id", "changed_version"),
         sa.CheckConstraint(_in("status", TRIAL_STATUSES), name="status"),
     )
 
@@ -217,6 +218,10 @@ class Trial(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The sweep's ``trials_version`` made by the last write that changed this row (set in that write, from the
+    #: sweep's row, which every such write locks first): a reader that has the sweep's trials as of version V
+    #: reads only the rows with ``changed_version > V`` to have them as of now (:func:`repo.trials_frame`).
+    changed_version: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
 
     sweep: Mapped[Sweep] = relationship(back_populates="trials")
     points: Mapped[list[MetricPoint]] = relationship(

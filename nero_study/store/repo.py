@@ -210,6 +210,14 @@ def _bump_version(session: Session, sweep_id: str, *, trials: bool) -> None:
     )
 
 
+def _stamp() -> dict[str, Any]:
+    """The values that mark the trial rows an UPDATE changes with the ``trials_version`` this write makes: one
+    more than the sweep's (read from its row in the statement). Every UPDATE of trial rows includes it and is
+    followed in its transaction by :func:`_bump_version` with ``trials=True`` (see ``Trial.changed_version``)."""
+    next_version = sa.select(Sweep.trials_version + 1).where(Sweep.id == Trial.sweep_id).scalar_subquery()
+    return {"changed_version": next_version}
+
+
 def _sweep_of_trial(session: Session, trial_id: int) -> str | None:
     return session.scalar(sa.select(Trial.sweep_id).where(Trial.id == trial_id))
 
@@ -581,7 +589,7 @@ def release_sweep(
             interrupted = session.execute(
                 sa.update(Trial)
                 .where(Trial.sweep_id == sweep_id, Trial.status == "running")
-                .values(status="pending", started_at=None)
+                .values(status="pending", started_at=None, **_stamp())
                 .execution_options(synchronize_session=False)
             )
             if interrupted.rowcount:
@@ -707,8 +715,10 @@ def add_trials(session: Session, *, sweep_id: str, trials: Iterable[Any]) -> lis
         _lock_sweep(session, sweep_id)
         count = sa.select(sa.func.count()).select_from(Trial).where(Trial.sweep_id == sweep_id)
         before = session.scalar(count) or 0
+        # New rows carry the version this write makes (an insert of none but known rows makes none).
+        stamp = (session.scalar(sa.select(Sweep.trials_version).where(Sweep.id == sweep_id)) or 0) + 1
         statement = _insert(session, Trial).on_conflict_do_nothing(index_elements=list(_TRIAL_KEY_COLUMNS))
-        session.execute(statement, rows)
+        session.execute(statement, [{**row, "changed_version": stamp} for row in rows])
         stored = session.scalars(
             sa.select(Trial).where(Trial.sweep_id == sweep_id).execution_options(populate_existing=True)
         ).all()
@@ -934,6 +944,7 @@ def mark_trial_running(session: Session, *, trial_id: int, attempt: int, now: da
                 best_metric=None,
                 wall_s=None,
                 steps=None,
+                **_stamp(),
             )
             .execution_options(synchronize_session=False)
         )
@@ -1039,7 +1050,10 @@ def finish_trial(
         if sweep_id is not None:
             _lock_sweep(session, sweep_id)
         result = session.execute(
-            sa.update(Trial).where(*conditions).values(**values).execution_options(synchronize_session=False)
+            sa.update(Trial)
+            .where(*conditions)
+            .values(**values, **_stamp())
+            .execution_options(synchronize_session=False)
         )
         applied = result.rowcount == 1
         if applied and curve is not None:
@@ -1077,7 +1091,7 @@ def _cancel_pending(session: Session, *, sweep_id: str, now: datetime) -> int:
     result = session.execute(
         sa.update(Trial)
         .where(Trial.sweep_id == sweep_id, Trial.status.in_(("pending", "running")))
-        .values(status="cancelled", finished_at=now)
+        .values(status="cancelled", finished_at=now, **_stamp())
         .execution_options(synchronize_session=False)
     )
     return result.rowcount
@@ -1125,11 +1139,82 @@ def get_trial_with_curve(session: Session, *, trial_id: int) -> tuple[Trial, lis
         return trial, _curve(session, trial_id=trial_id)
 
 
-def trials_frame(session: Session, *, sweep_id: str) -> pd.DataFrame:
-    """The sweep's trials as a pandas DataFrame (one row per trial, columns :data:`TRIAL_FRAME_COLUMNS`).
+def trials_frame(
+    session: Session, *, sweep_id: str, previous: pd.DataFrame | None = None, as_of: int | None = None
+) -> pd.DataFrame:
+    """The sweep's trials as a pandas DataFrame (one row per trial, ordered by id, columns
+    :data:`TRIAL_FRAME_COLUMNS`).
 
     NaN and infinite metrics are kept as such; an empty sweep gives an empty frame with the columns.
+
+    ``previous`` and ``as_of``: a frame this function returned for the sweep and the sweep's ``trials_version``
+    read before it. Then only the rows changed since (``changed_version > as_of``) are read and put in place of
+    their old rows; the result is equal to a full read (the same values and dtypes: where a changed column's
+    dtype differs from the previous frame's, so that the full read's could too, the sweep is read in full).
     """
+    if previous is None or as_of is None or len(previous) == 0:
+        return _read_trials_frame(session, sweep_id=sweep_id)
+    changed = _read_trials_frame(session, sweep_id=sweep_id, changed_after=as_of)
+    if len(changed) == 0:
+        return previous
+    merged = _merged_by_id(previous, changed)
+    return _read_trials_frame(session, sweep_id=sweep_id) if merged is None else merged
+
+
+# A full read's dtypes follow pandas' inference from the rows: a merge gives each column the dtype that inference
+# gives the merged rows. Every column with no value at all is object (None), but these, which are float64 (NaN):
+_FLOAT_COLUMNS = ("lr", "metric", "best_metric", "initial_metric", "wall_s")
+# Columns of ints or missing values: int64; float64 (NaN) with some missing.
+_INFERRED_INT_COLUMNS = ("steps",)
+# Columns of bools or missing values: bool; object (True, False, None) with some missing.
+_INFERRED_BOOL_COLUMNS = ("lower_is_better",)
+# Every other column with values has one dtype whatever the rows: int64, float64, str, datetime64[UTC] or object
+# (dicts; or datetimes of mixed offsets, converted one by one).
+
+
+def _merged_by_id(previous: pd.DataFrame, changed: pd.DataFrame) -> pd.DataFrame | None:
+    """``previous`` with its rows whose id is in ``changed`` replaced by those and new ids added, ordered by id,
+    with the dtypes a full read of the merged rows has; ``None`` where that is not known without one."""
+    import numpy as np
+    import pandas as pd
+
+    kept = previous[~np.isin(previous["id"].to_numpy(), changed["id"].to_numpy())]
+    parts = [part for part in (kept, changed) if len(part)]
+    columns: dict[str, Any] = {}
+    for name in TRIAL_FRAME_COLUMNS:
+        series = [part[name] for part in parts]
+        valued = {column.dtype for column in series if column.notna().any()}
+        if name in _INFERRED_INT_COLUMNS + _INFERRED_BOOL_COLUMNS:
+            if len({column.dtype for column in series}) > 1:
+                series = [column.astype(object) for column in series]  # the dtype is settled below
+        elif len(valued) > 1:
+            return None  # e.g. datetimes of one offset in one part and of mixed offsets in the other
+        elif valued and name not in _FLOAT_COLUMNS:
+            (dtype,) = valued
+            series = [column if column.dtype == dtype else column.astype(dtype) for column in series]
+        columns[name] = pd.concat(series, ignore_index=True)
+    merged = pd.DataFrame(columns, columns=list(TRIAL_FRAME_COLUMNS))
+    rows = len(merged)
+    for name in TRIAL_FRAME_COLUMNS:
+        column = merged[name]
+        missing = int(column.isna().sum())
+        if missing == rows and name not in _FLOAT_COLUMNS:
+            merged[name] = pd.Series([None] * rows, dtype=object)
+        elif name in _INFERRED_INT_COLUMNS:
+            merged[name] = column.astype("float64" if missing else "int64")
+        elif name in _INFERRED_BOOL_COLUMNS:
+            if missing:
+                merged[name] = pd.Series([None if pd.isna(v) else bool(v) for v in column], dtype=object)
+            else:
+                merged[name] = column.astype(bool)
+    order = np.argsort(merged["id"].to_numpy(), kind="stable")
+    if (order[1:] < order[:-1]).any():
+        merged = merged.take(order).reset_index(drop=True)
+    return merged
+
+
+def _read_trials_frame(session: Session, *, sweep_id: str, changed_after: int | None = None) -> pd.DataFrame:
+    """The sweep's trials (those with ``changed_version > changed_after`` if given) as :func:`trials_frame`."""
     import pandas as pd
 
     # Read without the per-value Python of the store's column types (a big sweep has 10,000 rows x 8 such
@@ -1140,6 +1225,8 @@ def trials_frame(session: Session, *, sweep_id: str) -> pd.DataFrame:
     raw_json = session.get_bind().dialect.name == "sqlite"
     columns = [_frame_column(name, raw_json=raw_json) for name in TRIAL_FRAME_COLUMNS]
     statement = sa.select(*columns).where(Trial.sweep_id == sweep_id).order_by(Trial.id)
+    if changed_after is not None:
+        statement = statement.where(Trial.changed_version > changed_after)
     with _read(session):
         rows = session.connection().execute(statement).all()
     values = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in TRIAL_FRAME_COLUMNS]
@@ -1149,7 +1236,7 @@ def trials_frame(session: Session, *, sweep_id: str) -> pd.DataFrame:
     for name in _JSON_COLUMNS if raw_json else ():
         data[name] = [None if text is None else {} if text == "{}" else json.loads(text) for text in data[name]]
     frame = pd.DataFrame(data, columns=list(TRIAL_FRAME_COLUMNS)) if rows else pd.DataFrame(columns=list(data))
-    for name in ("lr", "metric", "best_metric", "initial_metric", "wall_s"):
+    for name in _FLOAT_COLUMNS:
         frame[name] = frame[name].astype("float64")
     for name in _DATETIME_COLUMNS:
         column = frame[name]

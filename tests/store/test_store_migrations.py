@@ -27,9 +27,9 @@ def test_upgrade_from_empty_creates_the_tables_at_head(empty_db_url, tmp_path, m
         assert TABLES.isdisjoint(sa.inspect(engine).get_table_names())
         db.upgrade(empty_db_url)
         assert TABLES <= set(sa.inspect(engine).get_table_names())
-        assert db.current_revision(engine) == db.head_revision() == "0007"
+        assert db.current_revision(engine) == db.head_revision() == "0008"
         db.upgrade(empty_db_url)  # a second upgrade is a no-op
-        assert db.current_revision(engine) == "0007"
+        assert db.current_revision(engine) == "0008"
     finally:
         engine.dispose()
 
@@ -142,6 +142,7 @@ def test_unique_key_and_indexes_exist(db_url):
         engine.dispose()
     assert {"sweep_id", "task", "label", "lr", "seed", "params_key"} in unique_keys
     assert indexes["ix_trials_sweep_id_status"] == ["sweep_id", "status"]
+    assert indexes["ix_trials_sweep_id_changed_version"] == ["sweep_id", "changed_version"]
     assert foreign_keys[0]["referred_table"] == "trials"
     assert foreign_keys[0]["options"].get("ondelete") == "CASCADE"
 
@@ -206,7 +207,7 @@ def test_alembic_command_line_uses_the_packaged_ini(tmp_path):
     assert completed.returncode == 0, completed.stderr
     engine = db.make_engine(url)
     try:
-        assert db.current_revision(engine) == "0007"
+        assert db.current_revision(engine) == "0008"
     finally:
         engine.dispose()
 
@@ -295,7 +296,7 @@ def test_downgrades_keep_every_trial_and_curve_point(empty_db_url):
     try:
         before = counts()
         assert before[1] == 1 and before[2] >= 1
-        for revision in ("0006", "0005", "0004", "0003", "0002", "0001"):
+        for revision in ("0007", "0006", "0005", "0004", "0003", "0002", "0001"):
             with engine.begin() as connection:
                 config.attributes["connection"] = connection
                 command.downgrade(config, revision)

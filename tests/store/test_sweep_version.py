@@ -235,3 +235,101 @@ def test_the_live_page_carries_the_validator_of_its_poll(client: TestClient, ses
     report = client.get(f"/sweeps/{sweep_id}/report.html")
     assert report.headers["etag"].startswith("W/")
     assert client.get("/sweeps/nope/figures.json", headers={"If-None-Match": "*"}).status_code == 404
+
+
+def test_a_frame_read_since_a_version_equals_a_full_read_after_every_kind_of_write(session: Session) -> None:
+    """``trials_frame(previous=, as_of=)`` reads only the rows changed since ``as_of`` (``Trial.changed_version``)
+    and gives the frame a full read gives: the same values and dtypes, after each write that changes trial rows
+    (added, started, finished in each way, given back, cancelled) and through the columns whose dtype pandas
+    infers from the rows (steps, lower_is_better, error, device, the times) changing from all missing to some
+    to none. Rows no write changed since ``as_of`` come from ``previous``: a mark left in them stays."""
+    import math
+
+    import pandas as pd
+
+    sweep_id = _running_sweep(session)
+    mark = -12345.0  # in ``wall_s`` of every previous row: the rows read again lose it
+    state: dict = {"frame": None, "as_of": None}
+
+    def check(what: str, *, changed_ids: set[int] | None = None) -> None:
+        as_of = repo.get_sweep(session, sweep_id=sweep_id).trials_version
+        full = repo.trials_frame(session, sweep_id=sweep_id)
+        if state["frame"] is not None:
+            previous = state["frame"].assign(wall_s=mark)
+            since = repo.trials_frame(session, sweep_id=sweep_id, previous=previous, as_of=state["as_of"])
+            read_again = set(since.loc[since["wall_s"] != mark, "id"])
+            if changed_ids is not None:
+                assert read_again == changed_ids, what
+            expected = full.copy()
+            unchanged = ~expected["id"].isin(read_again)
+            expected.loc[unchanged, "wall_s"] = mark
+            pd.testing.assert_frame_equal(since, expected, check_exact=True, obj=what)
+            assert list(since.dtypes) == list(full.dtypes), what
+        state["frame"], state["as_of"] = full, as_of
+        for name in ("steps", "lower_is_better", "started_at", "error"):
+            state.setdefault("dtypes", {}).setdefault(name, set()).add(str(full[name].dtype))
+
+    check("empty")
+    trials = repo.add_trials(session, sweep_id=sweep_id, trials=[_trial("nero", lr) for lr in (0.001, 0.01, 0.1)])
+    ids = [trial.id for trial in trials]
+    check("trials added")  # from an empty frame: read in full
+    assert repo.mark_trial_running(session, trial_id=ids[0], attempt=1)
+    check("one started", changed_ids={ids[0]})
+    assert repo.add_metric_points(session, trial_id=ids[0], points=[{"step": 5, "metric": 0.7}], attempt=1) == 1
+    check("a curve point", changed_ids=set())
+    assert repo.finish_trial(session, trial_id=ids[0], status="succeeded", metric=0.2, lower_is_better=True, steps=2)
+    check("one finished", changed_ids={ids[0]})
+    assert repo.mark_trial_running(session, trial_id=ids[1], attempt=1)
+    assert repo.finish_trial(
+        session,
+        trial_id=ids[1],
+        status="failed",
+        error="RuntimeError: boom",
+        device="cpu",
+        wall_s=1.5,
+        steps=7,
+        lower_is_better=True,
+    )
+    check("one failed (a first error and device)", changed_ids={ids[1]})
+    assert repo.mark_trial_running(session, trial_id=ids[2], attempt=1)
+    check("the last started")
+    more = repo.add_trials(session, sweep_id=sweep_id, trials=[_trial("adam", lr) for lr in (0.01, 0.1)])
+    check("trials added to a read frame", changed_ids={trial.id for trial in more})
+    assert repo.release_sweep(session, sweep_id=sweep_id, owner=OWNER)
+    check("given back: running trials pending again", changed_ids={ids[2]})
+    assert repo.claim_sweep(session, sweep_id=sweep_id, owner=OWNER, lease_seconds=3600) is not None
+    for trial_id in (ids[2], more[0].id):
+        assert repo.mark_trial_running(session, trial_id=trial_id, attempt=2)
+    check("two started again", changed_ids={ids[2], more[0].id})
+    assert repo.finish_trial(
+        session, trial_id=ids[2], status="diverged", metric=math.nan, lower_is_better=True, steps=3, attempt=2
+    )
+    assert repo.finish_trial(
+        session,
+        trial_id=more[0].id,
+        status="succeeded",
+        metric=0.1,
+        steps=5,
+        attempt=2,
+        lower_is_better=True,
+    )
+    check("diverged (NaN) and succeeded", changed_ids={ids[2], more[0].id})
+    assert repo.cancel_pending_trials(session, sweep_id=sweep_id) == 1
+    check("the pending one cancelled", changed_ids={more[1].id})
+    assert repo.mark_trial_running(session, trial_id=more[1].id, attempt=3)
+    assert repo.finish_trial(
+        session, trial_id=more[1].id, status="succeeded", metric=0.3, steps=4, lower_is_better=True
+    )
+    check("the cancelled one run again", changed_ids={more[1].id})
+    (last,) = repo.add_trials(session, sweep_id=sweep_id, trials=[_trial("adam", 0.001)])
+    check("a trial added to a finished grid", changed_ids={last.id})
+    assert repo.finish_sweep(session, sweep_id=sweep_id, owner=OWNER, status="failed", error="stopped")
+    check("the sweep failed: its pending trial cancelled", changed_ids={last.id})
+    assert repo.claim_sweep(session, sweep_id=sweep_id, owner=OWNER, lease_seconds=3600) is not None
+    check("run again: no trial row changes", changed_ids=set())
+    assert repo.mark_trial_running(session, trial_id=last.id, attempt=4)
+    assert repo.finish_trial(session, trial_id=last.id, status="succeeded", metric=0.5, steps=1, lower_is_better=True)
+    check("the cancelled one finished", changed_ids={last.id})
+    seen = state["dtypes"]
+    assert {"object", "float64", "int64"} <= seen["steps"] and {"object", "bool"} <= seen["lower_is_better"], seen
+    assert {"object"} < seen["started_at"] and {"object"} < seen["error"], seen
