@@ -160,18 +160,17 @@ def select_curve_trials(trials: pd.DataFrame, analysis: SweepAnalysis) -> list[d
     """For each (task, optimiser), one finished trial at its best lr (a succeeded one, lowest seed first)."""
     finished = finished_trials(trials)
     chosen = []
-    # Plain arrays once; per (task, optimiser) a mask and a stable (failed, seed) order over the matches.
-    task = finished["task"].to_numpy()
-    label = finished["label"].to_numpy()
+    # Plain arrays and the rows of each (task, optimiser) once; per (task, optimiser) the rows at its best lr in a
+    # stable (failed, seed) order.
     lr = finished["lr"].astype(float).to_numpy()
     failed = (finished["status"] != "succeeded").astype(int).to_numpy()
     seed = finished["seed"].to_numpy()
+    rows_of = finished.groupby(["task", "label"], sort=False).indices if len(finished) else {}
     for summary in analysis.per_optimizer:
-        (matches,) = np.nonzero(
-            (task == summary.task)
-            & (label == summary.label)
-            & np.isclose(lr, summary.eta_star, rtol=LR_REL_TOL, atol=0.0)
-        )
+        rows = rows_of.get((summary.task, summary.label))
+        if rows is None:
+            continue
+        matches = rows[np.isclose(lr[rows], summary.eta_star, rtol=LR_REL_TOL, atol=0.0)]
         if not len(matches):
             continue
         first = matches[np.lexsort((seed[matches], failed[matches]))[0]]

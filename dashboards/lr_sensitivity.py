@@ -101,7 +101,10 @@ def _seed_stats(rows: pd.DataFrame, summary: OptimizerSummary) -> LrSeries:
     status = rows["status"].to_numpy()
     ok_rows = (status == "succeeded") & np.isfinite(metric)
     failed_rows = status == "failed"
-    row_rounds = [bracket_round(phase) for phase in rows["phase"]] if "phase" in rows else [None] * len(rows)
+    # The bracket round of each row that has one (a plain grid has none): (row position, round).
+    phases = rows["phase"].tolist() if "phase" in rows else []
+    round_of = {phase: bracket_round(phase) for phase in set(phases)}
+    in_rounds = [(i, round_of[phase]) for i, phase in enumerate(phases) if round_of[phase] is not None]
     rounds: list[int | None] = []
     for point in summary.curve:
         at = np.isclose(lr_values, point.lr, rtol=LR_REL_TOL, atol=0.0)
@@ -113,7 +116,7 @@ def _seed_stats(rows: pd.DataFrame, summary: OptimizerSummary) -> LrSeries:
         seeds.append(int(at.sum()))
         failed.append(int((at & failed_rows).sum()))
         diverged.append(int(seeds[-1] - ok.sum() - failed[-1]))
-        added = [index for index, here in zip(row_rounds, at, strict=True) if here and index is not None]
+        added = [index for i, index in in_rounds if at[i]]
         rounds.append(min(added) if added else None)
     return LrSeries(
         label=summary.label,

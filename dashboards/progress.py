@@ -100,7 +100,7 @@ def _progress_traces(info: ProgressInfo) -> list[drawing.PanelTrace]:
 def _progress_layout(total: int, title: str) -> tuple[go.Figure, int]:
     fig = drawing.new_figure()
     fig.update_xaxes(title_text="time (UTC)")
-    fig.update_yaxes(title_text=f"trials (of {total})", rangemode="tozero")
+    fig.update_yaxes(title_text=_y_title(total), rangemode="tozero")
     return drawing.finish_layout(fig, title=title, height=drawing.PANEL_HEIGHT + 40), 1
 
 
@@ -119,10 +119,17 @@ def sweep_progress_figure(
     its arguments (:func:`~dashboards.drawing.panel_figure_json`): what the sweep page draws."""
     if not info.times:
         return drawing.figure_to_dict(plot_sweep_progress(info, title=title), user_text=user_text)
-    layout = (info.total, title)
-    return drawing.panel_figure_json(
-        layout, lambda: _progress_layout(*layout), _progress_traces(info), user_text=user_text
+    # The layout is kept by title alone and the y axis's title (the only place the total shows) written in: a
+    # sweep whose trial count grows is not laid out again for each new trial.
+    figure = drawing.panel_figure_json(
+        (title,), lambda: _progress_layout(0, title), _progress_traces(info), user_text=user_text
     )
+    figure["layout"]["yaxis"]["title"]["text"] = _y_title(info.total)
+    return figure
+
+
+def _y_title(total: int) -> str:
+    return f"trials (of {total})"
 
 
 class ProgressSegment(NamedTuple):
