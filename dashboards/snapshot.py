@@ -163,12 +163,12 @@ def load_sweep_snapshot(
         chosen = [trial for trial, _ in previous.curves]
     else:
         # Only the trial rows changed since the previous snapshot are read (the frame is the same as a full read).
-        same_sweep = previous is not None and previous.id == sweep.id
+        base = previous if previous is not None and previous.id == sweep.id else None
         trials = repo.trials_frame(
             session,
             sweep_id=sweep.id,
-            previous=previous.trials if same_sweep and previous is not None else None,
-            as_of=previous.trials_version if same_sweep and previous is not None else None,
+            previous=None if base is None else base.trials,
+            as_of=None if base is None else base.trials_version,
         )
         analysis, error = safe_analysis(trials)
         chosen = select_curve_trials(trials, analysis) if with_curves else []

@@ -1149,8 +1149,8 @@ def trials_frame(
 
     ``previous`` and ``as_of``: a frame this function returned for the sweep and the sweep's ``trials_version``
     read before it. Then only the rows changed since (``changed_version > as_of``) are read and put in place of
-    their old rows; the result is equal to a full read (the same values and dtypes: where a changed column's
-    dtype differs from the previous frame's, so that the full read's could too, the sweep is read in full).
+    their old rows; the result is equal to a full read, values and dtypes (each column gets the dtype pandas
+    infers for the merged rows; where that is not known without the rows, the sweep is read in full).
     """
     if previous is None or as_of is None or len(previous) == 0:
         return _read_trials_frame(session, sweep_id=sweep_id)
